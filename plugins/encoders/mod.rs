@@ -1,0 +1,3 @@
+//! Encoders: frames in, encoded images out.
+
+pub mod jpeg;

@@ -1,0 +1,16 @@
+//! Every node type camgraph knows, registered in one list. Adding a type is one folder here and one
+//! line in `registry()`.
+
+pub mod encoders;
+pub mod sinks;
+pub mod sources;
+
+use crate::registry::Registry;
+
+pub fn registry() -> Registry {
+    let mut r = Registry::default();
+    r.register::<sources::CameraConfig>();
+    r.register::<encoders::jpeg::JpegEncoderConfig>();
+    r.register::<sinks::mjpeg::MjpegSinkConfig>();
+    r
+}

@@ -1,0 +1,165 @@
+//! The `mjpeg_sink` node: serves a camera's JPEGs as `multipart/x-mixed-replace` to any number of
+//! viewers (`GET /api/camera/stream/{camera}`) and as single pictures (`GET
+//! /api/camera/snapshot/{camera}`). Viewers share the encoder's output for their quality; one that
+//! reads slowly skips to the newest frame instead of queueing.
+//!
+//! ```yaml
+//! front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 200 }
+//! ```
+
+mod viewer;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::{Actor, ActorContext, Context, Handler, ResponseFuture};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{BuildError, ServiceError};
+use crate::messages::{ByteStream, EncodedFrame, OpenStream, Shutdown, TakeSnapshot};
+use crate::node::{
+    check_range, BuildContext, EncodedFeed, FieldIssue, NodeConfig, NodeHandle, PortKind, Ports,
+    Service,
+};
+
+/// Settings of an `mjpeg_sink` node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MjpegSinkConfig {
+    /// Most viewers at once; one more gets a 503. Default 200.
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: usize,
+    /// How long a snapshot waits for a frame while capture starts up, in milliseconds. Default 3000.
+    #[serde(default = "default_snapshot_timeout_ms")]
+    pub snapshot_timeout_ms: u64,
+}
+
+fn default_max_viewers() -> usize {
+    200
+}
+fn default_snapshot_timeout_ms() -> u64 {
+    3000
+}
+
+/// A snapshot request may answer with the latest frame if it is at most this old.
+const FRESH: Duration = Duration::from_millis(500);
+
+impl NodeConfig for MjpegSinkConfig {
+    const TYPE: &'static str = "mjpeg_sink";
+
+    fn ports(&self) -> Ports {
+        Ports {
+            input: Some(PortKind::Jpeg),
+            output: None,
+        }
+    }
+
+    fn validate(&self) -> Vec<FieldIssue> {
+        let mut issues = Vec::new();
+        check_range(&mut issues, "max_viewers", self.max_viewers, 1..=10_000);
+        check_range(
+            &mut issues,
+            "snapshot_timeout_ms",
+            self.snapshot_timeout_ms,
+            100..=60_000,
+        );
+        issues
+    }
+
+    fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
+        let sink = MjpegSink {
+            camera: cx.camera.to_string(),
+            feed: cx.jpeg_input()?,
+            config: self.clone(),
+            viewers: Arc::new(AtomicUsize::new(0)),
+            metrics: viewer::ViewerMetrics::new(&cx.metrics),
+        };
+        let (viewers, metrics) = (sink.viewers.clone(), sink.metrics.clone());
+        let addr = sink.start();
+        Ok(NodeHandle {
+            output: None,
+            services: vec![Service::Mjpeg {
+                stream: addr.clone().recipient(),
+                snapshot: addr.clone().recipient(),
+            }],
+            stats: Some(Box::new(move || {
+                json!({
+                    "viewers": viewers.load(Ordering::Relaxed),
+                    "sent": metrics.sent.get(),
+                    "bytes_sent": metrics.bytes.get(),
+                    "dropped_behind": metrics.dropped_behind.get(),
+                    "dropped_rate_limit": metrics.dropped_rate_limit.get(),
+                })
+            })),
+            stop: Box::new(move || addr.do_send(Shutdown)),
+        })
+    }
+}
+
+struct MjpegSink {
+    camera: String,
+    feed: Arc<dyn EncodedFeed>,
+    config: MjpegSinkConfig,
+    viewers: Arc<AtomicUsize>,
+    metrics: viewer::ViewerMetrics,
+}
+
+impl Actor for MjpegSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<OpenStream> for MjpegSink {
+    type Result = Result<ByteStream, ServiceError>;
+
+    fn handle(&mut self, msg: OpenStream, _: &mut Self::Context) -> Self::Result {
+        let count = self.viewers.load(Ordering::Relaxed);
+        if count >= self.config.max_viewers {
+            return Err(ServiceError::Busy(format!(
+                "camera '{}' has its maximum of {} viewers",
+                self.camera, self.config.max_viewers
+            )));
+        }
+        let frames = self.feed.subscribe(msg.quality)?;
+        let guard = viewer::ViewerGuard::new(self.viewers.clone(), self.metrics.viewers.clone());
+        Ok(viewer::mjpeg_body(frames, msg.fps, guard, self.metrics.clone()).boxed())
+    }
+}
+
+impl Handler<TakeSnapshot> for MjpegSink {
+    type Result = ResponseFuture<Result<Arc<EncodedFrame>, ServiceError>>;
+
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        let subscribed = self.feed.subscribe(None);
+        let camera = self.camera.clone();
+        let wait = Duration::from_millis(self.config.snapshot_timeout_ms);
+        Box::pin(async move {
+            let mut frames = subscribed?;
+            if let Some(latest) = frames.latest() {
+                if SystemTime::now()
+                    .duration_since(latest.captured_at)
+                    .unwrap_or_default()
+                    <= FRESH
+                {
+                    return Ok(latest);
+                }
+            }
+            match tokio::time::timeout(wait, frames.next()).await {
+                Ok(Some((frame, _))) => Ok(frame),
+                _ => Err(ServiceError::Unavailable(format!(
+                    "no frame from camera '{camera}' within {} ms (is capture stopped?)",
+                    wait.as_millis()
+                ))),
+            }
+        })
+    }
+}
+
+impl Handler<Shutdown> for MjpegSink {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

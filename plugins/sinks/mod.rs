@@ -1,0 +1,3 @@
+//! Sinks: where encoded frames leave camgraph.
+
+pub mod mjpeg;

@@ -1,0 +1,237 @@
+//! Plays JPEG files as a camera: a folder of `.jpg`/`.jpeg` files (in name order) or one `.mjpeg`
+//! file (JPEGs back to back, as `ffmpeg -f mjpeg` writes), looped at the camera's fps. Frames are
+//! passed on as JPEG, so a JPEG encoder at its default quality forwards them without re-encoding.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::{Captured, FrameSource, Pacer};
+use crate::messages::PixelFormat;
+
+/// Refuse to load more than this into memory.
+const MAX_TOTAL_BYTES: usize = 512 << 20;
+
+struct Picture {
+    width: u32,
+    height: u32,
+    data: Bytes,
+}
+
+pub struct FilePlayer {
+    pictures: Vec<Picture>,
+    next: usize,
+    pacer: Pacer,
+}
+
+impl FilePlayer {
+    pub fn open(path: &Path, fps: u32) -> Result<Self, String> {
+        let shown = path.display();
+        let mut images: Vec<(String, Bytes)> = Vec::new();
+        if path.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| format!("cannot read folder {shown}: {e}"))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")
+                    })
+                })
+                .collect();
+            names.sort();
+            let mut total = 0;
+            for p in names {
+                let data =
+                    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                total += data.len();
+                if total > MAX_TOTAL_BYTES {
+                    return Err(format!(
+                        "{shown}: more than {} MiB of JPEGs",
+                        MAX_TOTAL_BYTES >> 20
+                    ));
+                }
+                images.push((p.display().to_string(), Bytes::from(data)));
+            }
+        } else {
+            let data = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+            if data.len() > MAX_TOTAL_BYTES {
+                return Err(format!(
+                    "{shown}: larger than {} MiB",
+                    MAX_TOTAL_BYTES >> 20
+                ));
+            }
+            let data = Bytes::from(data);
+            for (i, range) in split_jpegs(&data).into_iter().enumerate() {
+                images.push((format!("{shown} (image {})", i + 1), data.slice(range)));
+            }
+        }
+        if images.is_empty() {
+            return Err(format!("{shown}: no JPEG images found"));
+        }
+        let mut pictures = Vec::with_capacity(images.len());
+        for (name, data) in images {
+            let header = turbojpeg::read_header(&data)
+                .map_err(|e| format!("{name}: not a valid JPEG: {e}"))?;
+            pictures.push(Picture {
+                width: header.width as u32,
+                height: header.height as u32,
+                data,
+            });
+        }
+        Ok(Self {
+            pictures,
+            next: 0,
+            pacer: Pacer::new(fps),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.pictures.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pictures.is_empty()
+    }
+}
+
+impl FrameSource for FilePlayer {
+    fn next_frame(&mut self, _seq: u64) -> Result<Captured, String> {
+        self.pacer.wait();
+        let p = &self.pictures[self.next];
+        self.next = (self.next + 1) % self.pictures.len();
+        Ok(Captured {
+            captured_at: SystemTime::now(),
+            width: p.width,
+            height: p.height,
+            format: PixelFormat::Jpeg,
+            data: p.data.clone(),
+        })
+    }
+
+    fn pause(&mut self) {
+        self.pacer.reset();
+    }
+}
+
+/// The byte ranges of the JPEG images in `data`, found by walking JPEG markers (so bytes that merely
+/// look like an end marker inside a thumbnail or header do not cut an image short). Anything between
+/// images is skipped; a truncated last image is dropped.
+pub fn split_jpegs(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(start) = find_soi(data, pos) {
+        match jpeg_end(data, start) {
+            Some(end) => {
+                out.push(start..end);
+                pos = end;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn find_soi(data: &[u8], from: usize) -> Option<usize> {
+    data.get(from..)?
+        .windows(2)
+        .position(|w| w == [0xFF, 0xD8])
+        .map(|p| from + p)
+}
+
+/// The end (exclusive) of the JPEG that starts at `start`.
+fn jpeg_end(data: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 2;
+    loop {
+        // Markers may be padded with extra 0xFF bytes.
+        while *data.get(i)? == 0xFF && *data.get(i + 1)? == 0xFF {
+            i += 1;
+        }
+        if *data.get(i)? != 0xFF {
+            return None;
+        }
+        let marker = *data.get(i + 1)?;
+        i += 2;
+        match marker {
+            0xD9 => return Some(i),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                let len = usize::from(u16::from_be_bytes([*data.get(i)?, *data.get(i + 1)?]));
+                i += len;
+                if marker == 0xDA {
+                    // Entropy-coded data: runs until a marker that is not a stuffed 0xFF00 or a restart.
+                    loop {
+                        if *data.get(i)? == 0xFF {
+                            let next = *data.get(i + 1)?;
+                            if next != 0x00 && !(0xD0..=0xD7).contains(&next) {
+                                break;
+                            }
+                            i += 2;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: usize, h: usize, shade: u8) -> Vec<u8> {
+        let pixels = vec![shade; w * h * 3];
+        let image = turbojpeg::Image {
+            pixels: &pixels[..],
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        turbojpeg::compress(image, 80, turbojpeg::Subsamp::Sub2x2)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn an_mjpeg_file_splits_into_its_images() {
+        let (a, b) = (jpeg(64, 48, 10), jpeg(32, 16, 200));
+        let mut file = b"junk".to_vec();
+        file.extend(&a);
+        file.extend(b"\r\n--boundary\r\n");
+        file.extend(&b);
+        file.extend(&a[..a.len() / 2]); // truncated
+        let ranges = split_jpegs(&file);
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(&file[ranges[0].clone()], &a[..]);
+        assert_eq!(&file[ranges[1].clone()], &b[..]);
+    }
+
+    #[test]
+    fn a_folder_plays_in_name_order_and_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.jpg"), jpeg(32, 16, 200)).unwrap();
+        std::fs::write(dir.path().join("a.jpg"), jpeg(64, 48, 10)).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a picture").unwrap();
+        let mut player = FilePlayer::open(dir.path(), 1000).unwrap();
+        let sizes: Vec<_> = (0..3)
+            .map(|i| player.next_frame(i).map(|c| (c.width, c.height)).unwrap())
+            .collect();
+        assert_eq!(sizes, vec![(64, 48), (32, 16), (64, 48)]);
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jpg");
+        std::fs::write(&path, [0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
+        let err = FilePlayer::open(dir.path(), 30).err().unwrap();
+        assert!(
+            err.contains("bad.jpg") && err.contains("not a valid JPEG"),
+            "{err}"
+        );
+    }
+}

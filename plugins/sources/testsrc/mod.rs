@@ -1,0 +1,242 @@
+//! The test pattern: colour bars, a box that moves one step per frame, and three rows of 32
+//! black/white blocks in the top-left corner carrying the frame number, its complement (a check),
+//! and the capture time (Unix milliseconds, low 32 bits). `read_marks` reads them back from a
+//! decoded frame, so tests and latency checks know exactly which frame they see and when it was
+//! taken. Buffers are recycled once every consumer has let go of them.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Captured, FrameSource, Pacer};
+use crate::messages::PixelFormat;
+
+/// Smallest size that fits the marks (32 blocks of 8 pixels, three rows).
+pub const MIN_WIDTH: u32 = 256;
+pub const MIN_HEIGHT: u32 = 64;
+const BITS: usize = 32;
+const ROWS: usize = 3;
+/// Buffers kept for reuse; a buffer comes back once viewers and encoders are done with it.
+const SPARE_BUFFERS: usize = 4;
+
+/// The side of one mark block at this frame width: a multiple of 8 so JPEG blocks stay clean.
+pub fn block_size(width: u32) -> usize {
+    ((width as usize / BITS) / 8 * 8).max(8)
+}
+
+pub struct TestPattern {
+    width: u32,
+    height: u32,
+    pacer: Pacer,
+    background: Vec<u8>,
+    recent: VecDeque<Bytes>,
+}
+
+const BARS: [[u8; 3]; 8] = [
+    [235, 235, 235],
+    [235, 235, 16],
+    [16, 235, 235],
+    [16, 235, 16],
+    [235, 16, 235],
+    [235, 16, 16],
+    [16, 16, 235],
+    [16, 16, 16],
+];
+
+impl TestPattern {
+    pub fn new(width: u32, height: u32, fps: u32) -> Self {
+        let (w, h) = (width as usize, height as usize);
+        let mut background = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let px = if y < h * 2 / 3 {
+                    BARS[x * BARS.len() / w]
+                } else {
+                    let v = (x * 255 / w.max(1)) as u8;
+                    [v, v, v]
+                };
+                background[(y * w + x) * 3..][..3].copy_from_slice(&px);
+            }
+        }
+        Self {
+            width,
+            height,
+            pacer: Pacer::new(fps),
+            background,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// A buffer to draw into: the oldest recent frame if nobody holds it any more, else a new one.
+    fn buffer(&mut self) -> BytesMut {
+        if self.recent.len() >= SPARE_BUFFERS {
+            if let Some(old) = self.recent.pop_front() {
+                if let Ok(buf) = old.try_into_mut() {
+                    return buf;
+                }
+            }
+        }
+        BytesMut::zeroed(self.background.len())
+    }
+
+    /// Paints frame `seq` captured at `captured_at` into `buf`.
+    pub fn draw(&self, buf: &mut [u8], seq: u64, captured_at: SystemTime) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        buf.copy_from_slice(&self.background);
+        // A box moving 8 pixels a frame, so motion is visible and every frame differs.
+        let side = (h / 6).max(16);
+        let travel = w.saturating_sub(side).max(1);
+        let x0 = (seq as usize * 8) % travel;
+        let y0 = h / 2 - side / 2;
+        for y in y0..(y0 + side).min(h) {
+            let row = &mut buf[(y * w + x0) * 3..(y * w + x0 + side) * 3];
+            for px in row.chunks_exact_mut(3) {
+                px.copy_from_slice(&[255, 140, 0]);
+            }
+        }
+        let ms = captured_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u32;
+        let seq = seq as u32;
+        for (row, value) in [seq, !seq, ms].into_iter().enumerate() {
+            paint_row(buf, w, row, value);
+        }
+    }
+}
+
+fn paint_row(buf: &mut [u8], width: usize, row: usize, value: u32) {
+    let b = block_size(width as u32);
+    for bit in 0..BITS {
+        let on = value >> (BITS - 1 - bit) & 1 == 1;
+        let shade = if on { 255 } else { 0 };
+        for y in row * b..(row + 1) * b {
+            let start = (y * width + bit * b) * 3;
+            buf[start..start + b * 3].fill(shade);
+        }
+    }
+}
+
+impl FrameSource for TestPattern {
+    fn next_frame(&mut self, seq: u64) -> Result<Captured, String> {
+        self.pacer.wait();
+        let captured_at = SystemTime::now();
+        let mut buf = self.buffer();
+        self.draw(&mut buf, seq, captured_at);
+        let data = buf.freeze();
+        self.recent.push_back(data.clone());
+        Ok(Captured {
+            captured_at,
+            width: self.width,
+            height: self.height,
+            format: PixelFormat::Rgb24,
+            data,
+        })
+    }
+
+    fn pause(&mut self) {
+        self.pacer.reset();
+    }
+}
+
+/// What the marks of a frame say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marks {
+    /// The frame number (low 32 bits).
+    pub seq: u32,
+    /// Capture time, Unix milliseconds, low 32 bits.
+    pub captured_ms: u32,
+}
+
+/// Reads the marks from a decoded RGB frame; `None` if they are not there or do not check out.
+pub fn read_marks(rgb: &[u8], width: u32, height: u32) -> Option<Marks> {
+    let (w, h) = (width as usize, height as usize);
+    let b = block_size(width);
+    if w < BITS * b || h < ROWS * b || rgb.len() < w * h * 3 {
+        return None;
+    }
+    let read_row = |row: usize| {
+        (0..BITS).fold(0u32, |acc, bit| {
+            // Average the green channel over the middle half of the block.
+            let (x0, y0) = (bit * b + b / 4, row * b + b / 4);
+            let mut sum = 0usize;
+            for y in y0..y0 + b / 2 {
+                for x in x0..x0 + b / 2 {
+                    sum += rgb[(y * w + x) * 3 + 1] as usize;
+                }
+            }
+            let mean = sum / (b / 2 * b / 2);
+            acc << 1 | u32::from(mean > 127)
+        })
+    };
+    let seq = read_row(0);
+    (read_row(1) == !seq).then(|| Marks {
+        seq,
+        captured_ms: read_row(2),
+    })
+}
+
+/// Capture time in Unix milliseconds from the low 32 bits in the marks, taking the high bits from
+/// `now` (valid while the frame is less than ~24 days old).
+pub fn captured_unix_ms(marks: Marks, now: SystemTime) -> u64 {
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let candidate = (now_ms & !0xffff_ffff) | u64::from(marks.captured_ms);
+    if candidate > now_ms + (1 << 31) {
+        candidate - (1 << 32)
+    } else {
+        candidate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn marks_survive_jpeg_and_read_back() {
+        let (w, h) = (640, 360);
+        let pattern = TestPattern::new(w, h, 30);
+        let mut buf = vec![0; (w * h * 3) as usize];
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_000_123_456);
+        pattern.draw(&mut buf, 123_457, t);
+        let image = turbojpeg::Image {
+            pixels: &buf[..],
+            width: w as usize,
+            pitch: w as usize * 3,
+            height: h as usize,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let jpeg = turbojpeg::compress(image, 50, turbojpeg::Subsamp::Sub2x2).unwrap();
+        let decoded = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+        let marks = read_marks(&decoded.pixels, w, h).expect("marks readable");
+        assert_eq!(marks.seq, 123_457);
+        assert_eq!(
+            captured_unix_ms(marks, t + Duration::from_secs(5)),
+            1_764_000_123_456
+        );
+    }
+
+    #[test]
+    fn a_frame_without_marks_is_not_misread() {
+        let (w, h) = (320, 240);
+        assert_eq!(read_marks(&vec![200; (w * h * 3) as usize], w, h), None);
+    }
+
+    #[test]
+    fn buffers_are_recycled_once_released() {
+        let mut pattern = TestPattern::new(256, 64, 1000);
+        let first = pattern.next_frame(0).unwrap().data;
+        let first_ptr = first.as_ptr();
+        drop(first);
+        for seq in 1..SPARE_BUFFERS as u64 {
+            pattern.next_frame(seq).unwrap();
+        }
+        let again = pattern.next_frame(9).unwrap().data;
+        assert_eq!(again.as_ptr(), first_ptr);
+    }
+}

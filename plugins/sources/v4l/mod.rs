@@ -1,0 +1,137 @@
+//! V4L2 cameras through nokhwa. MJPEG is preferred and passed on as it comes (no decode, no
+//! re-encode); YUYV is converted to RGB. Opening a device that is not there fails with nokhwa's own
+//! message, and `devices()` lists what is plugged in.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use nokhwa::utils::{
+    ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
+    Resolution,
+};
+use nokhwa::Camera;
+
+use super::{Captured, FrameSource};
+use crate::messages::PixelFormat;
+
+/// Formats we can use, best first.
+static FORMATS: [FrameFormat; 2] = [FrameFormat::MJPEG, FrameFormat::YUYV];
+
+pub struct Device {
+    index: u32,
+    camera: Camera,
+    streaming: bool,
+}
+
+impl Device {
+    pub fn open(index: u32, width: u32, height: u32, fps: u32) -> Result<Self, String> {
+        let wanted = CameraFormat::new(Resolution::new(width, height), FrameFormat::MJPEG, fps);
+        let request = RequestedFormat::with_formats(RequestedFormatType::Closest(wanted), &FORMATS);
+        let camera = Camera::new(CameraIndex::Index(index), request)
+            .map_err(|e| format!("cannot open camera /dev/video{index}: {e}"))?;
+        let format = camera.camera_format();
+        tracing::info!(device = index, "opened /dev/video{index}: {format}");
+        Ok(Self {
+            index,
+            camera,
+            streaming: false,
+        })
+    }
+}
+
+impl FrameSource for Device {
+    fn next_frame(&mut self, _seq: u64) -> Result<Captured, String> {
+        let index = self.index;
+        if !self.streaming {
+            self.camera
+                .open_stream()
+                .map_err(|e| format!("/dev/video{index}: cannot start streaming: {e}"))?;
+            self.streaming = true;
+        }
+        let format = self.camera.camera_format();
+        let raw = self
+            .camera
+            .frame_raw()
+            .map_err(|e| format!("/dev/video{index}: {e}"))?;
+        let captured_at = SystemTime::now();
+        let (width, height) = (format.width(), format.resolution().height());
+        let (format, data) = match format.format() {
+            FrameFormat::MJPEG => (PixelFormat::Jpeg, Bytes::copy_from_slice(&raw)),
+            FrameFormat::YUYV => (
+                PixelFormat::Rgb24,
+                Bytes::from(yuyv_to_rgb(&raw, width, height)?),
+            ),
+            other => {
+                return Err(format!(
+                    "/dev/video{index}: unsupported pixel format {other}"
+                ))
+            }
+        };
+        Ok(Captured {
+            captured_at,
+            width,
+            height,
+            format,
+            data,
+        })
+    }
+
+    fn pause(&mut self) {
+        if self.streaming {
+            let _ = self.camera.stop_stream();
+            self.streaming = false;
+        }
+    }
+}
+
+/// Converts packed YUYV 4:2:2 (BT.601, limited range) to RGB24.
+pub fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
+    let pixels = width as usize * height as usize;
+    if yuyv.len() < pixels * 2 {
+        return Err(format!(
+            "short YUYV frame: {} bytes for {width}x{height}",
+            yuyv.len()
+        ));
+    }
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    let clamp = |v: i32| v.clamp(0, 255) as u8;
+    for quad in yuyv[..pixels * 2].chunks_exact(4) {
+        let (u, v) = (i32::from(quad[1]) - 128, i32::from(quad[3]) - 128);
+        for y in [quad[0], quad[2]] {
+            let c = 298 * (i32::from(y) - 16);
+            rgb.push(clamp((c + 409 * v + 128) >> 8));
+            rgb.push(clamp((c - 100 * u - 208 * v + 128) >> 8));
+            rgb.push(clamp((c + 516 * u + 128) >> 8));
+        }
+    }
+    Ok(rgb)
+}
+
+/// Cameras the system reports, as `(index, name)`.
+pub fn devices() -> Result<Vec<(String, String)>, String> {
+    let found = nokhwa::query(ApiBackend::Auto).map_err(|e| format!("cannot list cameras: {e}"))?;
+    Ok(found
+        .into_iter()
+        .map(|c| (c.index().to_string(), c.human_name()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yuyv_grey_and_white_convert() {
+        let rgb = yuyv_to_rgb(&[126, 128, 235, 128], 2, 1).unwrap();
+        assert_eq!(rgb, vec![128, 128, 128, 255, 255, 255]);
+        assert!(yuyv_to_rgb(&[0; 3], 2, 1).is_err());
+    }
+
+    #[test]
+    fn a_missing_device_fails_with_a_clear_message() {
+        let err = Device::open(99, 640, 480, 30)
+            .err()
+            .expect("no /dev/video99 here");
+        assert!(err.contains("/dev/video99"), "{err}");
+    }
+}

@@ -1,0 +1,215 @@
+//! A small blocking HTTP/1.1 client (plain `http://` only, one request per connection). The tests,
+//! the benchmark and pull sources use it to read camgraph's and IP cameras' streams as any client
+//! would, chunked transfer encoding included.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// A response whose body is read as it arrives.
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    body: Box<dyn BufRead + Send>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as it streams.
+    pub fn into_body(self) -> Box<dyn BufRead + Send> {
+        self.body
+    }
+
+    pub fn bytes(mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.body.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    pub fn text(self) -> io::Result<String> {
+        String::from_utf8(self.bytes()?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// `GET url`.
+pub fn get(url: &str) -> io::Result<Response> {
+    request("GET", url, &[], None)
+}
+
+/// Sends a request; `body` is `(content type, bytes)`. Reads time out after 10 s of silence.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> io::Result<Response> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("only http:// URLs are supported: {url}"),
+        )
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no address for {authority}"),
+        )
+    })?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some((content_type, bytes)) = body {
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            bytes.len()
+        ));
+    } else if method != "GET" {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    if let Some((_, bytes)) = body {
+        stream.write_all(bytes)?;
+    }
+    read_response(BufReader::with_capacity(64 * 1024, stream))
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn read_response(mut reader: BufReader<TcpStream>) -> io::Result<Response> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("not an HTTP status line: {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(bad("connection closed inside the headers".into()));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body: Box<dyn BufRead + Send> =
+        if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            Box::new(BufReader::with_capacity(
+                64 * 1024,
+                Chunked {
+                    inner: reader,
+                    left: 0,
+                    done: false,
+                },
+            ))
+        } else if let Some(len) = find("content-length").and_then(|v| v.parse::<u64>().ok()) {
+            Box::new(reader.take(len))
+        } else {
+            Box::new(reader)
+        };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Decodes `Transfer-Encoding: chunked`.
+struct Chunked<R> {
+    inner: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            if self.inner.read_line(&mut line)? == 0 {
+                return Ok(0);
+            }
+            let size = line.trim().split(';').next().unwrap_or("");
+            self.left = usize::from_str_radix(size, 16)
+                .map_err(|_| bad(format!("bad chunk size line {line:?}")))?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream ended inside a chunk",
+            ));
+        }
+        self.left -= n;
+        if self.left == 0 {
+            let mut crlf = [0; 2];
+            self.inner.read_exact(&mut crlf)?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
+        let mut out = String::new();
+        Chunked {
+            inner: &wire[..],
+            left: 0,
+            done: false,
+        }
+        .read_to_string(&mut out)
+        .unwrap();
+        assert_eq!(out, "hello, world");
+    }
+}

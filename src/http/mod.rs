@@ -1,0 +1,50 @@
+//! The HTTP server: the guide's camera API, the graph API, `/metrics`, `/healthz` and the viewer
+//! page. Handlers only look up the node that serves a request and hand the work to it.
+
+mod api;
+mod cors;
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::config::ServerConfig;
+use crate::graph::Graph;
+use crate::metrics::Metrics;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub graph: RwLock<Graph>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Binds the server; returns it (to be awaited) and the address it listens on.
+pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Server, SocketAddr)> {
+    let data = web::Data::from(state);
+    let cors = web::Data::new(cors::CorsPolicy::new(&server.cors_origins));
+    let http = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(cors.clone())
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
+            )
+            .wrap(middleware::from_fn(cors::cors))
+            .configure(api::routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(server.listen)?;
+    let addr = http.addrs().first().copied().unwrap_or(server.listen);
+    Ok((http.run(), addr))
+}

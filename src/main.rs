@@ -1,0 +1,146 @@
+//! The `camgraph` command: runs a graph from a YAML file (or the embedded default), checks files,
+//! lists cameras.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use camgraph::config::{self, GraphSpec};
+use camgraph::graph::Graph;
+use camgraph::http::{self, AppState};
+use camgraph::metrics::Metrics;
+use camgraph::plugins;
+
+/// Streams cameras to browsers (MJPEG) and to monitoring (Prometheus), as an actor graph described
+/// by a YAML file. Without --config it runs a 1280x720 30 fps test-pattern camera; the viewer is at
+/// http://127.0.0.1:8080. Logging follows RUST_LOG (default: info).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The graph to run. Default: the embedded configs/default.yaml.
+    #[arg(long, short, env = "CAMGRAPH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Listen on this address instead of the file's `server.listen`; port 0 picks a free port.
+    #[arg(long, env = "CAMGRAPH_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check configuration files and print every problem with its file:line:col; exits 1 if any.
+    Check {
+        /// The files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the cameras (V4L2 devices) this machine has.
+    Devices,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { files }) => check(&files),
+        Some(Command::Devices) => devices(),
+        None => match run(cli.config, cli.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("camgraph: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let registry = plugins::registry();
+    let mut failed = false;
+    for file in files {
+        match config::load_file(file, &registry) {
+            Ok(spec) => println!("{}: ok ({} nodes)", file.display(), spec.nodes.len()),
+            Err(errors) => {
+                failed = true;
+                println!("{errors}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn devices() -> ExitCode {
+    #[cfg(feature = "v4l")]
+    match plugins::sources::v4l::devices() {
+        Ok(list) if list.is_empty() => println!("no cameras found"),
+        Ok(list) => {
+            for (index, name) in list {
+                println!("{index}\t{name}");
+            }
+        }
+        Err(e) => {
+            eprintln!("camgraph: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    #[cfg(not(feature = "v4l"))]
+    println!("no cameras found (built without the 'v4l' feature)");
+    ExitCode::SUCCESS
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<GraphSpec> {
+    let registry = plugins::registry();
+    let spec = match config {
+        Some(path) => config::load_file(path, &registry),
+        None => config::parse(
+            "configs/default.yaml (embedded)",
+            camgraph::DEFAULT_CONFIG,
+            &registry,
+        ),
+    };
+    spec.map_err(|errors| anyhow::anyhow!("invalid configuration, nothing started:\n{errors}"))
+}
+
+fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut spec = load(config.as_ref())?;
+    if let Some(addr) = listen {
+        spec.server.listen = addr;
+    }
+    let server_config = spec.server.clone();
+    actix_web::rt::System::new().block_on(async move {
+        let metrics = Metrics::new();
+        let graph = Graph::start(spec, &metrics).context("cannot start the graph")?;
+        let state = Arc::new(AppState {
+            graph: RwLock::new(graph),
+            metrics,
+        });
+        let (server, addr) = http::serve(state.clone(), &server_config)
+            .with_context(|| format!("cannot listen on {}", server_config.listen))?;
+        // Tests and scripts read this line to find the port.
+        println!("camgraph listening on http://{addr}");
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+            handle.stop(true).await;
+        });
+        server.await.context("HTTP server failed")?;
+        state.graph.write().expect("graph lock").stop();
+        Ok(())
+    })
+}

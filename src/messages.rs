@@ -1,0 +1,82 @@
+//! The data that flows through the graph (`Frame`, `EncodedFrame`) and the actix messages the
+//! HTTP layer sends to nodes. Frames are built once and shared by `Arc`; their pixels are `Bytes`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix::Message;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::error::ServiceError;
+
+/// How the bytes of a [`Frame`] are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Packed 8-bit RGB, `width * 3` bytes per row, no padding.
+    Rgb24,
+    /// A complete JPEG image, as some cameras and the `files` source deliver it.
+    Jpeg,
+}
+
+/// One captured picture.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub camera: Arc<str>,
+    /// Counts up from 0 for each capture session of a camera.
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub data: Bytes,
+}
+
+/// What an encoder produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Jpeg,
+}
+
+/// One encoded picture, shared by every viewer of the same encoder setting.
+#[derive(Clone, Debug)]
+pub struct EncodedFrame {
+    pub camera: Arc<str>,
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    pub codec: Codec,
+    pub keyframe: bool,
+    pub width: u32,
+    pub height: u32,
+    pub data: Bytes,
+}
+
+/// Turns a camera's capture on or off (the guide's start/stop).
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct SetCapture {
+    pub on: bool,
+}
+
+/// Asks an actor to stop: its node is being removed or the process is ending.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The body of an HTTP streaming response.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Opens an MJPEG stream for one viewer.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "Result<ByteStream, ServiceError>")]
+pub struct OpenStream {
+    /// JPEG quality; `None` is the encoder's configured quality.
+    pub quality: Option<u8>,
+    /// Frames per second for this viewer; `None` is every frame.
+    pub fps: Option<f64>,
+}
+
+/// The latest JPEG of a camera, waiting briefly for one if capture was idle.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "Result<Arc<EncodedFrame>, ServiceError>")]
+pub struct TakeSnapshot;

@@ -1,0 +1,168 @@
+//! What a plugin implements (`NodeConfig`) and what the graph hands it (`BuildContext`) and gets
+//! back (`NodeHandle`). Ports are typed so the graph can refuse an edge that does not fit before
+//! anything starts.
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::Recipient;
+use serde::de::DeserializeOwned;
+
+use crate::error::{BuildError, ServiceError};
+use crate::fanout::{Fanout, Subscriber};
+use crate::messages::{EncodedFrame, Frame, OpenStream, SetCapture, TakeSnapshot};
+use crate::metrics::NodeMetrics;
+
+/// The kind of data on an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// Captured frames (`Frame`): raw pixels, or JPEG as a camera delivered it.
+    Frames,
+    /// JPEG images from an encoder.
+    Jpeg,
+}
+
+impl fmt::Display for PortKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortKind::Frames => "frames",
+            PortKind::Jpeg => "jpeg",
+        })
+    }
+}
+
+/// The inputs a node takes and the output it gives.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    /// `None`: a source, it takes no input. `Some(kind)`: exactly one input of that kind.
+    pub input: Option<PortKind>,
+    pub output: Option<PortKind>,
+}
+
+/// An encoder's output: one stream per distinct setting, created on demand and shared by everyone
+/// asking for that setting.
+pub trait EncodedFeed: Send + Sync {
+    /// Subscribes to the stream encoded at `quality` (`None`: the encoder's configured setting).
+    fn subscribe(&self, quality: Option<u8>) -> Result<Subscriber<EncodedFrame>, ServiceError>;
+}
+
+/// A running node's output, handed to the nodes wired to it.
+#[derive(Clone)]
+pub enum Port {
+    Frames(Fanout<Frame>),
+    Jpeg(Arc<dyn EncodedFeed>),
+}
+
+impl Port {
+    pub fn kind(&self) -> PortKind {
+        match self {
+            Port::Frames(_) => PortKind::Frames,
+            Port::Jpeg(_) => PortKind::Jpeg,
+        }
+    }
+}
+
+/// What a node offers to the HTTP API.
+#[derive(Clone)]
+pub enum Service {
+    /// Capture on/off for the node's camera.
+    Capture(Recipient<SetCapture>),
+    /// MJPEG streams and snapshots of the node's camera.
+    Mjpeg {
+        stream: Recipient<OpenStream>,
+        snapshot: Recipient<TakeSnapshot>,
+    },
+}
+
+/// Everything a node needs to start.
+pub struct BuildContext {
+    /// The node's id in the YAML file.
+    pub id: String,
+    /// The camera at the root of the node's chain (the node's own id for a camera).
+    pub camera: Arc<str>,
+    /// The outputs of the node's inputs, in the order the YAML lists them.
+    pub inputs: Vec<Port>,
+    /// Metrics labelled for this node.
+    pub metrics: NodeMetrics,
+}
+
+impl BuildContext {
+    /// The single input of a node that takes one frames input.
+    pub fn frames_input(&self) -> Result<Fanout<Frame>, BuildError> {
+        match self.inputs.first() {
+            Some(Port::Frames(f)) => Ok(f.clone()),
+            _ => Err(BuildError::new(
+                &self.id,
+                "needs one input of kind 'frames'",
+            )),
+        }
+    }
+
+    /// The single input of a node that takes one JPEG input.
+    pub fn jpeg_input(&self) -> Result<Arc<dyn EncodedFeed>, BuildError> {
+        match self.inputs.first() {
+            Some(Port::Jpeg(f)) => Ok(f.clone()),
+            _ => Err(BuildError::new(&self.id, "needs one input of kind 'jpeg'")),
+        }
+    }
+}
+
+/// A live node's statistics for `GET /api/graph`.
+pub type StatsFn = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// A started node.
+pub struct NodeHandle {
+    pub output: Option<Port>,
+    pub services: Vec<Service>,
+    pub stats: Option<StatsFn>,
+    /// Stops the node's actors and threads.
+    pub stop: Box<dyn FnOnce() + Send + Sync>,
+}
+
+/// One problem in a node's settings: the field it is about and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldIssue {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldIssue {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A node type: its YAML settings, and how to check and start it.
+pub trait NodeConfig: DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The YAML `type:` that selects this plugin.
+    const TYPE: &'static str;
+    fn ports(&self) -> Ports;
+    /// Every problem in the settings, not just the first.
+    fn validate(&self) -> Vec<FieldIssue>;
+    /// Starts the node's actors.
+    fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError>;
+}
+
+/// Checks that `value` lies in `range`, in the wording every plugin uses.
+pub fn check_range<T>(
+    issues: &mut Vec<FieldIssue>,
+    field: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    if !range.contains(&value) {
+        issues.push(FieldIssue::new(
+            field,
+            format!(
+                "'{field}' must be {}..={} (got {value})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+}
