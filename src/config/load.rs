@@ -80,8 +80,17 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(err) => {
-            let at = err.location().map(|l| (l.line(), l.column()));
-            c.push(at, None, format!("invalid YAML: {err}"));
+            let mut at = err.location().map(|l| (l.line(), l.column()));
+            let mut message = err.to_string();
+            // The position is already in front of the message.
+            if let Some(l) = err.location() {
+                message = message.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1);
+            }
+            if let Some(key) = message.split("duplicate entry with key \"").nth(1).and_then(|r| r.split('"').next()) {
+                at = c.locator.second_key(key).or(at);
+                message = format!("'{key}' is declared twice: node ids and keys must be unique");
+            }
+            c.push(at, None, format!("invalid YAML: {message}"));
             return Err(ConfigErrors(c.errors));
         }
     };
@@ -225,7 +234,7 @@ fn parse_nodes(c: &mut Collector, nodes: Mapping, registry: &Registry) -> Vec<No
                     err.path.split(['.', '[']).next().map(str::to_string)
                 };
                 let message = match (&field, err.path.is_empty()) {
-                    (Some(_), false) => format!("'{}': {message}", err.path),
+                    (Some(_), false) if !message.starts_with("unknown field") => format!("'{}': {message}", err.path),
                     _ => message,
                 };
                 c.node(&id, field.as_deref(), message);
@@ -257,7 +266,7 @@ fn check_edges(c: &mut Collector, nodes: &[NodeSpec]) {
             (None, _) => c.node(
                 &node.id,
                 Some("inputs"),
-                format!("a {} takes no inputs", node.type_name),
+                format!("{} takes no inputs", node.type_name),
             ),
             (Some(kind), []) => c.node(
                 &node.id,
@@ -281,7 +290,7 @@ fn check_edges(c: &mut Collector, nodes: &[NodeSpec]) {
                             &node.id,
                             Some("inputs"),
                             format!(
-                                "input '{input}' ({}) gives {gives}, but a {} needs {kind}",
+                                "input '{input}' ({}) gives {gives}, but {} takes {kind}",
                                 upstream.type_name, node.type_name
                             ),
                         )
@@ -291,7 +300,7 @@ fn check_edges(c: &mut Collector, nodes: &[NodeSpec]) {
             (Some(_), many) => c.node(
                 &node.id,
                 Some("inputs"),
-                format!("a {} takes one input (got {})", node.type_name, many.len()),
+                format!("{} takes one input (got {})", node.type_name, many.len()),
             ),
         }
     }

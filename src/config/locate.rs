@@ -67,6 +67,16 @@ impl<'a> Locator<'a> {
         None
     }
 
+    /// The second place `key` is written as a key at the start of a line (a duplicate).
+    pub fn second_key(&self, key: &str) -> Option<(usize, usize)> {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| key_column(l, key) == Some(indent(l)))
+            .nth(1)
+            .map(|(i, l)| (i + 1, indent(l) + 1))
+    }
+
     /// The node's key.
     pub fn node(&self, id: &str) -> Option<(usize, usize)> {
         let i = self.node_line(id)?;
@@ -139,7 +149,7 @@ nodes:
         let l = Locator::new(TEXT);
         assert_eq!(l.node("front"), Some((4, 3)));
         assert_eq!(l.field("front", "width"), Some((6, 5)));
-        assert_eq!(l.field("front_jpeg", "quality"), Some((7, 53)));
+        assert_eq!(l.field("front_jpeg", "quality"), Some((7, 54)));
         assert_eq!(l.field("front_jpeg", "inputs"), Some((7, 37)));
         assert_eq!(l.section_field("server", "listen"), Some((1, 11)));
     }
