@@ -335,6 +335,8 @@ fn capture_loop(
         }
         active = true;
         match source.next_frame(seq) {
+            // Capture may have been switched off while the source waited for the frame.
+            Ok(_) if !control.capture_on.load(Ordering::Relaxed) => {}
             Ok(c) => {
                 if failing {
                     tracing::info!(camera = %camera, "camera delivers frames again");
