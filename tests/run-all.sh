@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every camgraph test: unit tests, config golden files, HTTP end to end (ffprobe as a second
+# client), the browser test (Chromium via playwright-core), then rustfmt and clippy.
+# Installs what is missing first (Debian/Ubuntu: apt packages; npm packages for the browser test).
+# Tests run in a loopback-only network namespace when that is possible (as root), so nothing they
+# start can reach beyond this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium nodejs npm iproute2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+# Node may come from elsewhere (nvm, nodesource): don't ask apt for it then.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=($(printf '%s\n' "${missing[@]}" | grep -vx -e nodejs -e npm || true))
+fi
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
+
+cargo build --all-targets --locked
+if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+  unshare -n bash -c 'ip link set lo up && cargo test --all-targets --locked --offline --no-fail-fast'
+else
+  cargo test --all-targets --locked --no-fail-fast
+fi
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
