@@ -27,35 +27,60 @@ fn every_invalid_fixture_gives_exactly_its_expected_errors() {
     for file in fixtures {
         let expected = std::fs::read_to_string(file.with_extension("expected"))
             .unwrap_or_else(|_| panic!("{} has no .expected file", file.display()));
-        let errors = camgraph::config::load_file(&file, &registry).err().unwrap_or_else(|| {
-            panic!("{} was accepted", file.display())
-        });
-        assert_eq!(errors.to_string(), expected.trim_end(), "fixture {}", file.display());
+        let errors = camgraph::config::load_file(&file, &registry)
+            .err()
+            .unwrap_or_else(|| panic!("{} was accepted", file.display()));
+        assert_eq!(
+            errors.to_string(),
+            expected.trim_end(),
+            "fixture {}",
+            file.display()
+        );
     }
 }
 
 #[test]
 fn camgraph_check_accepts_every_shipped_config_and_rejects_every_fixture() {
     let check = |files: &[PathBuf]| {
-        Command::new(env!("CARGO_BIN_EXE_camgraph")).current_dir(root()).arg("check").args(files).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_camgraph"))
+            .current_dir(root())
+            .arg("check")
+            .args(files)
+            .output()
+            .unwrap()
     };
-    let good: Vec<PathBuf> = [yaml_files(&root().join("configs")), yaml_files(&root().join("configs/examples"))]
-        .concat()
-        .into_iter()
-        .map(|p| p.strip_prefix(root()).unwrap().to_path_buf())
-        .collect();
+    let good: Vec<PathBuf> = [
+        yaml_files(&root().join("configs")),
+        yaml_files(&root().join("configs/examples")),
+    ]
+    .concat()
+    .into_iter()
+    .map(|p| p.strip_prefix(root()).unwrap().to_path_buf())
+    .collect();
     assert!(good.len() >= 3);
     let out = check(&good);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "camgraph check failed on shipped configs:\n{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.ends_with("nodes)")).count(), good.len(), "{stdout}");
+    assert!(
+        out.status.success(),
+        "camgraph check failed on shipped configs:\n{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.ends_with("nodes)")).count(),
+        good.len(),
+        "{stdout}"
+    );
 
     for file in yaml_files(&root().join("configs/invalid")) {
         let relative = file.strip_prefix(root()).unwrap().to_path_buf();
         let out = check(std::slice::from_ref(&relative));
         assert_eq!(out.status.code(), Some(1), "{}", relative.display());
         let expected = std::fs::read_to_string(file.with_extension("expected")).unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{}", relative.display());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            expected,
+            "{}",
+            relative.display()
+        );
     }
 }
 
@@ -74,6 +99,12 @@ fn the_embedded_default_is_configs_default_yaml() {
 #[test]
 fn a_missing_file_names_the_file() {
     let registry = camgraph::plugins::registry();
-    let err = camgraph::config::load_file(Path::new("/no/such.yaml"), &registry).err().unwrap();
-    assert!(err.to_string().starts_with("/no/such.yaml: cannot read the file:"), "{err}");
+    let err = camgraph::config::load_file(Path::new("/no/such.yaml"), &registry)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("/no/such.yaml: cannot read the file:"),
+        "{err}"
+    );
 }

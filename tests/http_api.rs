@@ -13,7 +13,10 @@ use camgraph::plugins::sources::testsrc::{captured_unix_ms, read_marks};
 use common::{decode, test_camera_yaml, Server};
 
 fn one_camera(fps: u32) -> Server {
-    Server::start(&format!("nodes:\n{}", test_camera_yaml("front", 640, 360, fps)))
+    Server::start(&format!(
+        "nodes:\n{}",
+        test_camera_yaml("front", 640, 360, fps)
+    ))
 }
 
 /// Reads parts for `seconds` and returns (painted frame number, X-Timestamp, JPEG length) of each.
@@ -22,7 +25,10 @@ fn read_for(server: &Server, path: &str, seconds: f64) -> Vec<(u32, SystemTime, 
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut seen = Vec::new();
     while Instant::now() < until {
-        let part = parts.next_part().expect("read part").expect("stream goes on");
+        let part = parts
+            .next_part()
+            .expect("read part")
+            .expect("stream goes on");
         assert_eq!(part.content_type.as_deref(), Some("image/jpeg"));
         let (rgb, w, h) = decode(&part.data);
         assert_eq!((w, h), (640, 360));
@@ -41,10 +47,23 @@ fn the_stream_carries_decodable_frames_whose_number_advances_at_the_camera_fps()
     let server = one_camera(30);
     let seen = read_for(&server, "/api/camera/stream/front", 3.0);
     let numbers: Vec<u32> = seen.iter().map(|s| s.0).collect();
-    assert!(numbers.windows(2).all(|w| w[1] > w[0]), "frame numbers must increase: {numbers:?}");
-    let span = seen.last().unwrap().1.duration_since(seen[0].1).unwrap().as_secs_f64();
+    assert!(
+        numbers.windows(2).all(|w| w[1] > w[0]),
+        "frame numbers must increase: {numbers:?}"
+    );
+    let span = seen
+        .last()
+        .unwrap()
+        .1
+        .duration_since(seen[0].1)
+        .unwrap()
+        .as_secs_f64();
     let fps = (seen.len() - 1) as f64 / span;
-    assert!((27.0..=31.0).contains(&fps), "{fps:.1} fps from {} frames", seen.len());
+    assert!(
+        (27.0..=31.0).contains(&fps),
+        "{fps:.1} fps from {} frames",
+        seen.len()
+    );
     // The default camera is the first one: /api/camera/stream serves it too.
     let default = read_for(&server, "/api/camera/stream", 0.5);
     assert!(default.len() >= 10);
@@ -55,17 +74,38 @@ fn fps_thins_frames_evenly_for_that_viewer_only() {
     let server = one_camera(30);
     let (tx, rx) = mpsc::channel();
     thread::scope(|s| {
-        s.spawn(|| tx.send(read_for(&server, "/api/camera/stream/front", 3.0)).unwrap());
+        s.spawn(|| {
+            tx.send(read_for(&server, "/api/camera/stream/front", 3.0))
+                .unwrap()
+        });
         let slow = read_for(&server, "/api/camera/stream/front?fps=10", 3.0);
         let fast = rx.recv().unwrap();
         let rate = |v: &[(u32, SystemTime, usize)]| {
-            (v.len() - 1) as f64 / v.last().unwrap().1.duration_since(v[0].1).unwrap().as_secs_f64()
+            (v.len() - 1) as f64
+                / v.last()
+                    .unwrap()
+                    .1
+                    .duration_since(v[0].1)
+                    .unwrap()
+                    .as_secs_f64()
         };
-        assert!((9.0..=10.6).contains(&rate(&slow)), "fps=10 viewer got {:.1}", rate(&slow));
-        assert!(rate(&fast) >= 27.0, "the other viewer got {:.1}", rate(&fast));
+        assert!(
+            (9.0..=10.6).contains(&rate(&slow)),
+            "fps=10 viewer got {:.1}",
+            rate(&slow)
+        );
+        assert!(
+            rate(&fast) >= 27.0,
+            "the other viewer got {:.1}",
+            rate(&fast)
+        );
         for w in slow.windows(2) {
             let step = w[1].0 - w[0].0;
-            assert!((2..=4).contains(&step), "uneven thinning: {:?}", slow.iter().map(|s| s.0).collect::<Vec<_>>());
+            assert!(
+                (2..=4).contains(&step),
+                "uneven thinning: {:?}",
+                slow.iter().map(|s| s.0).collect::<Vec<_>>()
+            );
         }
     });
 }
@@ -73,8 +113,14 @@ fn fps_thins_frames_evenly_for_that_viewer_only() {
 #[test]
 fn viewers_asking_for_the_same_quality_share_one_encode() {
     let server = one_camera(30);
-    let encoded = |s: &Server| s.metric("camgraph_frames_encoded_total{camera=\"front\"").unwrap_or(0.0);
-    let captured = |s: &Server| s.metric("camgraph_frames_captured_total{camera=\"front\"").unwrap_or(0.0);
+    let encoded = |s: &Server| {
+        s.metric("camgraph_frames_encoded_total{camera=\"front\"")
+            .unwrap_or(0.0)
+    };
+    let captured = |s: &Server| {
+        s.metric("camgraph_frames_captured_total{camera=\"front\"")
+            .unwrap_or(0.0)
+    };
     let mut streams: Vec<_> = ["", "?quality=50", "?quality=50", "?quality=50"]
         .iter()
         .map(|q| server.mjpeg(&format!("/api/camera/stream/front{q}")))
@@ -101,12 +147,28 @@ fn viewers_asking_for_the_same_quality_share_one_encode() {
     thread::sleep(Duration::from_secs(2));
     let (e1, c1) = (encoded(&server), captured(&server));
     let per_frame = (e1 - e0) / (c1 - c0);
-    assert!((1.8..=2.2).contains(&per_frame), "{per_frame:.2} encodes per captured frame for 2 distinct qualities");
+    assert!(
+        (1.8..=2.2).contains(&per_frame),
+        "{per_frame:.2} encodes per captured frame for 2 distinct qualities"
+    );
     let (_, graph) = server.get_json("/api/graph");
-    let encoder = graph["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "front_jpeg").unwrap();
+    let encoder = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "front_jpeg")
+        .unwrap();
     assert_eq!(encoder["stats"]["qualities"], serde_json::json!([50, 80]));
-    assert_eq!(server.metric("camgraph_encoder_active_settings{camera=\"front\""), Some(2.0));
-    assert!(sizes[1] < sizes[0], "quality 50 ({}) should be smaller than 80 ({})", sizes[1], sizes[0]);
+    assert_eq!(
+        server.metric("camgraph_encoder_active_settings{camera=\"front\""),
+        Some(2.0)
+    );
+    assert!(
+        sizes[1] < sizes[0],
+        "quality 50 ({}) should be smaller than 80 ({})",
+        sizes[1],
+        sizes[0]
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {
         r.join().unwrap();
@@ -116,7 +178,10 @@ fn viewers_asking_for_the_same_quality_share_one_encode() {
 #[test]
 fn nothing_is_captured_or_encoded_while_nobody_watches() {
     let server = one_camera(30);
-    let captured = |s: &Server| s.metric("camgraph_frames_captured_total{camera=\"front\"").unwrap_or(0.0);
+    let captured = |s: &Server| {
+        s.metric("camgraph_frames_captured_total{camera=\"front\"")
+            .unwrap_or(0.0)
+    };
     let before = captured(&server);
     thread::sleep(Duration::from_millis(700));
     assert_eq!(captured(&server), before, "captured frames with no viewer");
@@ -131,7 +196,11 @@ fn nothing_is_captured_or_encoded_while_nobody_watches() {
     thread::sleep(Duration::from_millis(300)); // the viewer's connection closes
     let idle = captured(&server);
     thread::sleep(Duration::from_millis(700));
-    assert_eq!(captured(&server), idle, "still capturing after the last viewer left");
+    assert_eq!(
+        captured(&server),
+        idle,
+        "still capturing after the last viewer left"
+    );
 }
 
 #[test]
@@ -146,7 +215,10 @@ fn snapshot_start_and_stop() {
         assert_eq!((w, h), (640, 360));
         assert!(read_marks(&rgb, w, h).is_some());
     }
-    assert_eq!(server.post_json("/api/camera/stop"), (200, serde_json::json!({"status": "stopped"})));
+    assert_eq!(
+        server.post_json("/api/camera/stop"),
+        (200, serde_json::json!({"status": "stopped"}))
+    );
     let stopped_at = SystemTime::now();
     let mut stream = server.mjpeg("/api/camera/stream/front");
     let (tx, rx) = mpsc::channel();
@@ -159,7 +231,10 @@ fn snapshot_start_and_stop() {
     });
     // A frame captured before the stop may still be on its way; none captured after it may come.
     while let Ok(ts) = rx.recv_timeout(Duration::from_millis(800)) {
-        assert!(ts.unwrap() < stopped_at, "a frame captured after stop was sent");
+        assert!(
+            ts.unwrap() < stopped_at,
+            "a frame captured after stop was sent"
+        );
     }
     let (status, body) = server.get_json("/api/camera/snapshot");
     assert_eq!(status, 503);
@@ -168,63 +243,138 @@ fn snapshot_start_and_stop() {
     let r = client::request("POST", &server.url("/api/camera/start"), &[], None).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text().unwrap(), r#"{"status":"started"}"#);
-    assert!(rx.recv_timeout(Duration::from_secs(2)).is_ok(), "no frames after start");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_ok(),
+        "no frames after start"
+    );
 }
 
 #[test]
 fn bad_requests_get_a_4xx_with_a_json_error() {
     let server = one_camera(30);
     let cases = [
-        ("/api/camera/stream?quality=500", 400, "'quality' must be a number 10..=100 (got '500')"),
-        ("/api/camera/stream?quality=high", 400, "'quality' must be a number 10..=100 (got 'high')"),
-        ("/api/camera/stream?fps=0", 400, "'fps' must be a number 1..=60 (got '0')"),
-        ("/api/camera/stream?fps=1e9", 400, "'fps' must be a number 1..=60 (got '1e9')"),
-        ("/api/camera/stream/back", 404, "unknown camera 'back' (cameras: front)"),
-        ("/api/camera/snapshot/back", 404, "unknown camera 'back' (cameras: front)"),
-        ("/api/camera/stream/front_jpeg", 404, "unknown camera 'front_jpeg' (cameras: front)"),
+        (
+            "/api/camera/stream?quality=500",
+            400,
+            "'quality' must be a number 10..=100 (got '500')",
+        ),
+        (
+            "/api/camera/stream?quality=high",
+            400,
+            "'quality' must be a number 10..=100 (got 'high')",
+        ),
+        (
+            "/api/camera/stream?fps=0",
+            400,
+            "'fps' must be a number 1..=60 (got '0')",
+        ),
+        (
+            "/api/camera/stream?fps=1e9",
+            400,
+            "'fps' must be a number 1..=60 (got '1e9')",
+        ),
+        (
+            "/api/camera/stream/back",
+            404,
+            "unknown camera 'back' (cameras: front)",
+        ),
+        (
+            "/api/camera/snapshot/back",
+            404,
+            "unknown camera 'back' (cameras: front)",
+        ),
+        (
+            "/api/camera/stream/front_jpeg",
+            404,
+            "unknown camera 'front_jpeg' (cameras: front)",
+        ),
         ("/api/nope", 404, "no route for GET /api/nope"),
     ];
     for (path, status, message) in cases {
         let (got, body) = server.get_json(path);
-        assert_eq!((got, body["error"].as_str()), (status, Some(message)), "{path}");
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(message)),
+            "{path}"
+        );
     }
     let (status, body) = server.post_json("/api/camera/start?camera=back");
-    assert_eq!((status, body["error"].as_str()), (404, Some("unknown camera 'back' (cameras: front)")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown camera 'back' (cameras: front)"))
+    );
     // Still serving after all that.
-    assert_eq!(server.get_json("/healthz"), (200, serde_json::json!({"status": "ok"})));
-    assert_eq!(server.get_json("/api/camera/cameras"), (200, serde_json::json!({"cameras": ["front"]})));
+    assert_eq!(
+        server.get_json("/healthz"),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    assert_eq!(
+        server.get_json("/api/camera/cameras"),
+        (200, serde_json::json!({"cameras": ["front"]}))
+    );
 }
 
 #[test]
 fn cors_answers_allowed_origins_only() {
     let server = one_camera(5);
     let origin_header = |origin: &str| {
-        let r = client::request("GET", &server.url("/api/camera/cameras"), &[("Origin", origin)], None).unwrap();
+        let r = client::request(
+            "GET",
+            &server.url("/api/camera/cameras"),
+            &[("Origin", origin)],
+            None,
+        )
+        .unwrap();
         r.header("access-control-allow-origin").map(str::to_string)
     };
-    assert_eq!(origin_header("http://localhost:5173").as_deref(), Some("http://localhost:5173"));
+    assert_eq!(
+        origin_header("http://localhost:5173").as_deref(),
+        Some("http://localhost:5173")
+    );
     assert_eq!(origin_header("http://evil.example"), None);
     let preflight = client::request(
         "OPTIONS",
         &server.url("/api/camera/start"),
-        &[("Origin", "http://127.0.0.1:3000"), ("Access-Control-Request-Method", "POST")],
+        &[
+            ("Origin", "http://127.0.0.1:3000"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
         None,
     )
     .unwrap();
     assert_eq!(preflight.status, 204);
-    assert_eq!(preflight.header("access-control-allow-origin"), Some("http://127.0.0.1:3000"));
-    assert!(preflight.header("access-control-allow-methods").unwrap().contains("POST"));
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("http://127.0.0.1:3000")
+    );
+    assert!(preflight
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
 }
 
 #[test]
 fn ffprobe_reads_the_stream_as_an_independent_client() {
     let server = one_camera(30);
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-f", "mpjpeg", "-show_entries", "stream=codec_name,width,height", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "mpjpeg",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "json",
+        ])
         .arg(server.url("/api/camera/stream/front"))
         .output()
         .expect("ffprobe is installed (apt ffmpeg)");
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["streams"][0]["codec_name"], "mjpeg");
     assert_eq!(info["streams"][0]["width"], 640);
@@ -240,15 +390,23 @@ fn a_recording_is_served_without_re_encoding() {
          replay_mjpeg: {{ type: mjpeg_sink, inputs: [replay_jpeg] }}\n"
     ));
     let file = std::fs::read(clip).unwrap();
-    let originals: BTreeSet<Vec<u8>> =
-        camgraph::plugins::sources::files::split_jpegs(&file).into_iter().map(|r| file[r].to_vec()).collect();
+    let originals: BTreeSet<Vec<u8>> = camgraph::plugins::sources::files::split_jpegs(&file)
+        .into_iter()
+        .map(|r| file[r].to_vec())
+        .collect();
     assert_eq!(originals.len(), 20);
     let mut stream = server.mjpeg("/api/camera/stream/replay");
     for _ in 0..25 {
         let part = stream.next_part().unwrap().unwrap();
-        assert!(originals.contains(&part.data), "a served frame is not byte-identical to the file's");
+        assert!(
+            originals.contains(&part.data),
+            "a served frame is not byte-identical to the file's"
+        );
     }
-    assert_eq!(server.metric("camgraph_frames_encoded_total{camera=\"replay\""), Some(0.0));
+    assert_eq!(
+        server.metric("camgraph_frames_encoded_total{camera=\"replay\""),
+        Some(0.0)
+    );
     // Another quality needs a real re-encode, and gets one.
     let mut other = server.mjpeg("/api/camera/stream/replay?quality=20");
     let part = other.next_part().unwrap().unwrap();
@@ -264,13 +422,22 @@ fn a_missing_v4l2_device_stops_startup_with_a_clear_message() {
     )
     .err()
     .expect("must not start without the device");
-    assert!(err.contains("node 'usb'") && err.contains("cannot open camera /dev/video7"), "{err}");
+    assert!(
+        err.contains("node 'usb'") && err.contains("cannot open camera /dev/video7"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
 fn devices_lists_no_cameras_here() {
-    let out = Command::new(env!("CARGO_BIN_EXE_camgraph")).arg("devices").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_camgraph"))
+        .arg("devices")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no cameras found");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no cameras found"
+    );
 }

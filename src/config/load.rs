@@ -84,9 +84,17 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
             let mut message = err.to_string();
             // The position is already in front of the message.
             if let Some(l) = err.location() {
-                message = message.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1);
+                message = message.replacen(
+                    &format!(" at line {} column {}", l.line(), l.column()),
+                    "",
+                    1,
+                );
             }
-            if let Some(key) = message.split("duplicate entry with key \"").nth(1).and_then(|r| r.split('"').next()) {
+            if let Some(key) = message
+                .split("duplicate entry with key \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
                 at = c.locator.second_key(key).or(at);
                 message = format!("'{key}' is declared twice: node ids and keys must be unique");
             }
@@ -234,7 +242,9 @@ fn parse_nodes(c: &mut Collector, nodes: Mapping, registry: &Registry) -> Vec<No
                     err.path.split(['.', '[']).next().map(str::to_string)
                 };
                 let message = match (&field, err.path.is_empty()) {
-                    (Some(_), false) if !message.starts_with("unknown field") => format!("'{}': {message}", err.path),
+                    (Some(_), false) if !message.starts_with("unknown field") => {
+                        format!("'{}': {message}", err.path)
+                    }
                     _ => message,
                 };
                 c.node(&id, field.as_deref(), message);

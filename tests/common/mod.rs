@@ -46,7 +46,9 @@ impl Server {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let stdout = child.stdout.take().unwrap();
@@ -59,7 +61,12 @@ impl Server {
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => Ok(Server { child, base, _dir: dir, stderr }),
+            Ok(base) => Ok(Server {
+                child,
+                base,
+                _dir: dir,
+                stderr,
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
@@ -83,28 +90,39 @@ impl Server {
         let r = client::get(&self.url(path)).expect("GET");
         let status = r.status;
         let body = r.text().expect("body");
-        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")))
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")),
+        )
     }
 
     pub fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = client::request("POST", &self.url(path), &[], None).expect("POST");
         let status = r.status;
         let body = r.text().expect("body");
-        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")))
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")),
+        )
     }
 
     /// Opens an MJPEG stream and returns a part reader on it.
     pub fn mjpeg(&self, path: &str) -> PartReader<Box<dyn BufRead + Send>> {
         let r = client::get(&self.url(path)).expect("GET stream");
         assert_eq!(r.status, 200, "stream {path}");
-        assert_eq!(r.header("content-type"), Some(camgraph::mjpeg::CONTENT_TYPE));
+        assert_eq!(
+            r.header("content-type"),
+            Some(camgraph::mjpeg::CONTENT_TYPE)
+        );
         PartReader::new(r.into_body(), camgraph::mjpeg::BOUNDARY)
     }
 
     /// The value of the first metric sample whose line starts with `prefix`.
     pub fn metric(&self, prefix: &str) -> Option<f64> {
         let text = client::get(&self.url("/metrics")).unwrap().text().unwrap();
-        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 }
 

@@ -88,3 +88,150 @@ impl NodeConfig for JpegEncoderConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::error::ServiceError;
+    use crate::fanout::Fanout;
+    use crate::messages::{Frame, PixelFormat};
+    use crate::metrics::Metrics;
+    use crate::plugins::sources::testsrc::TestPattern;
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn frame(seq: u64) -> Arc<Frame> {
+        let (w, h) = (256, 64);
+        let mut data = vec![0; w * h * 3];
+        TestPattern::new(w as u32, h as u32, 30).draw(&mut data, seq, SystemTime::now());
+        Arc::new(Frame {
+            camera: "cam".into(),
+            seq,
+            captured_at: SystemTime::now(),
+            width: w as u32,
+            height: h as u32,
+            format: PixelFormat::Rgb24,
+            data: data.into(),
+        })
+    }
+
+    #[actix_rt::test]
+    async fn one_encode_per_quality_in_use_shared_by_its_subscribers_and_idle_without_them() {
+        let input = Fanout::<Frame>::new();
+        let metrics = Metrics::new();
+        let cx = BuildContext {
+            id: "enc".into(),
+            camera: "cam".into(),
+            inputs: vec![Port::Frames(input.clone())],
+            metrics: metrics.node("cam", "enc", "jpeg_encoder"),
+        };
+        let handle = JpegEncoderConfig {
+            quality: 80,
+            max_qualities: 2,
+        }
+        .build(cx)
+        .unwrap();
+        let Some(Port::Jpeg(feed)) = handle.output.clone() else {
+            panic!("jpeg output")
+        };
+        assert!(
+            !input.has_subscribers(),
+            "subscribed to the camera with nobody listening"
+        );
+
+        let mut default_a = feed.subscribe(None).unwrap();
+        let mut default_b = feed.subscribe(Some(80)).unwrap();
+        let mut low = feed.subscribe(Some(30)).unwrap();
+        let refused = feed.subscribe(Some(50)).err();
+        assert!(
+            matches!(refused, Some(ServiceError::Busy(ref m)) if m.contains("30, 80")),
+            "{refused:?}"
+        );
+        wait_for("the encoder to subscribe", || input.has_subscribers()).await;
+
+        input.publish(frame(7));
+        let (a, _) = default_a.next().await.unwrap();
+        let (b, _) = default_b.next().await.unwrap();
+        let (l, _) = low.next().await.unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "two subscribers of one quality must share one encoded frame"
+        );
+        assert_eq!((a.seq, a.width, a.height), (7, 256, 64));
+        assert!(l.data.len() < a.data.len());
+        let decoded = turbojpeg::decompress(&a.data, turbojpeg::PixelFormat::RGB).unwrap();
+        let marks = crate::plugins::sources::testsrc::read_marks(&decoded.pixels, 256, 64).unwrap();
+        assert_eq!(marks.seq, 7);
+        let encoded = metrics.node("cam", "enc", "jpeg_encoder").frames_encoded();
+        assert_eq!(
+            encoded.get(),
+            2,
+            "one encode per quality, not per subscriber"
+        );
+
+        drop((default_a, default_b, low));
+        wait_for("the encoder to let go of the camera", || {
+            !input.has_subscribers()
+        })
+        .await;
+        (handle.stop)();
+    }
+
+    #[actix_rt::test]
+    async fn camera_jpeg_passes_through_at_the_default_quality() {
+        let input = Fanout::<Frame>::new();
+        let cx = BuildContext {
+            id: "enc".into(),
+            camera: "cam".into(),
+            inputs: vec![Port::Frames(input.clone())],
+            metrics: Metrics::new().node("cam", "enc", "jpeg_encoder"),
+        };
+        let handle = JpegEncoderConfig {
+            quality: 80,
+            max_qualities: 4,
+        }
+        .build(cx)
+        .unwrap();
+        let Some(Port::Jpeg(feed)) = handle.output.clone() else {
+            panic!("jpeg output")
+        };
+        let mut out = feed.subscribe(None).unwrap();
+        wait_for("the encoder to subscribe", || input.has_subscribers()).await;
+        let raw = frame(1);
+        let image = turbojpeg::Image {
+            pixels: &raw.data[..],
+            width: 256,
+            pitch: 768,
+            height: 64,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let jpeg = bytes::Bytes::from(
+            turbojpeg::compress(image, 95, turbojpeg::Subsamp::Sub2x2)
+                .unwrap()
+                .to_vec(),
+        );
+        input.publish(Arc::new(Frame {
+            format: PixelFormat::Jpeg,
+            data: jpeg.clone(),
+            ..(*raw).clone()
+        }));
+        let (got, _) = out.next().await.unwrap();
+        assert_eq!(
+            got.data.as_ptr(),
+            jpeg.as_ptr(),
+            "passed through without a copy"
+        );
+        (handle.stop)();
+    }
+}

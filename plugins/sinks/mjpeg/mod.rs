@@ -163,3 +163,130 @@ impl Handler<Shutdown> for MjpegSink {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::fanout::{Fanout, Subscriber};
+    use crate::messages::Codec;
+    use crate::metrics::Metrics;
+    use crate::node::Port;
+
+    /// A feed that hands out one fan-out point, whatever the quality.
+    struct OneQuality(Fanout<EncodedFrame>);
+
+    impl EncodedFeed for OneQuality {
+        fn subscribe(&self, _: Option<u8>) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+            Ok(self.0.subscribe())
+        }
+    }
+
+    fn jpeg(seq: u64, data: &Bytes) -> Arc<EncodedFrame> {
+        Arc::new(EncodedFrame {
+            camera: "cam".into(),
+            seq,
+            captured_at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_042),
+            codec: Codec::Jpeg,
+            keyframe: true,
+            width: 2,
+            height: 2,
+            data: data.clone(),
+        })
+    }
+
+    fn sink(feed: &Fanout<EncodedFrame>, max_viewers: usize) -> (Service, NodeHandle) {
+        let cx = BuildContext {
+            id: "sink".into(),
+            camera: "cam".into(),
+            inputs: vec![Port::Jpeg(Arc::new(OneQuality(feed.clone())))],
+            metrics: Metrics::new().node("cam", "sink", "mjpeg_sink"),
+        };
+        let handle = MjpegSinkConfig {
+            max_viewers,
+            snapshot_timeout_ms: 300,
+        }
+        .build(cx)
+        .unwrap();
+        (handle.services[0].clone(), handle)
+    }
+
+    #[actix_rt::test]
+    async fn a_viewer_gets_header_shared_bytes_and_part_end_and_the_limit_holds() {
+        let feed = Fanout::new();
+        let (Service::Mjpeg { stream, .. }, handle) = sink(&feed, 1) else {
+            panic!("mjpeg service")
+        };
+        let mut body = stream
+            .send(OpenStream {
+                quality: None,
+                fps: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let refused = stream
+            .send(OpenStream {
+                quality: None,
+                fps: None,
+            })
+            .await
+            .unwrap()
+            .err();
+        assert!(matches!(refused, Some(ServiceError::Busy(_))));
+
+        let data = Bytes::from_static(b"\xff\xd8jpeg\xff\xd9");
+        feed.publish(jpeg(1, &data));
+        let header = body.next().await.unwrap().unwrap();
+        assert_eq!(
+            &header[..],
+            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: 8\r\nX-Timestamp: 1700000000.000042\r\n\r\n"
+        );
+        let payload = body.next().await.unwrap().unwrap();
+        assert_eq!(
+            payload.as_ptr(),
+            data.as_ptr(),
+            "JPEG bytes must be shared, not copied"
+        );
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"\r\n");
+
+        // The viewer is gone: room for another.
+        drop(body);
+        assert!(stream
+            .send(OpenStream {
+                quality: None,
+                fps: None
+            })
+            .await
+            .unwrap()
+            .is_ok());
+        (handle.stop)();
+    }
+
+    #[actix_rt::test]
+    async fn a_snapshot_waits_for_a_frame_or_says_why_not() {
+        let feed = Fanout::new();
+        let (Service::Mjpeg { snapshot, .. }, handle) = sink(&feed, 10) else {
+            panic!("mjpeg service")
+        };
+        let err = snapshot.send(TakeSnapshot).await.unwrap().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no frame from camera 'cam' within 300 ms"),
+            "{err}"
+        );
+
+        let pending = snapshot.send(TakeSnapshot);
+        let publisher = feed.clone();
+        actix_rt::spawn(async move {
+            // Publish once the snapshot has subscribed.
+            while !publisher.has_subscribers() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            publisher.publish(jpeg(5, &Bytes::from_static(b"x")));
+        });
+        assert_eq!(pending.await.unwrap().unwrap().seq, 5);
+        (handle.stop)();
+    }
+}
