@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_yaml::{Mapping, Value};
 
 use super::locate::Locator;
+use super::short::{self, CameraShortForm};
 use super::{ConfigError, ConfigErrors, GraphSpec, NodeSpec, ServerConfig};
 use crate::node::PortKind;
 use crate::registry::Registry;
@@ -42,6 +43,8 @@ struct Collector<'a> {
     file: &'a str,
     locator: Locator<'a>,
     errors: Vec<ConfigError>,
+    /// Node id -> the short-form camera it was expanded from, for positions.
+    written_as: HashMap<String, String>,
 }
 
 impl Collector<'_> {
@@ -57,9 +60,10 @@ impl Collector<'_> {
     }
 
     fn node(&mut self, id: &str, field: Option<&str>, message: impl Into<String>) {
+        let written = self.written_as.get(id).map_or(id, String::as_str);
         let at = match field {
-            Some(f) => self.locator.field(id, f),
-            None => self.locator.node(id),
+            Some(f) => self.locator.field(written, f),
+            None => self.locator.node(written),
         };
         self.push(at, Some(id), message);
     }
@@ -76,6 +80,7 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
         file,
         locator: Locator::new(text),
         errors: Vec::new(),
+        written_as: HashMap::new(),
     };
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -112,7 +117,9 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     };
 
     let mut server = ServerConfig::default();
-    let mut nodes_value = None;
+    // Node entries in file order, from `nodes:` and expanded from `cameras:`.
+    let mut entries: Vec<(Value, Value)> = Vec::new();
+    let mut has_nodes = false;
     for (key, value) in root {
         match key.as_str() {
             Some("server") => match serde_path_to_error::deserialize::<_, ServerConfig>(value) {
@@ -124,39 +131,50 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
                     c.push(at, None, format!("server.{field}: {msg}"));
                 }
             },
-            Some("nodes") => nodes_value = Some(value),
+            Some("nodes") => {
+                has_nodes = true;
+                match value {
+                    Value::Mapping(m) => entries.extend(m),
+                    Value::Null => {}
+                    _ => {
+                        let at = c.locator.top_key("nodes");
+                        c.push(at, None, "'nodes' must be a mapping of node id to node settings");
+                    }
+                }
+            }
+            Some("cameras") => {
+                has_nodes = true;
+                match value {
+                    Value::Mapping(m) => entries.extend(expand_cameras(&mut c, m)),
+                    Value::Null => {}
+                    _ => {
+                        let at = c.locator.top_key("cameras");
+                        c.push(at, None, "'cameras' must be a mapping of camera name to camera settings");
+                    }
+                }
+            }
             other => {
                 let name = other.map_or_else(|| format!("{key:?}"), str::to_string);
                 let at = c.locator.top_key(&name);
                 c.push(
                     at,
                     None,
-                    format!("unknown top-level key '{name}' (expected 'server' or 'nodes')"),
+                    format!("unknown top-level key '{name}' (expected 'server', 'nodes' or 'cameras')"),
                 );
             }
         }
     }
 
-    let nodes = match nodes_value {
-        Some(Value::Mapping(m)) if !m.is_empty() => parse_nodes(&mut c, m, registry),
-        Some(Value::Mapping(_)) | Some(Value::Null) => {
-            let at = c.locator.top_key("nodes");
-            c.push(at, None, "'nodes' is empty: declare at least one camera");
-            Vec::new()
+    let nodes = if entries.is_empty() && c.errors.is_empty() {
+        let at = c.locator.top_key("nodes").or(c.locator.top_key("cameras"));
+        if has_nodes {
+            c.push(at, None, "no nodes: declare at least one camera under 'nodes:' or 'cameras:'");
+        } else {
+            c.push(None, None, "missing 'nodes:' or 'cameras:' (the nodes of the graph)");
         }
-        Some(_) => {
-            let at = c.locator.top_key("nodes");
-            c.push(
-                at,
-                None,
-                "'nodes' must be a mapping of node id to node settings",
-            );
-            Vec::new()
-        }
-        None => {
-            c.push(None, None, "missing 'nodes:' (the nodes of the graph)");
-            Vec::new()
-        }
+        Vec::new()
+    } else {
+        parse_nodes(&mut c, entries, registry)
     };
     check_edges(&mut c, &nodes);
 
@@ -168,9 +186,49 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     }
 }
 
-fn parse_nodes(c: &mut Collector, nodes: Mapping, registry: &Registry) -> Vec<NodeSpec> {
+/// Expands short-form cameras into node entries; remembers where each node was written.
+fn expand_cameras(c: &mut Collector, cameras: Mapping) -> Vec<(Value, Value)> {
+    let mut entries = Vec::new();
+    for (key, value) in cameras {
+        let Some(name) = key.as_str().map(str::to_string) else {
+            c.push(c.locator.top_key("cameras"), None, format!("camera names must be strings (got {key:?})"));
+            continue;
+        };
+        match serde_path_to_error::deserialize::<_, CameraShortForm>(value) {
+            Ok(camera) => {
+                for (id, settings) in short::expand(&name, &camera) {
+                    c.written_as.insert(id.clone(), name.clone());
+                    entries.push((Value::String(id), Value::Mapping(settings)));
+                }
+            }
+            Err(err) => {
+                let path = err.path().to_string();
+                let message = tidy(&err.into_inner().to_string());
+                let field = message
+                    .strip_prefix("unknown field '")
+                    .and_then(|r| r.split('\'').next())
+                    .map(str::to_string)
+                    .or_else(|| (path != ".").then(|| path.clone()));
+                let at = match field.as_deref() {
+                    Some(f) => c.locator.field(&name, f),
+                    None => c.locator.node(&name),
+                };
+                let field = field.filter(|_| !message.starts_with("unknown field"));
+                let message = match field {
+                    Some(f) => format!("camera '{name}': '{f}': {message}"),
+                    None => format!("camera '{name}': {message}"),
+                };
+                c.push(at, None, message);
+            }
+        }
+    }
+    entries
+}
+
+fn parse_nodes(c: &mut Collector, nodes: Vec<(Value, Value)>, registry: &Registry) -> Vec<NodeSpec> {
     let types = registry.type_names().collect::<Vec<_>>().join(", ");
-    let mut specs = Vec::new();
+    let mut specs: Vec<NodeSpec> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for (key, raw) in nodes {
         let Some(id) = key.as_str().map(str::to_string) else {
             c.push(
@@ -186,6 +244,12 @@ fn parse_nodes(c: &mut Collector, nodes: Mapping, registry: &Registry) -> Vec<No
                 None,
                 format!("invalid node id: use 1 to {MAX_ID_LEN} letters, digits, '_' or '-'"),
             );
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            let by = c.written_as.get(&id).map_or(String::new(), |cam| format!(" (camera '{cam}' under 'cameras:' declares it)"));
+            let at = c.locator.node(&id).or_else(|| c.locator.node(c.written_as.get(&id).unwrap_or(&id)));
+            c.push(at, Some(&id), format!("node id '{id}' is declared twice{by}"));
             continue;
         }
         let Value::Mapping(mut settings) = raw.clone() else {

@@ -49,12 +49,15 @@ impl<'a> Locator<'a> {
     }
 
     /// The line index of the node's key under `nodes:`.
+    /// The line index of a node's key under `nodes:` (or of a short-form camera under `cameras:`).
     fn node_line(&self, id: &str) -> Option<usize> {
-        let (nodes_line, _) = self.top_key("nodes")?;
-        let mut i = nodes_line; // index of the line after `nodes:`
-        while i < self.lines.len() {
-            let line = self.lines[i];
-            if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+        ["nodes", "cameras"].iter().find_map(|section| {
+            let (section_line, _) = self.top_key(section)?;
+            // `section_line` is 1-based: it indexes the line after the section key.
+            for (i, line) in self.lines.iter().enumerate().skip(section_line) {
+                if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                    continue;
+                }
                 if indent(line) == 0 {
                     return None;
                 }
@@ -62,9 +65,8 @@ impl<'a> Locator<'a> {
                     return Some(i);
                 }
             }
-            i += 1;
-        }
-        None
+            None
+        })
     }
 
     /// The second place `key` is written as a key at the start of a line (a duplicate).

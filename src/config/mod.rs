@@ -3,6 +3,7 @@
 
 mod load;
 mod locate;
+pub mod short;
 
 use std::fmt;
 use std::net::SocketAddr;
