@@ -26,6 +26,12 @@ pub enum ServiceError {
     /// The caller asked for something that does not exist or is out of range (4xx).
     #[error("{0}")]
     BadRequest(String),
+    /// The named thing does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request clashes with what exists (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The node is at a configured limit (503).
     #[error("{0}")]
     Busy(String),

@@ -9,9 +9,12 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use actix::Actor;
 use camgraph::config::{self, GraphSpec};
-use camgraph::graph::Graph;
+use camgraph::graph::live::{LiveGraph, Supervisor};
+use camgraph::graph::watch;
 use camgraph::http::{self, AppState};
+use camgraph::messages::Reload;
 use camgraph::metrics::Metrics;
 use camgraph::plugins;
 
@@ -124,12 +127,23 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
     let server_config = spec.server.clone();
     actix_web::rt::System::new().block_on(async move {
         let metrics = Metrics::new();
-        let graph = Graph::start(spec, &metrics).context("cannot start the graph")?;
+        let live =
+            LiveGraph::start(spec, config.clone(), &metrics).context("cannot start the graph")?;
+        let live = Arc::new(RwLock::new(live));
+        let supervisor = Supervisor::new(live.clone()).start();
+        let _watcher = match &config {
+            Some(path) => Some(
+                watch::watch_file(path, supervisor.clone().recipient())
+                    .with_context(|| format!("cannot watch {}", path.display()))?,
+            ),
+            None => None,
+        };
         let state = Arc::new(AppState {
-            graph: RwLock::new(graph),
+            live: live.clone(),
+            supervisor: supervisor.clone(),
             metrics,
         });
-        let (server, addr) = http::serve(state.clone(), &server_config)
+        let (server, addr) = http::serve(state, &server_config)
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;
         // Tests and scripts read this line to find the port.
         println!("camgraph listening on http://{addr}");
@@ -139,8 +153,14 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             tracing::info!("shutting down");
             handle.stop(true).await;
         });
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        actix_web::rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                supervisor.do_send(Reload { trigger: "SIGHUP" });
+            }
+        });
         server.await.context("HTTP server failed")?;
-        state.graph.write().expect("graph lock").stop();
+        live.write().expect("graph lock").graph.stop();
         Ok(())
     })
 }

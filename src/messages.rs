@@ -80,3 +80,26 @@ pub struct OpenStream {
 #[derive(Message, Clone, Copy, Debug)]
 #[rtype(result = "Result<Arc<EncodedFrame>, ServiceError>")]
 pub struct TakeSnapshot;
+
+/// Re-reads the configuration file and applies the difference.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "Result<crate::graph::Changes, ServiceError>")]
+pub struct Reload {
+    /// What asked for it, for logs and `GET /api/graph`: `file`, `SIGHUP`, `api`.
+    pub trigger: &'static str,
+}
+
+/// Adds a camera (with the usual chain) at run time.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct AddCamera {
+    pub name: String,
+    pub camera: crate::config::short::CameraShortForm,
+}
+
+/// Removes a camera added at run time, and its chain.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct RemoveCamera {
+    pub name: String,
+}

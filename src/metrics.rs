@@ -30,6 +30,8 @@ pub struct Metrics {
     latency_seconds: HistogramVec,
     camera_up: IntGaugeVec,
     encoder_settings: IntGaugeVec,
+    reloads: IntCounterVec,
+    reconnects: IntCounterVec,
 }
 
 fn labels(extra: &[&'static str]) -> Vec<&'static str> {
@@ -107,6 +109,29 @@ impl Metrics {
                 "Distinct settings an encoder is currently producing (one encode per setting).",
                 &[],
             ),
+            reloads: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "camgraph_config_reloads_total",
+                        "Configuration reloads, by result (success, failure).",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                // Both results exist from the start, so dashboards show 0 rather than nothing.
+                for result in ["success", "failure"] {
+                    c.with_label_values(&[result]);
+                }
+                c
+            },
+            reconnects: counter(
+                "camgraph_camera_reconnects_total",
+                "Times a camera came back after failing.",
+                &[],
+            ),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -122,6 +147,13 @@ impl Metrics {
             .register(Box::new(build_info))
             .expect("unique metric");
         Arc::new(metrics)
+    }
+
+    /// Counts a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
     }
 
     /// Metrics labelled for one node.
@@ -198,6 +230,9 @@ impl NodeMetrics {
     }
     pub fn camera_up(&self) -> IntGauge {
         self.metrics.camera_up.with_label_values(&self.with(&[]))
+    }
+    pub fn camera_reconnects(&self) -> IntCounter {
+        self.metrics.reconnects.with_label_values(&self.with(&[]))
     }
     pub fn encoder_settings(&self) -> IntGauge {
         self.metrics

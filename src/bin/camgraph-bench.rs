@@ -565,10 +565,10 @@ fn round(
     let ready = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(viewers);
     for i in 0..viewers {
-        let (url, stop, ready) = (url.clone(), stop.clone(), ready.clone());
+        let (url, viewer_stop, ready) = (url.clone(), stop.clone(), ready.clone());
         let spawned = thread::Builder::new()
             .name(format!("viewer-{i}"))
-            .spawn(move || run_viewer(&url, &stop, &ready));
+            .spawn(move || run_viewer(&url, &viewer_stop, &ready));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {

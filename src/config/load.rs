@@ -138,7 +138,11 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
                     Value::Null => {}
                     _ => {
                         let at = c.locator.top_key("nodes");
-                        c.push(at, None, "'nodes' must be a mapping of node id to node settings");
+                        c.push(
+                            at,
+                            None,
+                            "'nodes' must be a mapping of node id to node settings",
+                        );
                     }
                 }
             }
@@ -149,7 +153,11 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
                     Value::Null => {}
                     _ => {
                         let at = c.locator.top_key("cameras");
-                        c.push(at, None, "'cameras' must be a mapping of camera name to camera settings");
+                        c.push(
+                            at,
+                            None,
+                            "'cameras' must be a mapping of camera name to camera settings",
+                        );
                     }
                 }
             }
@@ -159,7 +167,9 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
                 c.push(
                     at,
                     None,
-                    format!("unknown top-level key '{name}' (expected 'server', 'nodes' or 'cameras')"),
+                    format!(
+                        "unknown top-level key '{name}' (expected 'server', 'nodes' or 'cameras')"
+                    ),
                 );
             }
         }
@@ -168,9 +178,17 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     let nodes = if entries.is_empty() && c.errors.is_empty() {
         let at = c.locator.top_key("nodes").or(c.locator.top_key("cameras"));
         if has_nodes {
-            c.push(at, None, "no nodes: declare at least one camera under 'nodes:' or 'cameras:'");
+            c.push(
+                at,
+                None,
+                "no nodes: declare at least one camera under 'nodes:' or 'cameras:'",
+            );
         } else {
-            c.push(None, None, "missing 'nodes:' or 'cameras:' (the nodes of the graph)");
+            c.push(
+                None,
+                None,
+                "missing 'nodes:' or 'cameras:' (the nodes of the graph)",
+            );
         }
         Vec::new()
     } else {
@@ -191,7 +209,11 @@ fn expand_cameras(c: &mut Collector, cameras: Mapping) -> Vec<(Value, Value)> {
     let mut entries = Vec::new();
     for (key, value) in cameras {
         let Some(name) = key.as_str().map(str::to_string) else {
-            c.push(c.locator.top_key("cameras"), None, format!("camera names must be strings (got {key:?})"));
+            c.push(
+                c.locator.top_key("cameras"),
+                None,
+                format!("camera names must be strings (got {key:?})"),
+            );
             continue;
         };
         match serde_path_to_error::deserialize::<_, CameraShortForm>(value) {
@@ -225,7 +247,11 @@ fn expand_cameras(c: &mut Collector, cameras: Mapping) -> Vec<(Value, Value)> {
     entries
 }
 
-fn parse_nodes(c: &mut Collector, nodes: Vec<(Value, Value)>, registry: &Registry) -> Vec<NodeSpec> {
+fn parse_nodes(
+    c: &mut Collector,
+    nodes: Vec<(Value, Value)>,
+    registry: &Registry,
+) -> Vec<NodeSpec> {
     let types = registry.type_names().collect::<Vec<_>>().join(", ");
     let mut specs: Vec<NodeSpec> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -247,9 +273,18 @@ fn parse_nodes(c: &mut Collector, nodes: Vec<(Value, Value)>, registry: &Registr
             continue;
         }
         if !seen.insert(id.clone()) {
-            let by = c.written_as.get(&id).map_or(String::new(), |cam| format!(" (camera '{cam}' under 'cameras:' declares it)"));
-            let at = c.locator.node(&id).or_else(|| c.locator.node(c.written_as.get(&id).unwrap_or(&id)));
-            c.push(at, Some(&id), format!("node id '{id}' is declared twice{by}"));
+            let by = c.written_as.get(&id).map_or(String::new(), |cam| {
+                format!(" (camera '{cam}' under 'cameras:' declares it)")
+            });
+            let at = c
+                .locator
+                .node(&id)
+                .or_else(|| c.locator.node(c.written_as.get(&id).unwrap_or(&id)));
+            c.push(
+                at,
+                Some(&id),
+                format!("node id '{id}' is declared twice{by}"),
+            );
             continue;
         }
         let Value::Mapping(mut settings) = raw.clone() else {

@@ -48,7 +48,11 @@ fn node(type_name: &str, input: Option<&str>, fields: Vec<(&str, Value)>) -> Map
     m
 }
 
-fn set<T: Into<Value>>(fields: &mut Vec<(&'static str, Value)>, name: &'static str, value: Option<T>) {
+fn set<T: Into<Value>>(
+    fields: &mut Vec<(&'static str, Value)>,
+    name: &'static str,
+    value: Option<T>,
+) {
     if let Some(v) = value {
         fields.push((name, v.into()));
     }
@@ -79,7 +83,12 @@ mod tests {
 
     #[test]
     fn a_camera_expands_to_the_usual_chain() {
-        let c = CameraShortForm { source: "test".into(), fps: Some(15), quality: Some(60), ..Default::default() };
+        let c = CameraShortForm {
+            source: "test".into(),
+            fps: Some(15),
+            quality: Some(60),
+            ..Default::default()
+        };
         let nodes = expand("rear", &c);
         let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["rear", "rear_jpeg", "rear_mjpeg"]);
@@ -87,6 +96,9 @@ mod tests {
         assert_eq!(nodes[1].1["inputs"][0], "rear");
         assert_eq!(nodes[1].1["quality"], 60);
         assert_eq!(nodes[2].1["inputs"][0], "rear_jpeg");
-        assert!(nodes[0].1.get("width").is_none(), "unset fields keep the node's defaults");
+        assert!(
+            nodes[0].1.get("width").is_none(),
+            "unset fields keep the node's defaults"
+        );
     }
 }

@@ -1,23 +1,30 @@
 //! The running graph: starts the nodes of a `GraphSpec` in dependency order, wires each node's
-//! inputs to the outputs of the nodes it names, and answers which camera offers which service.
+//! inputs to the outputs of the nodes it names, and applies a new spec as a diff: removed nodes
+//! stop, added ones start, changed ones (and every node fed by them) restart, and the rest is never
+//! touched. `live` adds the configuration file and the cameras added through the API on top.
 
-use std::collections::HashMap;
+pub mod live;
+pub mod watch;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use actix::Recipient;
+use serde::Serialize;
 use serde_json::json;
 
-use crate::config::GraphSpec;
+use crate::config::{GraphSpec, NodeSpec};
 use crate::error::BuildError;
 use crate::messages::{OpenStream, SetCapture, TakeSnapshot};
 use crate::metrics::Metrics;
+use crate::mjpeg::format_timestamp;
 use crate::node::{BuildContext, NodeHandle, Port, Service};
 
 struct RunningNode {
-    id: String,
-    type_name: String,
+    spec: NodeSpec,
     camera: Arc<str>,
-    inputs: Vec<String>,
+    started_at: SystemTime,
     handle: NodeHandle,
 }
 
@@ -28,81 +35,199 @@ pub struct MjpegService {
     pub snapshot: Recipient<TakeSnapshot>,
 }
 
+/// What applying a spec did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+    /// Nodes that failed to start, with why.
+    pub failed: Vec<NodeFailure>,
+}
+
+/// A node that did not start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeFailure {
+    pub node: String,
+    pub error: String,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.restarted.is_empty()
+    }
+}
+
 pub struct Graph {
-    spec: GraphSpec,
+    metrics: Arc<Metrics>,
+    /// In file order, as last applied.
+    spec: Vec<NodeSpec>,
     /// In start order: every node after its inputs.
     nodes: Vec<RunningNode>,
 }
 
+/// Whether two declarations of a node are the same.
+fn same(a: &NodeSpec, b: &NodeSpec) -> bool {
+    a.type_name == b.type_name && a.inputs == b.inputs && a.raw == b.raw
+}
+
 impl Graph {
-    /// Starts every node. On failure, the nodes already started are stopped again.
-    pub fn start(spec: GraphSpec, metrics: &Arc<Metrics>) -> Result<Graph, BuildError> {
-        let mut graph = Graph {
-            spec: spec.clone(),
+    pub fn new(metrics: Arc<Metrics>) -> Graph {
+        Graph {
+            metrics,
+            spec: Vec::new(),
             nodes: Vec::new(),
-        };
-        let mut outputs: HashMap<String, Port> = HashMap::new();
-        let mut cameras: HashMap<String, Arc<str>> = HashMap::new();
-        let mut pending: Vec<_> = spec.nodes.iter().collect();
-        while !pending.is_empty() {
-            let ready = pending
-                .iter()
-                .position(|n| n.inputs.iter().all(|i| outputs.contains_key(i)));
-            // Validation rejects cycles and dangling inputs, so some node is always ready.
-            let Some(pos) = ready else {
-                let node = &pending[0].id;
-                graph.stop();
-                return Err(BuildError::new(node, "inputs cannot be satisfied"));
-            };
-            let node = pending.remove(pos);
-            let camera: Arc<str> = match node.inputs.first() {
-                Some(input) => cameras[input].clone(),
-                None => Arc::from(node.id.as_str()),
-            };
-            let cx = BuildContext {
-                id: node.id.clone(),
-                camera: camera.clone(),
-                inputs: node.inputs.iter().map(|i| outputs[i].clone()).collect(),
-                metrics: metrics.node(&camera, &node.id, &node.type_name),
-            };
-            let handle = match node.config.build(cx) {
-                Ok(h) => h,
-                Err(err) => {
-                    graph.stop();
-                    return Err(err);
-                }
-            };
-            if let Some(out) = &handle.output {
-                outputs.insert(node.id.clone(), out.clone());
-            }
-            cameras.insert(node.id.clone(), camera.clone());
-            tracing::info!(node = %node.id, r#type = %node.type_name, camera = %camera, "node started");
-            graph.nodes.push(RunningNode {
-                id: node.id.clone(),
-                type_name: node.type_name.clone(),
-                camera,
-                inputs: node.inputs.clone(),
-                handle,
-            });
         }
-        Ok(graph)
     }
 
-    pub fn spec(&self) -> &GraphSpec {
-        &self.spec
+    /// A graph running `spec`; fails (stopping what it started) if any node fails to start.
+    pub fn start(spec: GraphSpec, metrics: &Arc<Metrics>) -> Result<Graph, BuildError> {
+        let mut graph = Graph::new(metrics.clone());
+        let changes = graph.apply(spec.nodes);
+        match changes.failed.first() {
+            None => Ok(graph),
+            Some(failure) => {
+                graph.stop();
+                Err(BuildError::new(&failure.node, &failure.error))
+            }
+        }
+    }
+
+    /// Moves the running graph to `nodes` (already validated as a whole) touching only what differs.
+    pub fn apply(&mut self, nodes: Vec<NodeSpec>) -> Changes {
+        let new: HashMap<&str, &NodeSpec> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+        let mut changes = Changes::default();
+        // Stop: removed and changed nodes, and everything downstream of them.
+        let mut stopping: HashSet<String> = HashSet::new();
+        for running in &self.nodes {
+            let upstream_stops = running.spec.inputs.iter().any(|i| stopping.contains(i));
+            match new.get(running.spec.id.as_str()) {
+                None => {
+                    changes.removed.push(running.spec.id.clone());
+                    stopping.insert(running.spec.id.clone());
+                }
+                Some(n) if !same(n, &running.spec) || upstream_stops => {
+                    changes.restarted.push(running.spec.id.clone());
+                    stopping.insert(running.spec.id.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        let mut kept = Vec::new();
+        for running in std::mem::take(&mut self.nodes).into_iter().rev() {
+            if stopping.contains(&running.spec.id) {
+                (running.handle.stop)();
+                tracing::info!(node = %running.spec.id, "node stopped");
+            } else {
+                kept.push(running);
+            }
+        }
+        kept.reverse();
+        self.nodes = kept;
+
+        // Start: everything in the new spec that is not running, inputs first.
+        let mut pending: Vec<&NodeSpec> = nodes
+            .iter()
+            .filter(|n| !self.nodes.iter().any(|r| r.spec.id == n.id))
+            .collect();
+        let mut failed: HashSet<String> = HashSet::new();
+        while !pending.is_empty() {
+            let ready = pending.iter().position(|n| {
+                n.inputs
+                    .iter()
+                    .all(|i| self.output(i).is_some() || failed.contains(i))
+            });
+            let Some(pos) = ready else {
+                // Validation rejects cycles and dangling inputs; this only guards against a bug.
+                for n in pending.drain(..) {
+                    changes.failed.push(NodeFailure {
+                        node: n.id.clone(),
+                        error: "inputs cannot be satisfied".into(),
+                    });
+                }
+                break;
+            };
+            let node = pending.remove(pos);
+            if let Some(bad) = node.inputs.iter().find(|i| failed.contains(*i)) {
+                changes.failed.push(NodeFailure {
+                    node: node.id.clone(),
+                    error: format!("input '{bad}' did not start"),
+                });
+                failed.insert(node.id.clone());
+                continue;
+            }
+            match self.start_node(node) {
+                Ok(()) => {
+                    if !changes.restarted.contains(&node.id) {
+                        changes.added.push(node.id.clone());
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("{err}");
+                    changes.failed.push(NodeFailure {
+                        node: err.node,
+                        error: err.message,
+                    });
+                    failed.insert(node.id.clone());
+                }
+            }
+        }
+        self.spec = nodes;
+        changes
+    }
+
+    fn output(&self, id: &str) -> Option<Port> {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.id == id)
+            .and_then(|n| n.handle.output.clone())
+    }
+
+    fn start_node(&mut self, node: &NodeSpec) -> Result<(), BuildError> {
+        let camera: Arc<str> = match node.inputs.first() {
+            Some(input) => self
+                .nodes
+                .iter()
+                .find(|n| &n.spec.id == input)
+                .map(|n| n.camera.clone())
+                .ok_or_else(|| {
+                    BuildError::new(&node.id, format!("input '{input}' is not running"))
+                })?,
+            None => Arc::from(node.id.as_str()),
+        };
+        let mut inputs = Vec::new();
+        for input in &node.inputs {
+            inputs.push(self.output(input).ok_or_else(|| {
+                BuildError::new(&node.id, format!("input '{input}' has no output"))
+            })?);
+        }
+        let cx = BuildContext {
+            id: node.id.clone(),
+            camera: camera.clone(),
+            inputs,
+            metrics: self.metrics.node(&camera, &node.id, &node.type_name),
+        };
+        let handle = node.config.build(cx)?;
+        tracing::info!(node = %node.id, r#type = %node.type_name, camera = %camera, "node started");
+        self.nodes.push(RunningNode {
+            spec: node.clone(),
+            camera,
+            started_at: SystemTime::now(),
+            handle,
+        });
+        Ok(())
     }
 
     /// Camera names (source nodes), in file order.
     pub fn cameras(&self) -> Vec<String> {
         self.spec
-            .nodes
             .iter()
             .filter(|n| n.inputs.is_empty())
             .map(|n| n.id.clone())
             .collect()
     }
 
-    /// `name`, or the first camera of the file when `None`; `None` if there is no such camera.
+    /// `name`, or the first camera when `None`; `None` if there is no such camera.
     pub fn resolve_camera(&self, name: Option<&str>) -> Option<String> {
         let cameras = self.cameras();
         match name {
@@ -138,21 +263,29 @@ impl Graph {
     /// Nodes, edges and each node's live statistics, for `GET /api/graph`.
     pub fn describe(&self) -> serde_json::Value {
         let nodes: Vec<_> = self
-            .nodes
+            .spec
             .iter()
-            .map(|n| {
+            .map(|spec| {
+                let running = self.nodes.iter().find(|n| n.spec.id == spec.id);
+                let stats = running.and_then(|n| n.handle.stats.as_ref().map(|s| s()));
+                let state = match (&running, &stats) {
+                    (None, _) => "failed",
+                    (Some(_), Some(s)) if s.get("up") == Some(&json!(false)) => "down",
+                    _ => "running",
+                };
                 json!({
-                    "id": n.id,
-                    "type": n.type_name,
-                    "camera": &*n.camera,
-                    "inputs": n.inputs,
-                    "state": "running",
-                    "stats": n.handle.stats.as_ref().map(|s| s()),
+                    "id": spec.id,
+                    "type": spec.type_name,
+                    "camera": running.map(|n| n.camera.to_string()),
+                    "inputs": spec.inputs,
+                    "state": state,
+                    "started_at": running.map(|n| format_timestamp(n.started_at)),
+                    "stats": stats,
                 })
             })
             .collect();
         let edges: Vec<_> = self
-            .nodes
+            .spec
             .iter()
             .flat_map(|n| n.inputs.iter().map(move |i| json!({"from": i, "to": n.id})))
             .collect();

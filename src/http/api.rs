@@ -8,8 +8,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::config::short::CameraShortForm;
 use crate::graph::MjpegService;
-use crate::messages::{OpenStream, SetCapture, TakeSnapshot};
+use crate::messages::{AddCamera, OpenStream, Reload, RemoveCamera, SetCapture, TakeSnapshot};
 use crate::mjpeg;
 
 type State = web::Data<AppState>;
@@ -23,6 +24,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/metrics", web::get().to(metrics))
         .route("/api/graph", web::get().to(graph))
+        .route("/api/graph/reload", web::post().to(reload))
+        .route("/api/camera/cameras/{name}", web::post().to(add_camera))
+        .route(
+            "/api/camera/cameras/{name}",
+            web::delete().to(remove_camera),
+        )
         .route("/api/camera/cameras", web::get().to(cameras))
         .route("/api/camera/start", web::post().to(start))
         .route("/api/camera/stop", web::post().to(stop))
@@ -56,18 +63,62 @@ async fn metrics(state: State) -> HttpResponse {
 }
 
 async fn graph(state: State) -> HttpResponse {
-    let graph = state.graph.read().expect("graph lock");
-    HttpResponse::Ok().json(graph.describe())
+    let description = state.live.read().expect("graph lock").describe();
+    HttpResponse::Ok().json(description)
+}
+
+async fn reload(state: State) -> Result<HttpResponse, ApiError> {
+    let changes = state.supervisor.send(Reload { trigger: "api" }).await??;
+    Ok(HttpResponse::Ok().json(json!({ "status": "reloaded", "changes": changes })))
+}
+
+async fn add_camera(
+    state: State,
+    path: web::Path<String>,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let source = query
+        .get("source")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("missing query parameter 'source' (test, a device index or /dev/videoN, an http:// MJPEG URL, a file or folder)"))?;
+    let camera = CameraShortForm {
+        source,
+        width: param(&query, "width", 16..=7680)?,
+        height: param(&query, "height", 16..=4320)?,
+        fps: param(&query, "fps", 1..=120)?,
+        quality: param(&query, "quality", 1..=100)?,
+        ..Default::default()
+    };
+    state
+        .supervisor
+        .send(AddCamera {
+            name: name.clone(),
+            camera,
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({ "status": "added", "name": name })))
+}
+
+async fn remove_camera(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    state
+        .supervisor
+        .send(RemoveCamera { name: name.clone() })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({ "status": "removed", "name": name })))
 }
 
 async fn cameras(state: State) -> HttpResponse {
-    let graph = state.graph.read().expect("graph lock");
+    let live = state.live.read().expect("graph lock");
+    let graph = &live.graph;
     HttpResponse::Ok().json(json!({ "cameras": graph.cameras() }))
 }
 
 /// The camera a request names, or the default one; 404 naming the cameras there are.
 fn camera(state: &AppState, name: Option<&str>) -> Result<String, ApiError> {
-    let graph = state.graph.read().expect("graph lock");
+    let live = state.live.read().expect("graph lock");
+    let graph = &live.graph;
     graph.resolve_camera(name).ok_or_else(|| {
         let known = graph.cameras().join(", ");
         match name {
@@ -79,7 +130,7 @@ fn camera(state: &AppState, name: Option<&str>) -> Result<String, ApiError> {
 
 async fn set_capture(state: State, query: Query, on: bool) -> Result<HttpResponse, ApiError> {
     let name = camera(&state, query.get("camera").map(String::as_str))?;
-    let capture = state.graph.read().expect("graph lock").capture(&name);
+    let capture = state.live.read().expect("graph lock").graph.capture(&name);
     let capture = capture.ok_or_else(|| {
         ApiError::not_found(format!("camera '{name}' cannot be started or stopped"))
     })?;
@@ -98,7 +149,7 @@ async fn stop(state: State, query: Query) -> Result<HttpResponse, ApiError> {
 
 fn mjpeg_service(state: &AppState, name: Option<&str>) -> Result<(String, MjpegService), ApiError> {
     let name = camera(state, name)?;
-    let service = state.graph.read().expect("graph lock").mjpeg(&name);
+    let service = state.live.read().expect("graph lock").graph.mjpeg(&name);
     let service =
         service.ok_or_else(|| ApiError::not_found(format!("camera '{name}' has no mjpeg_sink")))?;
     Ok((name, service))

@@ -44,6 +44,8 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::BadRequest(m) => ApiError::bad_request(m),
+            ServiceError::NotFound(m) => ApiError::not_found(m),
+            ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             ServiceError::Busy(m) | ServiceError::Unavailable(m) => ApiError::unavailable(m),
         }
     }

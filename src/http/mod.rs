@@ -11,15 +11,19 @@ use std::sync::{Arc, RwLock};
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
 
+use actix::Addr;
+
 use crate::config::ServerConfig;
-use crate::graph::Graph;
+use crate::graph::live::{LiveGraph, Supervisor};
 use crate::metrics::Metrics;
 
 pub use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub graph: RwLock<Graph>,
+    /// Read by handlers; changed only by the supervisor.
+    pub live: Arc<RwLock<LiveGraph>>,
+    pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
 }
 
