@@ -51,6 +51,17 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> io::Result<Response> {
+    request_with_timeout(method, url, headers, body, Duration::from_secs(10))
+}
+
+/// As `request`, with reads timing out after `read_timeout` of silence.
+pub fn request_with_timeout(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+    read_timeout: Duration,
+) -> io::Result<Response> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -76,7 +87,7 @@ pub fn request(
         )
     })?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(read_timeout))?;
     stream.set_nodelay(true)?;
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");

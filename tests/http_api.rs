@@ -415,18 +415,42 @@ fn a_recording_is_served_without_re_encoding() {
 }
 
 #[test]
-fn a_missing_v4l2_device_stops_startup_with_a_clear_message() {
-    let err = Server::try_start(
-        "nodes:\n  usb: { type: camera, source: /dev/video7 }\n  \
+fn a_missing_v4l2_device_is_reported_and_viewers_see_no_signal() {
+    let server = Server::start(
+        "nodes:\n  usb: { type: camera, source: /dev/video7, width: 320, height: 240 }\n  \
          usb_jpeg: { type: jpeg_encoder, inputs: [usb] }\n  usb_mjpeg: { type: mjpeg_sink, inputs: [usb_jpeg] }\n",
-    )
-    .err()
-    .expect("must not start without the device");
-    assert!(
-        err.contains("node 'usb'") && err.contains("cannot open camera /dev/video7"),
-        "{err}"
     );
-    assert!(!err.contains("panicked"), "{err}");
+    let (_, graph) = server.get_json("/api/graph");
+    let camera = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "usb")
+        .unwrap()
+        .clone();
+    assert_eq!(camera["state"], "down", "{camera}");
+    let error = camera["stats"]["error"].as_str().unwrap();
+    assert!(error.contains("cannot open camera /dev/video7"), "{error}");
+    assert!(server.log().contains("cannot open camera /dev/video7"));
+    assert_eq!(
+        server.metric("camgraph_camera_up{camera=\"usb\""),
+        Some(0.0)
+    );
+    // Viewers get the "no signal" picture at the camera's size.
+    let part = server
+        .mjpeg("/api/camera/stream/usb")
+        .next_part()
+        .unwrap()
+        .unwrap();
+    let (rgb, w, h) = decode(&part.data);
+    assert_eq!((w, h), (320, 240));
+    let corner = &rgb[..3];
+    let bg = camgraph::plugins::sources::nosignal::BACKGROUND;
+    assert!(
+        corner.iter().zip(bg).all(|(a, b)| a.abs_diff(b) < 12),
+        "corner {corner:?}"
+    );
+    assert!(!server.log().contains("panicked"));
 }
 
 #[test]

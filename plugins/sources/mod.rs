@@ -1,19 +1,23 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
-//! source (test pattern, files, V4L2 device) and publishes them. Capture runs only while capture is
-//! on (`POST /api/camera/start|stop`) and someone downstream is subscribed.
+//! source (test pattern, files, V4L2 device, HTTP MJPEG) and publishes them. Capture runs only
+//! while capture is on (`POST /api/camera/start|stop`) and someone downstream is subscribed. A
+//! source that fails, or is missing at start, is retried with exponential backoff and jitter;
+//! meanwhile viewers get a "no signal" picture and stay connected.
 //!
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
 //! ```
 
 pub mod files;
+pub mod http_mjpeg;
+pub mod nosignal;
 pub mod testsrc;
 #[cfg(feature = "v4l")]
 pub mod v4l;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -127,10 +131,13 @@ impl NodeConfig for CameraConfig {
                 check_range(&mut issues, "width", self.width, 16..=7680);
                 check_range(&mut issues, "height", self.height, 16..=4320);
             }
-            SourceKind::Url(url) => issues.push(FieldIssue::new(
-                "source",
-                format!("'{url}': http(s) MJPEG sources are not supported by this version"),
-            )),
+            SourceKind::Url(url) => {
+                if let Err(e) = http_mjpeg::check_url(&url) {
+                    issues.push(FieldIssue::new("source", e));
+                }
+                check_range(&mut issues, "width", self.width, 16..=7680);
+                check_range(&mut issues, "height", self.height, 16..=4320);
+            }
             SourceKind::Path(path) => {
                 if !path.exists() {
                     issues.push(FieldIssue::new(
@@ -149,7 +156,7 @@ impl NodeConfig for CameraConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let config = self.clone();
         let open: OpenFn = Box::new(move || open_source(&config));
-        start_camera(cx, open, self.start)
+        Ok(start_camera(cx, open, self))
     }
 }
 
@@ -170,7 +177,7 @@ pub trait FrameSource {
     fn pause(&mut self) {}
 }
 
-type OpenFn = Box<dyn FnOnce() -> Result<Box<dyn FrameSource>, String> + Send>;
+type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, String> + Send>;
 
 fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, String> {
     match SourceKind::parse(&config.source) {
@@ -228,145 +235,226 @@ impl Pacer {
 struct Control {
     capture_on: AtomicBool,
     stop: AtomicBool,
+    /// Why the source is down, if it is.
+    last_error: Mutex<Option<String>>,
 }
 
 /// How often an idle capture thread looks whether it is wanted again.
 const IDLE_POLL: Duration = Duration::from_millis(10);
-/// How long to wait before retrying a failing source.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// How long a source may take to open before the build fails.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the "no signal" picture is sent while the source is down.
+const NO_SIGNAL_FPS: u32 = 2;
 
-/// Starts the capture thread (which opens the source) and the camera actor. Fails with the source's
-/// own message if it cannot be opened.
-fn start_camera(
-    cx: BuildContext,
-    open: OpenFn,
-    capture_on: bool,
-) -> Result<NodeHandle, BuildError> {
-    let out = Fanout::<Frame>::new();
-    let control = Arc::new(Control {
-        capture_on: AtomicBool::new(capture_on),
-        stop: AtomicBool::new(false),
-    });
-    let captured = cx.metrics.frames_captured();
-    let up = cx.metrics.camera_up();
-    let (opened_tx, opened_rx) = mpsc::channel();
-    let thread_out = out.clone();
-    let thread_control = control.clone();
-    let camera = cx.camera.clone();
-    let thread_up = up.clone();
-    let thread_captured = captured.clone();
-    thread::Builder::new()
-        .name(format!("capture-{}", cx.id))
-        .spawn(move || {
-            let source = match open() {
-                Ok(s) => {
-                    let _ = opened_tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            capture_loop(
-                source,
-                camera,
-                thread_out,
-                thread_control,
-                thread_captured,
-                thread_up,
-            );
-        })
-        .map_err(|e| BuildError::new(&cx.id, format!("cannot start capture thread: {e}")))?;
-    match opened_rx.recv_timeout(OPEN_TIMEOUT) {
-        Ok(Ok(())) => {}
-        Ok(Err(message)) => return Err(BuildError::new(&cx.id, message)),
-        Err(_) => {
-            control.stop.store(true, Ordering::Relaxed);
-            return Err(BuildError::new(
-                &cx.id,
-                format!("source did not open within {OPEN_TIMEOUT:?}"),
-            ));
+/// Waits between attempts to reopen a failed source: doubling from `FIRST` up to `MAX`, each wait
+/// spread by +-20 % so that many cameras do not retry in lockstep.
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+
+    pub fn new(seed: u64) -> Self {
+        Self {
+            next: Self::FIRST,
+            seed: seed | 1,
         }
     }
-    up.set(1);
+
+    /// The wait before the next attempt.
+    pub fn next_wait(&mut self) -> Duration {
+        // xorshift: enough randomness for jitter, no dependency.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let spread = (self.seed % 401) as f64 / 1000.0 - 0.2; // -0.2 ..= +0.2
+        let wait = self.next.mul_f64(1.0 + spread);
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+struct CameraMetrics {
+    captured: prometheus::IntCounter,
+    up: prometheus::IntGauge,
+    reconnects: prometheus::IntCounter,
+}
+
+/// Starts the capture thread (which opens the source, and reopens it when it fails) and the
+/// camera actor.
+fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHandle {
+    let out = Fanout::<Frame>::new();
+    let control = Arc::new(Control {
+        capture_on: AtomicBool::new(config.start),
+        stop: AtomicBool::new(false),
+        last_error: Mutex::new(None),
+    });
+    let metrics = CameraMetrics {
+        captured: cx.metrics.frames_captured(),
+        up: cx.metrics.camera_up(),
+        reconnects: cx.metrics.camera_reconnects(),
+    };
+    let (captured, up, reconnects) = (
+        metrics.captured.clone(),
+        metrics.up.clone(),
+        metrics.reconnects.clone(),
+    );
+    let capture = Capture {
+        open,
+        camera: cx.camera.clone(),
+        size: (config.width, config.height),
+        out: out.clone(),
+        control: control.clone(),
+        metrics,
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("capture-{}", cx.id))
+        .spawn(move || capture.run());
+    if let Err(e) = spawned {
+        *control.last_error.lock().expect("camera status") =
+            Some(format!("cannot start capture thread: {e}"));
+    }
     let addr = Camera {
         control: control.clone(),
     }
     .start();
-    let stats_control = control.clone();
     let stats_out = out.clone();
-    Ok(NodeHandle {
+    NodeHandle {
         output: Some(Port::Frames(out)),
         services: vec![Service::Capture(addr.clone().recipient())],
         stats: Some(Box::new(move || {
             json!({
                 "captured": captured.get(),
                 "up": up.get() == 1,
-                "capture_on": stats_control.capture_on.load(Ordering::Relaxed),
+                "reconnects": reconnects.get(),
+                "error": *control.last_error.lock().expect("camera status"),
+                "capture_on": control.capture_on.load(Ordering::Relaxed),
                 "consumers": stats_out.subscriber_count(),
             })
         })),
         stop: Box::new(move || addr.do_send(Shutdown)),
-    })
+    }
 }
 
-fn capture_loop(
-    mut source: Box<dyn FrameSource>,
+/// The capture thread's state.
+struct Capture {
+    open: OpenFn,
     camera: Arc<str>,
+    /// Size of the "no signal" picture.
+    size: (u32, u32),
     out: Fanout<Frame>,
     control: Arc<Control>,
-    captured: prometheus::IntCounter,
-    up: prometheus::IntGauge,
-) {
-    let mut seq = 0u64;
-    let mut active = false;
-    let mut failing = false;
-    while !control.stop.load(Ordering::Relaxed) {
-        if !control.capture_on.load(Ordering::Relaxed) || !out.has_subscribers() {
-            if active {
-                source.pause();
-                active = false;
-            }
-            thread::sleep(IDLE_POLL);
-            continue;
+    metrics: CameraMetrics,
+}
+
+impl Capture {
+    fn publish(
+        &self,
+        seq: u64,
+        captured_at: SystemTime,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        data: Bytes,
+    ) {
+        self.out.publish(Arc::new(Frame {
+            camera: self.camera.clone(),
+            seq,
+            captured_at,
+            width,
+            height,
+            format,
+            data,
+        }));
+    }
+
+    fn down(&self, error: String) {
+        let mut last = self.control.last_error.lock().expect("camera status");
+        if last.as_deref() != Some(error.as_str()) {
+            tracing::error!(camera = %self.camera, "camera down: {error}");
         }
-        active = true;
-        match source.next_frame(seq) {
-            // Capture may have been switched off while the source waited for the frame.
-            Ok(_) if !control.capture_on.load(Ordering::Relaxed) => {}
-            Ok(c) => {
-                if failing {
-                    tracing::info!(camera = %camera, "camera delivers frames again");
-                    failing = false;
+        *last = Some(error);
+        self.metrics.up.set(0);
+    }
+
+    fn run(self) {
+        let mut source: Option<Box<dyn FrameSource>> = None;
+        let seed = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let mut backoff = Backoff::new(seed);
+        let mut retry_at = Instant::now();
+        let mut ever_opened = false;
+        let mut active = false;
+        let mut no_signal = Pacer::new(NO_SIGNAL_FPS);
+        let mut seq = 0u64;
+        while !self.control.stop.load(Ordering::Relaxed) {
+            if source.is_none() && Instant::now() >= retry_at {
+                match (self.open)() {
+                    Ok(s) => {
+                        source = Some(s);
+                        if ever_opened {
+                            self.metrics.reconnects.inc();
+                            tracing::info!(camera = %self.camera, "camera is back");
+                        }
+                        ever_opened = true;
+                        backoff.reset();
+                        self.metrics.up.set(1);
+                        *self.control.last_error.lock().expect("camera status") = None;
+                    }
+                    Err(e) => {
+                        self.down(e);
+                        retry_at = Instant::now() + backoff.next_wait();
+                    }
                 }
-                up.set(1);
-                captured.inc();
-                out.publish(Arc::new(Frame {
-                    camera: camera.clone(),
-                    seq,
-                    captured_at: c.captured_at,
-                    width: c.width,
-                    height: c.height,
-                    format: c.format,
-                    data: c.data,
-                }));
+            }
+            let wanted =
+                self.control.capture_on.load(Ordering::Relaxed) && self.out.has_subscribers();
+            if !wanted {
+                if active {
+                    if let Some(s) = source.as_mut() {
+                        s.pause();
+                    }
+                    active = false;
+                }
+                thread::sleep(IDLE_POLL);
+                continue;
+            }
+            active = true;
+            let Some(s) = source.as_mut() else {
+                no_signal.wait();
+                let (w, h) = self.size;
+                let now = SystemTime::now();
+                let picture = nosignal::frame(&self.camera, w, h, now);
+                self.publish(seq, now, w, h, PixelFormat::Rgb24, Bytes::from(picture));
                 seq += 1;
-            }
-            Err(message) => {
-                if !failing {
-                    tracing::error!(camera = %camera, "capture failed: {message}; retrying every {RETRY_AFTER:?}");
-                    failing = true;
+                continue;
+            };
+            match s.next_frame(seq) {
+                // Capture may have been switched off while the source waited for the frame.
+                Ok(_) if !self.control.capture_on.load(Ordering::Relaxed) => {}
+                Ok(c) => {
+                    self.metrics.captured.inc();
+                    self.publish(seq, c.captured_at, c.width, c.height, c.format, c.data);
+                    seq += 1;
                 }
-                up.set(0);
-                source.pause();
-                thread::sleep(RETRY_AFTER);
+                Err(e) => {
+                    source = None; // closes the device or connection
+                    self.down(e);
+                    retry_at = Instant::now() + backoff.next_wait();
+                }
             }
+        }
+        if let Some(mut s) = source {
+            s.pause();
         }
     }
-    source.pause();
 }
 
 /// The control side of a camera: start/stop and shutdown. Frames never pass through it.
@@ -400,6 +488,22 @@ impl Handler<Shutdown> for Camera {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_with_jitter_and_resets() {
+        let mut b = Backoff::new(42);
+        let waits: Vec<f64> = (0..8).map(|_| b.next_wait().as_secs_f64()).collect();
+        let nominal = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0];
+        for (w, n) in waits.iter().zip(nominal) {
+            assert!(*w >= n * 0.8 - 1e-9 && *w <= n * 1.2 + 1e-9, "{waits:?}");
+        }
+        assert!(
+            waits[4..].windows(2).any(|p| p[0] != p[1]),
+            "jitter: {waits:?}"
+        );
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(120));
+    }
 
     #[test]
     fn sources_are_told_apart() {
