@@ -196,9 +196,7 @@ fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, String> {
         )?)),
         #[cfg(not(feature = "v4l"))]
         SourceKind::Device(_) => Err("built without V4L2 support".into()),
-        SourceKind::Url(url) => Err(format!(
-            "{url}: http(s) sources are not supported by this version"
-        )),
+        SourceKind::Url(url) => Ok(Box::new(http_mjpeg::HttpMjpeg::open(&url)?)),
     }
 }
 
@@ -253,7 +251,7 @@ pub struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_millis(500);
 
     pub fn new(seed: u64) -> Self {
         Self {
@@ -493,7 +491,7 @@ mod tests {
     fn backoff_doubles_to_a_ceiling_with_jitter_and_resets() {
         let mut b = Backoff::new(42);
         let waits: Vec<f64> = (0..8).map(|_| b.next_wait().as_secs_f64()).collect();
-        let nominal = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0];
+        let nominal = [0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5];
         for (w, n) in waits.iter().zip(nominal) {
             assert!(*w >= n * 0.8 - 1e-9 && *w <= n * 1.2 + 1e-9, "{waits:?}");
         }

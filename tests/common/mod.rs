@@ -13,6 +13,8 @@ use camgraph::mjpeg::PartReader;
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The config file camgraph runs (and watches).
+    pub config: std::path::PathBuf,
     _dir: tempfile::TempDir,
     stderr: Arc<Mutex<String>>,
 }
@@ -25,13 +27,22 @@ impl Server {
 
     /// Starts camgraph; `Err` holds what it printed if it exited instead.
     pub fn try_start(yaml: &str) -> Result<Server, String> {
+        Self::try_start_on(yaml, "127.0.0.1:0")
+    }
+
+    /// Starts camgraph listening on `listen`.
+    pub fn start_on(yaml: &str, listen: &str) -> Server {
+        Self::try_start_on(yaml, listen).unwrap_or_else(|e| panic!("camgraph did not start: {e}"))
+    }
+
+    fn try_start_on(yaml: &str, listen: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("graph.yaml");
         std::fs::write(&path, yaml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_camgraph"))
             .arg("--config")
             .arg(&path)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -64,6 +75,7 @@ impl Server {
             Ok(base) => Ok(Server {
                 child,
                 base,
+                config: path,
                 _dir: dir,
                 stderr,
             }),
@@ -75,6 +87,17 @@ impl Server {
                 Err(format!("exit status {status:?}; stderr:\n{log}"))
             }
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Replaces the config file the way editors do: write a new file, rename it over the old one.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,7 +120,11 @@ impl Server {
     }
 
     pub fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = client::request("POST", &self.url(path), &[], None).expect("POST");
+        self.send_json("POST", path)
+    }
+
+    pub fn send_json(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = client::request(method, &self.url(path), &[], None).expect("request");
         let status = r.status;
         let body = r.text().expect("body");
         (
@@ -146,4 +173,79 @@ pub fn test_camera_yaml(name: &str, width: u32, height: u32, fps: u32) -> String
 pub fn decode(jpeg: &[u8]) -> (Vec<u8>, u32, u32) {
     let image = turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::RGB).expect("valid JPEG");
     (image.pixels, image.width as u32, image.height as u32)
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A viewer reading a stream on its own thread, recording each frame's painted number (`None` for
+/// a frame without marks, such as "no signal") and when it arrived.
+pub struct Recorder {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread:
+        Option<std::thread::JoinHandle<(Vec<(Option<u32>, std::time::Instant, Vec<u8>)>, bool)>>,
+}
+
+impl Recorder {
+    pub fn start(server: &Server, path: &str, keep_pixels: bool) -> Recorder {
+        let mut parts = server.mjpeg(path);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match parts.next_part() {
+                    Ok(Some(part)) => {
+                        let (rgb, w, h) = decode(&part.data);
+                        let marks = camgraph::plugins::sources::testsrc::read_marks(&rgb, w, h);
+                        let corner = if keep_pixels {
+                            rgb[..3].to_vec()
+                        } else {
+                            Vec::new()
+                        };
+                        seen.push((marks.map(|m| m.seq), std::time::Instant::now(), corner));
+                    }
+                    Ok(None) => return (seen, true),
+                    Err(e) => panic!("viewer stream failed: {e}"),
+                }
+            }
+            (seen, false)
+        });
+        Recorder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops reading; gives the frames seen and whether the stream ended cleanly by itself.
+    pub fn finish(mut self) -> (Vec<(Option<u32>, std::time::Instant, Vec<u8>)>, bool) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+/// Largest step between consecutive painted frame numbers (1 = no frame missed).
+pub fn largest_step(seen: &[(Option<u32>, std::time::Instant, Vec<u8>)]) -> u32 {
+    let numbers: Vec<u32> = seen.iter().filter_map(|s| s.0).collect();
+    numbers
+        .windows(2)
+        .map(|w| w[1].wrapping_sub(w[0]))
+        .max()
+        .unwrap_or(0)
 }

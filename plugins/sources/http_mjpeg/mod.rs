@@ -38,7 +38,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl HttpMjpeg {
-    /// Connects once, so that a wrong URL is reported at start.
+    /// Connects once, so that a wrong URL is reported at start, then lets go until frames are
+    /// wanted (an open but unread connection would only fill up with stale frames).
     pub fn open(url: &str) -> Result<Self, String> {
         check_url(url)?;
         let mut source = Self {
@@ -46,6 +47,7 @@ impl HttpMjpeg {
             parts: None,
         };
         source.connect()?;
+        source.parts = None;
         Ok(source)
     }
 
