@@ -1,6 +1,7 @@
 //! Every node type camgraph knows, registered in one list. Adding a type is one folder here and one
 //! line in `registry()`.
 
+pub mod control;
 pub mod encoders;
 pub mod sinks;
 pub mod sources;
@@ -10,6 +11,7 @@ use crate::registry::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register::<sources::CameraConfig>();
+    r.register::<control::dropper::FrameDropperConfig>();
     r.register::<encoders::jpeg::JpegEncoderConfig>();
     r.register::<sinks::mjpeg::MjpegSinkConfig>();
     r

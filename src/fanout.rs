@@ -120,6 +120,40 @@ impl<T> Subscriber<T> {
     }
 }
 
+/// Keeps an actor subscribed to an input exactly while it has a reason to be: a node with nobody
+/// downstream lets go of its input, so the camera behind it can idle.
+pub struct InputLink<T> {
+    input: Fanout<T>,
+    handle: Option<actix::SpawnHandle>,
+}
+
+impl<T: Send + Sync + 'static> InputLink<T> {
+    pub fn new(input: Fanout<T>) -> Self {
+        Self {
+            input,
+            handle: None,
+        }
+    }
+
+    /// Subscribes (values arrive through the actor's `StreamHandler`) or lets go, as `wanted` says.
+    pub fn follow<A>(&mut self, wanted: bool, ctx: &mut actix::Context<A>)
+    where
+        A: actix::Actor<Context = actix::Context<A>> + actix::StreamHandler<(Arc<T>, u64)>,
+    {
+        use actix::AsyncContext;
+        match (wanted, self.handle) {
+            (true, None) => {
+                self.handle = Some(ctx.add_stream(self.input.subscribe().into_stream()))
+            }
+            (false, Some(handle)) => {
+                ctx.cancel_future(handle);
+                self.handle = None;
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, SpawnHandle, StreamHandler};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::error::ServiceError;
-use crate::fanout::{Fanout, Subscriber};
+use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
 use crate::metrics::NodeMetrics;
 use crate::node::EncodedFeed;
@@ -118,10 +118,9 @@ pub fn encode_rgb(
 }
 
 pub(super) struct JpegEncoder {
-    input: Fanout<Frame>,
+    input: InputLink<Frame>,
     qualities: Arc<Qualities>,
     metrics: EncoderMetrics,
-    subscription: Option<SpawnHandle>,
     compressor: Option<turbojpeg::Compressor>,
     decompressor: Option<turbojpeg::Decompressor>,
     /// Pixels of the last JPEG input decoded for re-encoding at another quality.
@@ -131,10 +130,9 @@ pub(super) struct JpegEncoder {
 impl JpegEncoder {
     pub fn new(input: Fanout<Frame>, qualities: Arc<Qualities>, metrics: EncoderMetrics) -> Self {
         Self {
-            input,
+            input: InputLink::new(input),
             qualities,
             metrics,
-            subscription: None,
             compressor: None,
             decompressor: None,
             decoded: Vec::new(),
@@ -145,17 +143,7 @@ impl JpegEncoder {
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
         let active = self.qualities.active().len();
         self.metrics.qualities.set(active as i64);
-        match (active > 0, self.subscription) {
-            (true, None) => {
-                let frames = self.input.subscribe().into_stream();
-                self.subscription = Some(ctx.add_stream(frames));
-            }
-            (false, Some(handle)) => {
-                ctx.cancel_future(handle);
-                self.subscription = None;
-            }
-            _ => {}
-        }
+        self.input.follow(active > 0, ctx);
     }
 
     fn encode(
@@ -262,9 +250,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
     }
 
     /// The camera stopped; the graph stops this node too.
-    fn finished(&mut self, _: &mut Self::Context) {
-        self.subscription = None;
-    }
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl Handler<Shutdown> for JpegEncoder {

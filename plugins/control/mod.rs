@@ -1,0 +1,3 @@
+//! Control nodes: they shape a stream rather than produce or encode it.
+
+pub mod dropper;
