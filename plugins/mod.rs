@@ -14,5 +14,6 @@ pub fn registry() -> Registry {
     r.register::<control::dropper::FrameDropperConfig>();
     r.register::<encoders::jpeg::JpegEncoderConfig>();
     r.register::<sinks::mjpeg::MjpegSinkConfig>();
+    r.register::<sinks::snapshot::SnapshotSinkConfig>();
     r
 }

@@ -103,3 +103,16 @@ pub struct AddCamera {
 pub struct RemoveCamera {
     pub name: String,
 }
+
+/// Saves a snapshot to disk now (`POST /api/camera/snapshot/{camera}`).
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "Result<SavedSnapshot, ServiceError>")]
+pub struct SaveSnapshot;
+
+/// A picture a snapshot sink wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SavedSnapshot {
+    /// File name within the sink's folder.
+    pub file: String,
+    pub bytes: u64,
+}

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::{Fanout, Subscriber};
-use crate::messages::{EncodedFrame, Frame, OpenStream, SetCapture, TakeSnapshot};
+use crate::messages::{EncodedFrame, Frame, OpenStream, SaveSnapshot, SetCapture, TakeSnapshot};
 use crate::metrics::NodeMetrics;
 
 /// The kind of data on an edge.
@@ -72,6 +72,8 @@ pub enum Service {
         stream: Recipient<OpenStream>,
         snapshot: Recipient<TakeSnapshot>,
     },
+    /// Saving pictures of the node's camera to disk.
+    SaveSnapshot(Recipient<SaveSnapshot>),
 }
 
 /// Everything a node needs to start.

@@ -1,3 +1,4 @@
 //! Sinks: where encoded frames leave camgraph.
 
 pub mod mjpeg;
+pub mod snapshot;

@@ -113,18 +113,33 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Warns when something else is using the CPU: on a small machine that skews every figure.
+/// (busy, total) jiffies of all cores together, from the first line of /proc/stat.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3)? + cpu.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// Measures for one second how busy the machine is before starting, and warns if something else
+/// is using the CPU: on a small machine that skews every figure.
 fn warn_if_busy() {
-    if let Ok(load) = fs::read_to_string("/proc/loadavg") {
-        let one: f64 = load
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        println!("machine: {cores} cores, 1-min load average {one:.2} before start");
-        if one > 0.5 {
-            println!("warning: the machine is already busy; figures below are pessimistic");
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let before = machine_jiffies();
+    thread::sleep(Duration::from_secs(1));
+    if let (Some((b0, t0)), Some((b1, t1))) = (before, machine_jiffies()) {
+        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0;
+        println!("machine: {cores} cores, {busy:.0} % busy (all cores) in the second before start");
+        if busy > 10.0 {
+            println!("warning: something else is using the CPU; figures below are pessimistic");
         }
     }
 }
@@ -542,6 +557,7 @@ struct Round {
     missing_stamp: usize,
     server_cpu: f64,
     bench_cpu: f64,
+    other_cpu: f64,
     lat_p50: f64,
     lat_p99: f64,
     lat_max: f64,
@@ -590,10 +606,12 @@ fn round(
     let metrics_before = scrape(&server.base);
     let threads_before = thread_ticks(pid);
     let (_, bench_before) = stat_ticks(Path::new("/proc/self/stat"))?;
+    let machine_before = machine_jiffies();
     let (_, cpu_before) = stat_ticks(&stat)?;
     let (window_start, clock) = (SystemTime::now(), Instant::now());
     thread::sleep(Duration::from_secs(seconds));
     let (_, cpu_after) = stat_ticks(&stat)?;
+    let machine_after = machine_jiffies();
     let (_, bench_after) = stat_ticks(Path::new("/proc/self/stat"))?;
     let threads_after = thread_ticks(pid);
     let (window_end, window) = (SystemTime::now(), clock.elapsed().as_secs_f64());
@@ -663,6 +681,8 @@ fn round(
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
     threads.truncate(6);
 
+    let server_cpu = (cpu_after - cpu_before) as f64 / ticks / window * 100.0;
+    let bench_cpu = (bench_after - bench_before) as f64 / ticks / window * 100.0;
     Ok(Round {
         viewers,
         failed,
@@ -671,8 +691,14 @@ fn round(
         max_gap_ms: max_gap,
         duplicates,
         missing_stamp,
-        server_cpu: (cpu_after - cpu_before) as f64 / ticks / window * 100.0,
-        bench_cpu: (bench_after - bench_before) as f64 / ticks / window * 100.0,
+        server_cpu,
+        bench_cpu,
+        other_cpu: match (machine_before, machine_after) {
+            (Some((b0, _)), Some((b1, _))) => {
+                ((b1 - b0) as f64 / ticks / window * 100.0 - server_cpu - bench_cpu).max(0.0)
+            }
+            _ => f64::NAN,
+        },
         lat_p50: quantile(&latencies, 0.5),
         lat_p99: quantile(&latencies, 0.99),
         lat_max: quantile(&latencies, 1.0),
@@ -741,7 +767,7 @@ fn fanout(
     }
 
     println!(
-        "{:>7} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:>7} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "viewers",
         "failed",
         "fps min",
@@ -751,15 +777,16 @@ fn fanout(
         "lat p50",
         "lat p99",
         "lat max",
-        "bench"
+        "bench",
+        "other"
     );
     println!(
-        "{:>7} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "", "", "/viewer", "/viewer", "ms", "CPU %", "ms", "ms", "ms", "CPU %"
+        "{:>7} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "", "", "/viewer", "/viewer", "ms", "CPU %", "ms", "ms", "ms", "CPU %", "CPU %"
     );
     for r in &rounds {
         println!(
-            "{:>7} {:>6} {:>9.2} {:>9.2} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.1}",
+            "{:>7} {:>6} {:>9.2} {:>9.2} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.1}",
             r.viewers,
             r.failed,
             r.fps_min,
@@ -769,10 +796,14 @@ fn fanout(
             r.lat_p50,
             r.lat_p99,
             r.lat_max,
-            r.bench_cpu
+            r.bench_cpu,
+            r.other_cpu
         );
     }
-    println!("  (bench CPU % = this process: the viewers' reading and parsing, on the same cores)");
+    println!(
+        "  bench CPU % = this process (the viewers reading and parsing, on the same cores); other \
+         CPU % = everything else on the machine in the window (high: figures are pessimistic)"
+    );
     println!();
     println!("server's own counters over the window (from /metrics):");
     println!(

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::config::{GraphSpec, NodeSpec};
 use crate::error::BuildError;
-use crate::messages::{OpenStream, SetCapture, TakeSnapshot};
+use crate::messages::{OpenStream, SaveSnapshot, SetCapture, TakeSnapshot};
 use crate::metrics::Metrics;
 use crate::mjpeg::format_timestamp;
 use crate::node::{BuildContext, NodeHandle, Port, Service};
@@ -246,6 +246,13 @@ impl Graph {
     pub fn capture(&self, camera: &str) -> Option<Recipient<SetCapture>> {
         self.services(camera).find_map(|s| match s {
             Service::Capture(r) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    pub fn snapshot_saver(&self, camera: &str) -> Option<Recipient<SaveSnapshot>> {
+        self.services(camera).find_map(|s| match s {
+            Service::SaveSnapshot(r) => Some(r.clone()),
             _ => None,
         })
     }

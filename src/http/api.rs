@@ -10,7 +10,9 @@ use serde_json::json;
 use super::{ApiError, AppState};
 use crate::config::short::CameraShortForm;
 use crate::graph::MjpegService;
-use crate::messages::{AddCamera, OpenStream, Reload, RemoveCamera, SetCapture, TakeSnapshot};
+use crate::messages::{
+    AddCamera, OpenStream, Reload, RemoveCamera, SaveSnapshot, SetCapture, TakeSnapshot,
+};
 use crate::mjpeg;
 
 type State = web::Data<AppState>;
@@ -37,6 +39,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/camera/stream/{name}", web::get().to(stream_named))
         .route("/api/camera/snapshot", web::get().to(snapshot_default))
         .route("/api/camera/snapshot/{name}", web::get().to(snapshot_named))
+        .route(
+            "/api/camera/snapshot",
+            web::post().to(save_snapshot_default),
+        )
+        .route(
+            "/api/camera/snapshot/{name}",
+            web::post().to(save_snapshot_named),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -221,4 +231,31 @@ async fn snapshot_default(state: State) -> Result<HttpResponse, ApiError> {
 
 async fn snapshot_named(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     snapshot(state, Some(&path)).await
+}
+
+async fn save_snapshot(state: State, name: Option<&str>) -> Result<HttpResponse, ApiError> {
+    let name = camera(&state, name)?;
+    let saver = state
+        .live
+        .read()
+        .expect("graph lock")
+        .graph
+        .snapshot_saver(&name);
+    let saver = saver
+        .ok_or_else(|| ApiError::not_found(format!("camera '{name}' has no snapshot_sink")))?;
+    let saved = saver.send(SaveSnapshot).await??;
+    Ok(HttpResponse::Ok().json(
+        json!({ "status": "saved", "camera": name, "file": saved.file, "bytes": saved.bytes }),
+    ))
+}
+
+async fn save_snapshot_default(state: State) -> Result<HttpResponse, ApiError> {
+    save_snapshot(state, None).await
+}
+
+async fn save_snapshot_named(
+    state: State,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    save_snapshot(state, Some(&path)).await
 }
