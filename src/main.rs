@@ -138,10 +138,13 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             ),
             None => None,
         };
+        let stats = Arc::new(http::stats::StatsWindow::default());
+        http::stats::spawn_sampler(stats.clone(), metrics.clone());
         let state = Arc::new(AppState {
             live: live.clone(),
             supervisor: supervisor.clone(),
             metrics,
+            stats,
         });
         let (server, addr) = http::serve(state, &server_config)
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;

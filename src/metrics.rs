@@ -2,6 +2,7 @@
 //! `camera`, `node` and `type` labels already applied and take their counters from it once, at
 //! start, so the frame path never looks a metric up.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus::{
@@ -164,6 +165,49 @@ impl Metrics {
         }
     }
 
+    /// Per-camera totals of the streaming metrics, for `GET /api/stats`: the same numbers as
+    /// `/metrics`, summed over each camera's nodes.
+    pub fn camera_totals(&self) -> BTreeMap<String, CameraTotals> {
+        let mut totals: BTreeMap<String, CameraTotals> = BTreeMap::new();
+        for family in self.registry.gather() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value())
+                };
+                let Some(camera) = label("camera") else {
+                    continue;
+                };
+                let streamed = matches!(label("type"), Some("mjpeg_sink" | "webrtc_sink"));
+                let t = totals.entry(camera.to_string()).or_default();
+                match family.name() {
+                    "camgraph_frames_captured_total" => {
+                        t.frames_captured += m.get_counter().get_value()
+                    }
+                    "camgraph_frames_sent_total" if streamed => {
+                        t.frames_sent += m.get_counter().get_value()
+                    }
+                    "camgraph_bytes_sent_total" if streamed => {
+                        t.bytes_sent += m.get_counter().get_value()
+                    }
+                    "camgraph_viewers" => t.viewers += m.get_gauge().get_value(),
+                    "camgraph_frames_dropped_total" => {
+                        let reason = label("reason").unwrap_or("unknown").to_string();
+                        *t.dropped.entry(reason).or_default() += m.get_counter().get_value();
+                    }
+                    "camgraph_capture_to_send_latency_seconds" => {
+                        t.latency_sum_seconds += m.get_histogram().get_sample_sum();
+                        t.latency_count += m.get_histogram().get_sample_count() as f64;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        totals
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -172,6 +216,20 @@ impl Metrics {
             .expect("text encoding never fails");
         String::from_utf8(out).expect("exposition is UTF-8")
     }
+}
+
+/// One camera's streaming totals (see `Metrics::camera_totals`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CameraTotals {
+    pub frames_captured: f64,
+    /// Frames handed to viewers (all viewers together).
+    pub frames_sent: f64,
+    pub bytes_sent: f64,
+    /// Drops by reason, over all the camera's nodes.
+    pub dropped: BTreeMap<String, f64>,
+    pub latency_sum_seconds: f64,
+    pub latency_count: f64,
+    pub viewers: f64,
 }
 
 /// The metrics of one node.

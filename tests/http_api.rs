@@ -465,3 +465,26 @@ fn devices_lists_no_cameras_here() {
         "no cameras found"
     );
 }
+
+#[test]
+fn stats_give_the_stream_managers_numbers() {
+    let server = one_camera(30);
+    let seen = read_for(&server, "/api/camera/stream/front", 3.5);
+    let (status, stats) = server.get_json("/api/stats/front");
+    assert_eq!(status, 200);
+    let fps_in = stats["fps_in"].as_f64().unwrap();
+    assert!((27.0..=31.0).contains(&fps_in), "{stats}");
+    assert!(stats["frames_sent"].as_f64().unwrap() >= seen.len() as f64);
+    let latency = stats["latency_ms"].as_f64().unwrap();
+    assert!(latency > 0.0 && latency < 100.0, "{stats}");
+    let bytes_per_frame = seen.iter().map(|s| s.2).sum::<usize>() as f64 / seen.len() as f64;
+    let expected_bps = bytes_per_frame * 8.0 * stats["fps_out"].as_f64().unwrap();
+    let bps = stats["bandwidth_bps"].as_f64().unwrap();
+    assert!(
+        (bps / expected_bps - 1.0).abs() < 0.25,
+        "{bps} vs {expected_bps}"
+    );
+    let (_, all) = server.get_json("/api/stats");
+    assert!(all["cameras"]["front"].is_object());
+    assert_eq!(server.get_json("/api/stats/nope").0, 404);
+}

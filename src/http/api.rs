@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::{stats, ApiError, AppState};
 use crate::config::short::CameraShortForm;
 use crate::graph::MjpegService;
 use crate::messages::{
@@ -26,6 +26,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/metrics", web::get().to(metrics))
         .route("/api/graph", web::get().to(graph))
+        .route("/api/stats", web::get().to(stats_all))
+        .route("/api/stats/{name}", web::get().to(stats_named))
         .route("/api/graph/reload", web::post().to(reload))
         .route("/api/camera/cameras/{name}", web::post().to(add_camera))
         .route(
@@ -258,4 +260,16 @@ async fn save_snapshot_named(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     save_snapshot(state, Some(&path)).await
+}
+
+async fn stats_all(state: State) -> HttpResponse {
+    let cameras = state.live.read().expect("graph lock").graph.cameras();
+    HttpResponse::Ok()
+        .json(json!({ "cameras": stats::all(&state.stats, &state.metrics, &cameras) }))
+}
+
+async fn stats_named(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = camera(&state, Some(&path))?;
+    let mut all = stats::all(&state.stats, &state.metrics, std::slice::from_ref(&name));
+    Ok(HttpResponse::Ok().json(all.remove(&name)))
 }

@@ -4,6 +4,7 @@
 mod api;
 mod cors;
 mod error;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -25,6 +26,8 @@ pub struct AppState {
     pub live: Arc<RwLock<LiveGraph>>,
     pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
+    /// Recent samples of the metrics, for `/api/stats` rates.
+    pub stats: Arc<stats::StatsWindow>,
 }
 
 /// Binds the server; returns it (to be awaited) and the address it listens on.
