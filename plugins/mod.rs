@@ -11,6 +11,7 @@ use crate::registry::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register::<sources::CameraConfig>();
+    r.register::<control::adaptive::AdaptiveConfig>();
     r.register::<control::dropper::FrameDropperConfig>();
     r.register::<encoders::jpeg::JpegEncoderConfig>();
     r.register::<sinks::mjpeg::MjpegSinkConfig>();

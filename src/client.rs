@@ -44,6 +44,25 @@ pub fn get(url: &str) -> io::Result<Response> {
     request("GET", url, &[], None)
 }
 
+/// How a request is made.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A read that waits longer than this fails. Default 10 s.
+    pub read_timeout: Duration,
+    /// The socket's receive buffer, for clients that must feel back-pressure early (a slow
+    /// viewer in a test). Default: the system's.
+    pub recv_buffer: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            read_timeout: Duration::from_secs(10),
+            recv_buffer: None,
+        }
+    }
+}
+
 /// Sends a request; `body` is `(content type, bytes)`. Reads time out after 10 s of silence.
 pub fn request(
     method: &str,
@@ -51,16 +70,16 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> io::Result<Response> {
-    request_with_timeout(method, url, headers, body, Duration::from_secs(10))
+    request_with(method, url, headers, body, &Options::default())
 }
 
-/// As `request`, with reads timing out after `read_timeout` of silence.
-pub fn request_with_timeout(
+/// As `request`, with `options`.
+pub fn request_with(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
-    read_timeout: Duration,
+    options: &Options,
 ) -> io::Result<Response> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         io::Error::new(
@@ -86,8 +105,17 @@ pub fn request_with_timeout(
             format!("no address for {authority}"),
         )
     })?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(read_timeout))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if let Some(size) = options.recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    let mut stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(options.read_timeout))?;
     stream.set_nodelay(true)?;
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");

@@ -33,6 +33,7 @@ pub struct Metrics {
     encoder_settings: IntGaugeVec,
     reloads: IntCounterVec,
     reconnects: IntCounterVec,
+    ladder_viewers: IntGaugeVec,
 }
 
 fn labels(extra: &[&'static str]) -> Vec<&'static str> {
@@ -128,6 +129,11 @@ impl Metrics {
                 }
                 c
             },
+            ladder_viewers: gauge(
+                "camgraph_ladder_viewers",
+                "Viewers on each step of an adaptive ladder (step 0 is the best).",
+                &["step"],
+            ),
             reconnects: counter(
                 "camgraph_camera_reconnects_total",
                 "Times a camera came back after failing.",
@@ -288,6 +294,12 @@ impl NodeMetrics {
     }
     pub fn camera_up(&self) -> IntGauge {
         self.metrics.camera_up.with_label_values(&self.with(&[]))
+    }
+    /// Viewers on one step of an adaptive ladder.
+    pub fn ladder_viewers(&self, step: usize) -> IntGauge {
+        self.metrics
+            .ladder_viewers
+            .with_label_values(&self.with(&[&step.to_string()]))
     }
     pub fn camera_reconnects(&self) -> IntCounter {
         self.metrics.reconnects.with_label_values(&self.with(&[]))

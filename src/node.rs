@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::Recipient;
 use serde::de::DeserializeOwned;
@@ -39,11 +40,107 @@ pub struct Ports {
     pub output: Option<PortKind>,
 }
 
-/// An encoder's output: one stream per distinct setting, created on demand and shared by everyone
-/// asking for that setting.
+/// What a JPEG consumer asks an encoder for: a quality and a size.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct JpegVariant {
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+    /// Divides width and height: 1 (full size), 2 or 4. Default 1.
+    #[serde(default = "full_size")]
+    pub scale: u8,
+}
+
+fn full_size() -> u8 {
+    1
+}
+
+impl JpegVariant {
+    pub fn full(quality: u8) -> Self {
+        Self { quality, scale: 1 }
+    }
+}
+
+impl fmt::Display for JpegVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scale {
+            1 => write!(f, "q{}", self.quality),
+            s => write!(f, "q{}/{s}", self.quality),
+        }
+    }
+}
+
+/// An encoder's output: one stream per distinct variant, created on demand and shared by everyone
+/// asking for that variant.
 pub trait EncodedFeed: Send + Sync {
-    /// Subscribes to the stream encoded at `quality` (`None`: the encoder's configured setting).
-    fn subscribe(&self, quality: Option<u8>) -> Result<Subscriber<EncodedFrame>, ServiceError>;
+    /// Subscribes to the stream of `variant` (`None`: the encoder's configured setting).
+    fn subscribe(
+        &self,
+        variant: Option<JpegVariant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError>;
+    /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
+    fn policy(&self) -> Option<Box<dyn AdaptPolicy>> {
+        None
+    }
+}
+
+/// Moves one viewer along a ladder of variants from how its delivery goes.
+pub trait AdaptPolicy: Send {
+    /// The variant to start with.
+    fn initial(&self) -> JpegVariant;
+    /// Called for each frame delivered to the viewer, with the frames it missed before it (it was
+    /// behind). Returns the variant to switch to, if the viewer should move.
+    fn observe(&mut self, now: Instant, skipped: u64) -> Option<JpegVariant>;
+}
+
+/// One viewer's frames from a feed, following the feed's policy if it has one.
+pub struct FeedReader {
+    feed: Arc<dyn EncodedFeed>,
+    frames: Subscriber<EncodedFrame>,
+    policy: Option<Box<dyn AdaptPolicy>>,
+}
+
+impl FeedReader {
+    /// A reader for `variant`; without one, the feed's policy (if any) picks and adapts it.
+    pub fn open(
+        feed: Arc<dyn EncodedFeed>,
+        variant: Option<JpegVariant>,
+    ) -> Result<Self, ServiceError> {
+        let policy = if variant.is_none() {
+            feed.policy()
+        } else {
+            None
+        };
+        let frames = feed.subscribe(policy.as_ref().map(|p| p.initial()).or(variant))?;
+        Ok(Self {
+            feed,
+            frames,
+            policy,
+        })
+    }
+
+    /// The next frame and how many were missed before it; `None` once the feed is gone.
+    pub async fn next(&mut self) -> Option<(Arc<EncodedFrame>, u64)> {
+        let (frame, skipped) = self.frames.next().await?;
+        if let Some(variant) = self
+            .policy
+            .as_mut()
+            .and_then(|p| p.observe(Instant::now(), skipped))
+        {
+            match self.feed.subscribe(Some(variant)) {
+                Ok(frames) => self.frames = frames,
+                Err(e) => tracing::warn!("viewer stays on its variant: {e}"),
+            }
+        }
+        Some((frame, skipped))
+    }
+
+    /// The newest frame of the current variant, without waiting.
+    pub fn latest(&self) -> Option<Arc<EncodedFrame>> {
+        self.frames.latest()
+    }
 }
 
 /// A running node's output, handed to the nodes wired to it.

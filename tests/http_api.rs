@@ -158,7 +158,10 @@ fn viewers_asking_for_the_same_quality_share_one_encode() {
         .iter()
         .find(|n| n["id"] == "front_jpeg")
         .unwrap();
-    assert_eq!(encoder["stats"]["qualities"], serde_json::json!([50, 80]));
+    assert_eq!(
+        encoder["stats"]["variants"],
+        serde_json::json!(["q50", "q80"])
+    );
     assert_eq!(
         server.metric("camgraph_encoder_active_settings{camera=\"front\""),
         Some(2.0)

@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 
 pub use error::ApiError;
 
+/// Socket send buffer of each HTTP connection (the kernel doubles it).
+const SEND_BUFFER_BYTES: usize = 128 * 1024;
+
 /// What every handler can reach.
 pub struct AppState {
     /// Read by handlers; changed only by the supervisor.
@@ -48,6 +51,13 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
             )
             .wrap(middleware::from_fn(cors::cors))
             .configure(api::routes)
+    })
+    // A small send buffer per connection: a slow MJPEG viewer then skips to the newest frame
+    // after ~0.25 MiB instead of queueing seconds of old frames in the kernel.
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER_BYTES);
+        }
     })
     .workers(2)
     .disable_signals()

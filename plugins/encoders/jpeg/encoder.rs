@@ -1,6 +1,7 @@
-//! The encoder actor and its per-quality outputs. The actor lives on its own arbiter (thread), so
-//! encoding never blocks the HTTP workers; it subscribes to the camera only while some quality has
-//! a subscriber.
+//! The encoder actor and its per-variant outputs. The actor lives on its own arbiter (thread), so
+//! encoding never blocks the HTTP workers; it subscribes to the camera only while some variant has
+//! a subscriber. Each frame is decoded (JPEG input) and scaled at most once per size, and encoded
+//! once per variant in use.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,68 +11,75 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
+use super::scale::downscale;
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
 use crate::metrics::NodeMetrics;
-use crate::node::EncodedFeed;
+use crate::node::{EncodedFeed, JpegVariant};
 
 /// How often the encoder checks whether anyone still listens.
 const DEMAND_CHECK: Duration = Duration::from_millis(20);
 
-/// One output per quality in use.
-pub struct Qualities {
+/// One output per variant in use.
+pub struct Variants {
     node: String,
-    default: u8,
+    default: JpegVariant,
     max: usize,
-    outputs: Mutex<BTreeMap<u8, Fanout<EncodedFrame>>>,
+    outputs: Mutex<BTreeMap<JpegVariant, Fanout<EncodedFrame>>>,
 }
 
-impl Qualities {
-    pub fn new(node: &str, default: u8, max: usize) -> Self {
+impl Variants {
+    pub fn new(node: &str, default_quality: u8, max: usize) -> Self {
         Self {
             node: node.to_string(),
-            default,
+            default: JpegVariant::full(default_quality),
             max,
             outputs: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Forgets qualities nobody listens to; returns those still listened to.
-    fn active(&self) -> Vec<(u8, Fanout<EncodedFrame>)> {
-        let mut outputs = self.outputs.lock().expect("qualities lock");
+    /// Forgets variants nobody listens to; returns those still listened to.
+    fn active(&self) -> Vec<(JpegVariant, Fanout<EncodedFrame>)> {
+        let mut outputs = self.outputs.lock().expect("variants lock");
         outputs.retain(|_, out| out.has_subscribers());
-        outputs.iter().map(|(q, out)| (*q, out.clone())).collect()
+        outputs.iter().map(|(v, out)| (*v, out.clone())).collect()
     }
 
-    /// The qualities being encoded now.
-    pub fn in_use(&self) -> Vec<u8> {
-        self.active().into_iter().map(|(q, _)| q).collect()
+    /// The variants being encoded now, e.g. `["q50", "q80", "q40/2"]`.
+    pub fn in_use(&self) -> Vec<String> {
+        self.active()
+            .into_iter()
+            .map(|(v, _)| v.to_string())
+            .collect()
     }
 }
 
-impl EncodedFeed for Qualities {
-    fn subscribe(&self, quality: Option<u8>) -> Result<Subscriber<EncodedFrame>, ServiceError> {
-        let quality = quality.unwrap_or(self.default);
-        if !(1..=100).contains(&quality) {
+impl EncodedFeed for Variants {
+    fn subscribe(
+        &self,
+        variant: Option<JpegVariant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+        let variant = variant.unwrap_or(self.default);
+        if !(1..=100).contains(&variant.quality) || ![1, 2, 4].contains(&variant.scale) {
             return Err(ServiceError::BadRequest(format!(
-                "quality must be 1..=100 (got {quality})"
+                "quality must be 1..=100 and scale 1, 2 or 4 (got {variant})"
             )));
         }
-        let mut outputs = self.outputs.lock().expect("qualities lock");
-        if !outputs.contains_key(&quality) {
+        let mut outputs = self.outputs.lock().expect("variants lock");
+        if !outputs.contains_key(&variant) {
             outputs.retain(|_, out| out.has_subscribers());
             if outputs.len() >= self.max {
-                let used: Vec<String> = outputs.keys().map(u8::to_string).collect();
+                let used: Vec<String> = outputs.keys().map(JpegVariant::to_string).collect();
                 return Err(ServiceError::Busy(format!(
-                    "encoder '{}' already encodes {} qualities ({}); ask for one of those",
+                    "encoder '{}' already encodes {} variants ({}); ask for one of those",
                     self.node,
                     outputs.len(),
                     used.join(", ")
                 )));
             }
         }
-        Ok(outputs.entry(quality).or_default().subscribe())
+        Ok(outputs.entry(variant).or_default().subscribe())
     }
 }
 
@@ -80,7 +88,7 @@ pub(super) struct EncoderMetrics {
     pub encoded: IntCounter,
     pub dropped_behind: IntCounter,
     seconds: Histogram,
-    qualities: IntGauge,
+    variants: IntGauge,
 }
 
 impl EncoderMetrics {
@@ -89,7 +97,7 @@ impl EncoderMetrics {
             encoded: m.frames_encoded(),
             dropped_behind: m.frames_dropped("behind"),
             seconds: m.encode_seconds(),
-            qualities: m.encoder_settings(),
+            variants: m.encoder_settings(),
         }
     }
 }
@@ -117,79 +125,117 @@ pub fn encode_rgb(
         .map_err(|e| e.to_string())
 }
 
+/// Pixels of the current frame at one size, kept while the frame is being encoded.
+struct Scaled {
+    scale: u8,
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+}
+
 pub(super) struct JpegEncoder {
     input: InputLink<Frame>,
-    qualities: Arc<Qualities>,
+    variants: Arc<Variants>,
     metrics: EncoderMetrics,
     compressor: Option<turbojpeg::Compressor>,
     decompressor: Option<turbojpeg::Decompressor>,
-    /// Pixels of the last JPEG input decoded for re-encoding at another quality.
+    /// Buffers reused from frame to frame: the decoded JPEG input and the scaled sizes.
     decoded: Vec<u8>,
+    scaled: Vec<Scaled>,
 }
 
 impl JpegEncoder {
-    pub fn new(input: Fanout<Frame>, qualities: Arc<Qualities>, metrics: EncoderMetrics) -> Self {
+    pub fn new(input: Fanout<Frame>, variants: Arc<Variants>, metrics: EncoderMetrics) -> Self {
         Self {
             input: InputLink::new(input),
-            qualities,
+            variants,
             metrics,
             compressor: None,
             decompressor: None,
             decoded: Vec::new(),
+            scaled: Vec::new(),
         }
     }
 
-    /// Subscribes to the camera while some quality has listeners, and lets go when none has.
+    /// Subscribes to the camera while some variant has listeners, and lets go when none has.
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
-        let active = self.qualities.active().len();
-        self.metrics.qualities.set(active as i64);
+        let active = self.variants.active().len();
+        self.metrics.variants.set(active as i64);
         self.input.follow(active > 0, ctx);
+    }
+
+    /// Full-size RGB of the frame: its own bytes, or the JPEG decoded once into `self.decoded`.
+    fn decode_once(&mut self, frame: &Frame, decoded: &mut bool) -> Result<(), String> {
+        if frame.format == PixelFormat::Rgb24 || *decoded {
+            return Ok(());
+        }
+        let d = match &mut self.decompressor {
+            Some(d) => d,
+            None => self
+                .decompressor
+                .insert(turbojpeg::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        self.decoded.resize(w * h * 3, 0);
+        let image = turbojpeg::Image {
+            pixels: &mut self.decoded[..],
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        d.decompress(&frame.data, image)
+            .map_err(|e| format!("cannot decode camera JPEG: {e}"))?;
+        *decoded = true;
+        Ok(())
     }
 
     fn encode(
         &mut self,
         frame: &Frame,
-        quality: u8,
-        decoded_ok: &mut bool,
-    ) -> Result<Bytes, String> {
-        let compressor = match &mut self.compressor {
-            Some(c) => c,
-            None => self.compressor.insert(compressor()?),
+        variant: JpegVariant,
+        decoded: &mut bool,
+        scaled: &mut usize,
+    ) -> Result<(Bytes, u32, u32), String> {
+        self.decode_once(frame, decoded)?;
+        let full: &[u8] = if frame.format == PixelFormat::Rgb24 {
+            &frame.data
+        } else {
+            &self.decoded
         };
-        match frame.format {
-            PixelFormat::Rgb24 => {
-                encode_rgb(compressor, &frame.data, frame.width, frame.height, quality)
-            }
-            PixelFormat::Jpeg => {
-                if !*decoded_ok {
-                    let d = match &mut self.decompressor {
-                        Some(d) => d,
-                        None => self
-                            .decompressor
-                            .insert(turbojpeg::Decompressor::new().map_err(|e| e.to_string())?),
-                    };
-                    let (w, h) = (frame.width as usize, frame.height as usize);
-                    self.decoded.resize(w * h * 3, 0);
-                    let image = turbojpeg::Image {
-                        pixels: &mut self.decoded[..],
-                        width: w,
-                        pitch: w * 3,
-                        height: h,
-                        format: turbojpeg::PixelFormat::RGB,
-                    };
-                    d.decompress(&frame.data, image)
-                        .map_err(|e| format!("cannot decode camera JPEG: {e}"))?;
-                    *decoded_ok = true;
-                }
-                encode_rgb(
-                    compressor,
-                    &self.decoded,
-                    frame.width,
-                    frame.height,
-                    quality,
-                )
-            }
+        if self.compressor.is_none() {
+            self.compressor = Some(compressor()?);
         }
+        let compressor = self.compressor.as_mut().expect("just made");
+        if variant.scale == 1 {
+            let data = encode_rgb(compressor, full, frame.width, frame.height, variant.quality)?;
+            return Ok((data, frame.width, frame.height));
+        }
+        // Scale once per size per frame; `scaled` counts the sizes made for this frame.
+        let slot = match self.scaled[..*scaled]
+            .iter()
+            .position(|s| s.scale == variant.scale)
+        {
+            Some(i) => i,
+            None => {
+                if self.scaled.len() <= *scaled {
+                    self.scaled.push(Scaled {
+                        scale: 0,
+                        width: 0,
+                        height: 0,
+                        rgb: Vec::new(),
+                    });
+                }
+                let s = &mut self.scaled[*scaled];
+                let (w, h) = downscale(full, frame.width, frame.height, variant.scale, &mut s.rgb);
+                (s.scale, s.width, s.height) = (variant.scale, w, h);
+                *scaled += 1;
+                *scaled - 1
+            }
+        };
+        let s = &self.scaled[slot];
+        let data = encode_rgb(compressor, &s.rgb, s.width, s.height, variant.quality)?;
+        Ok((data, s.width, s.height))
     }
 }
 
@@ -214,16 +260,15 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
         if skipped > 0 {
             self.metrics.dropped_behind.inc_by(skipped);
         }
-        let mut decoded_ok = false;
-        for (quality, out) in self.qualities.active() {
-            let passthrough =
-                frame.format == PixelFormat::Jpeg && quality == self.qualities.default;
+        let (mut decoded, mut scaled) = (false, 0);
+        for (variant, out) in self.variants.active() {
+            let passthrough = frame.format == PixelFormat::Jpeg && variant == self.variants.default;
             let started = Instant::now();
-            let data = if passthrough {
-                frame.data.clone()
+            let (data, width, height) = if passthrough {
+                (frame.data.clone(), frame.width, frame.height)
             } else {
-                match self.encode(&frame, quality, &mut decoded_ok) {
-                    Ok(d) => d,
+                match self.encode(&frame, variant, &mut decoded, &mut scaled) {
+                    Ok(encoded) => encoded,
                     Err(e) => {
                         tracing::warn!(camera = %frame.camera, "JPEG encode failed: {e}");
                         continue;
@@ -242,8 +287,8 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
                 captured_at: frame.captured_at,
                 codec: Codec::Jpeg,
                 keyframe: true,
-                width: frame.width,
-                height: frame.height,
+                width,
+                height,
                 data,
             }));
         }

@@ -8,6 +8,7 @@
 //! ```
 
 mod encoder;
+mod scale;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::node::{
     check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports,
 };
 
-pub use encoder::{encode_rgb, Qualities};
+pub use encoder::{encode_rgb, Variants};
 
 /// Settings of a `jpeg_encoder` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -30,17 +31,17 @@ pub struct JpegEncoderConfig {
     /// JPEG quality (1..=100) for viewers that do not ask for one. Default 80.
     #[serde(default = "default_quality")]
     pub quality: u8,
-    /// Most distinct qualities encoded at once; a viewer asking for one more gets a 503 naming the
-    /// qualities in use. Default 4.
-    #[serde(default = "default_max_qualities")]
-    pub max_qualities: usize,
+    /// Most distinct variants (quality and size) encoded at once; a viewer asking for one more gets
+    /// a 503 naming the variants in use. Default 6 (room for an adaptive ladder of 5 and one more).
+    #[serde(default = "default_max_variants")]
+    pub max_variants: usize,
 }
 
 fn default_quality() -> u8 {
     80
 }
-fn default_max_qualities() -> usize {
-    4
+fn default_max_variants() -> usize {
+    6
 }
 
 impl NodeConfig for JpegEncoderConfig {
@@ -56,13 +57,13 @@ impl NodeConfig for JpegEncoderConfig {
     fn validate(&self) -> Vec<FieldIssue> {
         let mut issues = Vec::new();
         check_range(&mut issues, "quality", self.quality, 1..=100);
-        check_range(&mut issues, "max_qualities", self.max_qualities, 1..=16);
+        check_range(&mut issues, "max_variants", self.max_variants, 1..=16);
         issues
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let input = cx.frames_input()?;
-        let qualities = Arc::new(Qualities::new(&cx.id, self.quality, self.max_qualities));
+        let qualities = Arc::new(Variants::new(&cx.id, self.quality, self.max_variants));
         let metrics = encoder::EncoderMetrics::new(&cx.metrics);
         let stats_metrics = metrics.clone();
         let arbiter = Arbiter::new();
@@ -78,7 +79,7 @@ impl NodeConfig for JpegEncoderConfig {
                 json!({
                     "encoded": stats_metrics.encoded.get(),
                     "dropped_behind": stats_metrics.dropped_behind.get(),
-                    "qualities": stats_qualities.in_use(),
+                    "variants": stats_qualities.in_use(),
                 })
             })),
             stop: Box::new(move || {
@@ -98,6 +99,7 @@ mod tests {
     use crate::fanout::Fanout;
     use crate::messages::{Frame, PixelFormat};
     use crate::metrics::Metrics;
+    use crate::node::JpegVariant;
     use crate::plugins::sources::testsrc::TestPattern;
 
     async fn wait_for(what: &str, cond: impl Fn() -> bool) {
@@ -138,7 +140,7 @@ mod tests {
         };
         let handle = JpegEncoderConfig {
             quality: 80,
-            max_qualities: 2,
+            max_variants: 2,
         }
         .build(cx)
         .unwrap();
@@ -151,11 +153,11 @@ mod tests {
         );
 
         let mut default_a = feed.subscribe(None).unwrap();
-        let mut default_b = feed.subscribe(Some(80)).unwrap();
-        let mut low = feed.subscribe(Some(30)).unwrap();
-        let refused = feed.subscribe(Some(50)).err();
+        let mut default_b = feed.subscribe(Some(JpegVariant::full(80))).unwrap();
+        let mut low = feed.subscribe(Some(JpegVariant::full(30))).unwrap();
+        let refused = feed.subscribe(Some(JpegVariant::full(50))).err();
         assert!(
-            matches!(refused, Some(ServiceError::Busy(ref m)) if m.contains("30, 80")),
+            matches!(refused, Some(ServiceError::Busy(ref m)) if m.contains("q30, q80")),
             "{refused:?}"
         );
         wait_for("the encoder to subscribe", || input.has_subscribers()).await;
@@ -199,7 +201,7 @@ mod tests {
         };
         let handle = JpegEncoderConfig {
             quality: 80,
-            max_qualities: 4,
+            max_variants: 4,
         }
         .build(cx)
         .unwrap();

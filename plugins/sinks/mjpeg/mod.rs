@@ -21,8 +21,8 @@ use serde_json::json;
 use crate::error::{BuildError, ServiceError};
 use crate::messages::{ByteStream, EncodedFrame, OpenStream, Shutdown, TakeSnapshot};
 use crate::node::{
-    check_range, BuildContext, EncodedFeed, FieldIssue, NodeConfig, NodeHandle, PortKind, Ports,
-    Service,
+    check_range, BuildContext, EncodedFeed, FeedReader, FieldIssue, JpegVariant, NodeConfig,
+    NodeHandle, PortKind, Ports, Service,
 };
 
 /// Settings of an `mjpeg_sink` node.
@@ -122,7 +122,7 @@ impl Handler<OpenStream> for MjpegSink {
                 self.camera, self.config.max_viewers
             )));
         }
-        let frames = self.feed.subscribe(msg.quality)?;
+        let frames = FeedReader::open(self.feed.clone(), msg.quality.map(JpegVariant::full))?;
         let guard = viewer::ViewerGuard::new(self.viewers.clone(), self.metrics.viewers.clone());
         Ok(viewer::mjpeg_body(frames, msg.fps, guard, self.metrics.clone()).boxed())
     }
@@ -178,7 +178,10 @@ mod tests {
     struct OneQuality(Fanout<EncodedFrame>);
 
     impl EncodedFeed for OneQuality {
-        fn subscribe(&self, _: Option<u8>) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+        fn subscribe(
+            &self,
+            _: Option<crate::node::JpegVariant>,
+        ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
             Ok(self.0.subscribe())
         }
     }

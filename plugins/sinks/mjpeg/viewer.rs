@@ -10,10 +10,9 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use crate::fanout::Subscriber;
-use crate::messages::EncodedFrame;
 use crate::metrics::NodeMetrics;
 use crate::mjpeg;
+use crate::node::FeedReader;
 use crate::pacing::RateLimiter;
 
 #[derive(Clone)]
@@ -61,7 +60,7 @@ impl Drop for ViewerGuard {
 }
 
 struct Viewer {
-    frames: Subscriber<EncodedFrame>,
+    frames: FeedReader,
     limiter: Option<RateLimiter>,
     /// Chunks of the current part still to yield.
     pending: VecDeque<Bytes>,
@@ -70,7 +69,7 @@ struct Viewer {
 }
 
 pub(super) fn mjpeg_body(
-    frames: Subscriber<EncodedFrame>,
+    frames: FeedReader,
     fps: Option<f64>,
     guard: ViewerGuard,
     metrics: ViewerMetrics,

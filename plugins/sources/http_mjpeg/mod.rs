@@ -53,8 +53,17 @@ impl HttpMjpeg {
 
     fn connect(&mut self) -> Result<(), String> {
         let url = &self.url;
-        let response = client::request_with_timeout("GET", url, &[], None, READ_TIMEOUT)
-            .map_err(|e| format!("{url}: {e}"))?;
+        let response = client::request_with(
+            "GET",
+            url,
+            &[],
+            None,
+            &client::Options {
+                read_timeout: READ_TIMEOUT,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("{url}: {e}"))?;
         if response.status != 200 {
             return Err(format!("{url}: HTTP status {}", response.status));
         }
