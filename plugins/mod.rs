@@ -16,5 +16,9 @@ pub fn registry() -> Registry {
     r.register::<encoders::jpeg::JpegEncoderConfig>();
     r.register::<sinks::mjpeg::MjpegSinkConfig>();
     r.register::<sinks::snapshot::SnapshotSinkConfig>();
+    #[cfg(feature = "webrtc")]
+    r.register::<encoders::h264::H264EncoderConfig>();
+    #[cfg(feature = "webrtc")]
+    r.register::<sinks::webrtc::WebRtcSinkConfig>();
     r
 }

@@ -36,6 +36,8 @@ pub struct Frame {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
     Jpeg,
+    /// H.264 Annex B (start codes), Constrained Baseline.
+    H264,
 }
 
 /// One encoded picture, shared by every viewer of the same encoder setting.
@@ -115,4 +117,49 @@ pub struct SavedSnapshot {
     /// File name within the sink's folder.
     pub file: String,
     pub bytes: u64,
+}
+
+/// Opens a WebRTC peer for a camera: the remote offer in, the complete answer out (non-trickle:
+/// the server's ICE candidates are already in it).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<PeerAnswer, ServiceError>")]
+pub struct OpenPeer {
+    /// The remote SDP offer.
+    pub sdp: String,
+    /// `ws` or `whep`, for logs.
+    pub signalling: &'static str,
+    /// Where the peer reports later events (WS signalling); `None` for WHEP.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+}
+
+/// The answer to an [`OpenPeer`].
+#[derive(Clone, Debug)]
+pub struct PeerAnswer {
+    /// The session id, for candidates and closing.
+    pub session: String,
+    pub sdp: String,
+}
+
+/// Something a peer tells its signalling channel after the answer.
+#[derive(Clone, Debug)]
+pub enum PeerEvent {
+    /// A local ICE candidate gathered late (JSON as `RTCIceCandidateInit`).
+    Candidate(serde_json::Value),
+    /// The peer was closed by the server (failed, disconnected, timed out, node stopped).
+    Closed(String),
+}
+
+/// A remote ICE candidate for an open peer (`RTCIceCandidateInit` as JSON).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct AddPeerCandidate {
+    pub session: String,
+    pub candidate: serde_json::Value,
+}
+
+/// Closes a peer (WS closed, WHEP DELETE).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct ClosePeer {
+    pub session: String,
 }

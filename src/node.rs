@@ -11,7 +11,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::{Fanout, Subscriber};
-use crate::messages::{EncodedFrame, Frame, OpenStream, SaveSnapshot, SetCapture, TakeSnapshot};
+use crate::messages::{
+    AddPeerCandidate, ClosePeer, EncodedFrame, Frame, OpenPeer, OpenStream, SaveSnapshot,
+    SetCapture, TakeSnapshot,
+};
 use crate::metrics::NodeMetrics;
 
 /// The kind of data on an edge.
@@ -21,6 +24,8 @@ pub enum PortKind {
     Frames,
     /// JPEG images from an encoder.
     Jpeg,
+    /// H.264 video from an encoder, for WebRTC.
+    H264,
 }
 
 impl fmt::Display for PortKind {
@@ -28,6 +33,7 @@ impl fmt::Display for PortKind {
         f.write_str(match self {
             PortKind::Frames => "frames",
             PortKind::Jpeg => "jpeg",
+            PortKind::H264 => "h264",
         })
     }
 }
@@ -143,11 +149,20 @@ impl FeedReader {
     }
 }
 
+/// A video encoder's output (H.264): one stream shared by every peer, and a way to ask for a
+/// keyframe when a peer joins or lost pictures.
+pub trait VideoFeed: Send + Sync {
+    fn subscribe(&self) -> Subscriber<EncodedFrame>;
+    /// Makes the next encoded frame a keyframe (IDR); cheap, and may be called from any thread.
+    fn request_keyframe(&self);
+}
+
 /// A running node's output, handed to the nodes wired to it.
 #[derive(Clone)]
 pub enum Port {
     Frames(Fanout<Frame>),
     Jpeg(Arc<dyn EncodedFeed>),
+    H264(Arc<dyn VideoFeed>),
 }
 
 impl Port {
@@ -155,6 +170,7 @@ impl Port {
         match self {
             Port::Frames(_) => PortKind::Frames,
             Port::Jpeg(_) => PortKind::Jpeg,
+            Port::H264(_) => PortKind::H264,
         }
     }
 }
@@ -171,6 +187,12 @@ pub enum Service {
     },
     /// Saving pictures of the node's camera to disk.
     SaveSnapshot(Recipient<SaveSnapshot>),
+    /// WebRTC peers of the node's camera (WS signalling and WHEP).
+    WebRtc {
+        open: Recipient<OpenPeer>,
+        candidate: Recipient<AddPeerCandidate>,
+        close: Recipient<ClosePeer>,
+    },
 }
 
 /// Everything a node needs to start.
@@ -194,6 +216,14 @@ impl BuildContext {
                 &self.id,
                 "needs one input of kind 'frames'",
             )),
+        }
+    }
+
+    /// The single input of a node that takes one H.264 input.
+    pub fn h264_input(&self) -> Result<Arc<dyn VideoFeed>, BuildError> {
+        match self.inputs.first() {
+            Some(Port::H264(f)) => Ok(f.clone()),
+            _ => Err(BuildError::new(&self.id, "needs one input of kind 'h264'")),
         }
     }
 

@@ -1,3 +1,5 @@
 //! Encoders: frames in, encoded images out.
 
+#[cfg(feature = "webrtc")]
+pub mod h264;
 pub mod jpeg;

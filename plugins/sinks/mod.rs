@@ -2,3 +2,5 @@
 
 pub mod mjpeg;
 pub mod snapshot;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;

@@ -16,7 +16,9 @@ use serde_json::json;
 
 use crate::config::{GraphSpec, NodeSpec};
 use crate::error::BuildError;
-use crate::messages::{OpenStream, SaveSnapshot, SetCapture, TakeSnapshot};
+use crate::messages::{
+    AddPeerCandidate, ClosePeer, OpenPeer, OpenStream, SaveSnapshot, SetCapture, TakeSnapshot,
+};
 use crate::metrics::Metrics;
 use crate::mjpeg::format_timestamp;
 use crate::node::{BuildContext, NodeHandle, Port, Service};
@@ -33,6 +35,14 @@ struct RunningNode {
 pub struct MjpegService {
     pub stream: Recipient<OpenStream>,
     pub snapshot: Recipient<TakeSnapshot>,
+}
+
+/// The WebRTC service of one camera.
+#[derive(Clone)]
+pub struct WebRtcService {
+    pub open: Recipient<OpenPeer>,
+    pub candidate: Recipient<AddPeerCandidate>,
+    pub close: Recipient<ClosePeer>,
 }
 
 /// What applying a spec did.
@@ -262,6 +272,21 @@ impl Graph {
             Service::Mjpeg { stream, snapshot } => Some(MjpegService {
                 stream: stream.clone(),
                 snapshot: snapshot.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    pub fn webrtc(&self, camera: &str) -> Option<WebRtcService> {
+        self.services(camera).find_map(|s| match s {
+            Service::WebRtc {
+                open,
+                candidate,
+                close,
+            } => Some(WebRtcService {
+                open: open.clone(),
+                candidate: candidate.clone(),
+                close: close.clone(),
             }),
             _ => None,
         })

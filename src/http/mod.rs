@@ -5,6 +5,7 @@ mod api;
 mod cors;
 mod error;
 pub mod stats;
+mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -50,6 +51,7 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
                     .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
             )
             .wrap(middleware::from_fn(cors::cors))
+            .configure(webrtc::routes)
             .configure(api::routes)
     })
     // A small send buffer per connection: a slow MJPEG viewer then skips to the newest frame

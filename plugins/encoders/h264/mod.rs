@@ -1,0 +1,219 @@
+//! The `h264_encoder` node: openh264 (bundled source), Constrained Baseline that every browser
+//! decodes, on its own thread. One encode per frame whatever the number of WebRTC peers; nothing
+//! is encoded while no peer watches; a peer's join or loss asks for an IDR.
+//!
+//! ```yaml
+//! front_h264: { type: h264_encoder, inputs: [front], bitrate_kbps: 2000, keyframe_interval: 60 }
+//! ```
+
+mod encoder;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::{Actor, Arbiter};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::BuildError;
+use crate::messages::Shutdown;
+use crate::node::{
+    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports,
+};
+
+pub use encoder::H264Output;
+
+/// Settings of an `h264_encoder` node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct H264EncoderConfig {
+    /// Target bitrate in kbit/s (100..=50000). Default 2000.
+    #[serde(default = "default_bitrate_kbps")]
+    pub bitrate_kbps: u32,
+    /// Frames between periodic keyframes (IDR), 1..=600. Default 60 (2 s at 30 fps). Peers that
+    /// join or lose pictures get one at once anyway.
+    #[serde(default = "default_keyframe_interval")]
+    pub keyframe_interval: u32,
+    /// The frame rate the rate control plans for (1..=120). Default 30.
+    #[serde(default = "default_max_fps")]
+    pub max_fps: u32,
+}
+
+fn default_bitrate_kbps() -> u32 {
+    2000
+}
+fn default_keyframe_interval() -> u32 {
+    60
+}
+fn default_max_fps() -> u32 {
+    30
+}
+
+impl Default for H264EncoderConfig {
+    fn default() -> Self {
+        Self {
+            bitrate_kbps: default_bitrate_kbps(),
+            keyframe_interval: default_keyframe_interval(),
+            max_fps: default_max_fps(),
+        }
+    }
+}
+
+impl NodeConfig for H264EncoderConfig {
+    const TYPE: &'static str = "h264_encoder";
+
+    fn ports(&self) -> Ports {
+        Ports {
+            input: Some(PortKind::Frames),
+            output: Some(PortKind::H264),
+        }
+    }
+
+    fn validate(&self) -> Vec<FieldIssue> {
+        let mut issues = Vec::new();
+        check_range(&mut issues, "bitrate_kbps", self.bitrate_kbps, 100..=50_000);
+        check_range(
+            &mut issues,
+            "keyframe_interval",
+            self.keyframe_interval,
+            1..=600,
+        );
+        check_range(&mut issues, "max_fps", self.max_fps, 1..=120);
+        issues
+    }
+
+    fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
+        let input = cx.frames_input()?;
+        let output = Arc::new(H264Output::default());
+        let metrics = encoder::EncoderMetrics::new(&cx.metrics);
+        let stats_metrics = metrics.clone();
+        let arbiter = Arbiter::new();
+        let (actor_output, config) = (output.clone(), self.clone());
+        let addr = encoder::H264Encoder::start_in_arbiter(&arbiter.handle(), move |_| {
+            encoder::H264Encoder::new(input, actor_output, config, metrics)
+        });
+        let stats_output = output.clone();
+        Ok(NodeHandle {
+            output: Some(Port::H264(output)),
+            services: Vec::new(),
+            stats: Some(Box::new(move || {
+                json!({
+                    "encoded": stats_metrics.encoded.get(),
+                    "keyframes": stats_metrics.keyframes.load(Ordering::Relaxed),
+                    "dropped_behind": stats_metrics.dropped_behind.get(),
+                    "listeners": stats_output.listeners(),
+                })
+            })),
+            stop: Box::new(move || {
+                addr.do_send(Shutdown);
+                arbiter.stop();
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::fanout::Fanout;
+    use crate::messages::{Codec, Frame, PixelFormat};
+    use crate::metrics::Metrics;
+    use crate::plugins::sources::testsrc::{read_marks, TestPattern};
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    const W: u32 = 320;
+    const H: u32 = 240;
+
+    fn frame(seq: u64) -> Arc<Frame> {
+        let mut data = vec![0; (W * H * 3) as usize];
+        TestPattern::new(W, H, 30).draw(&mut data, seq, SystemTime::now());
+        Arc::new(Frame {
+            camera: "cam".into(),
+            seq,
+            captured_at: SystemTime::now(),
+            width: W,
+            height: H,
+            format: PixelFormat::Rgb24,
+            data: data.into(),
+        })
+    }
+
+    #[actix_rt::test]
+    async fn encodes_once_for_all_listeners_starts_with_an_idr_and_idles_without_them() {
+        let input = Fanout::<Frame>::new();
+        let metrics = Metrics::new();
+        let cx = BuildContext {
+            id: "enc".into(),
+            camera: "cam".into(),
+            inputs: vec![Port::Frames(input.clone())],
+            metrics: metrics.node("cam", "enc", "h264_encoder"),
+        };
+        let handle = H264EncoderConfig::default().build(cx).unwrap();
+        let Some(Port::H264(feed)) = handle.output.clone() else {
+            panic!("h264 output")
+        };
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!input.has_subscribers(), "encoding with nobody listening");
+
+        let mut a = feed.subscribe();
+        let mut b = feed.subscribe();
+        wait_for("the encoder to subscribe", || input.has_subscribers()).await;
+        let mut decoder = openh264::decoder::Decoder::new().unwrap();
+        let mut rgb = vec![0u8; (W * H * 3) as usize];
+        for seq in 0..5 {
+            input.publish(frame(seq));
+            let (fa, _) = a.next().await.unwrap();
+            let (fb, _) = b.next().await.unwrap();
+            assert!(Arc::ptr_eq(&fa, &fb), "peers share one encoded frame");
+            assert_eq!(fa.codec, Codec::H264);
+            assert_eq!(
+                fa.keyframe,
+                seq == 0,
+                "frame {seq}: only the first is an IDR"
+            );
+            let yuv = decoder.decode(&fa.data).unwrap().expect("a picture");
+            yuv.write_rgb8(&mut rgb);
+            let marks = read_marks(&rgb, W, H).expect("marks survive H.264");
+            assert_eq!(u64::from(marks.seq), seq);
+        }
+        feed.request_keyframe();
+        input.publish(frame(5));
+        let (f, _) = a.next().await.unwrap();
+        assert!(f.keyframe, "an IDR on request");
+        let _ = b.next().await;
+        let encoded = metrics.node("cam", "enc", "h264_encoder").frames_encoded();
+        assert_eq!(encoded.get(), 6, "one encode per frame, not per listener");
+
+        drop((a, b));
+        wait_for("the encoder to let go of the camera", || {
+            !input.has_subscribers()
+        })
+        .await;
+        (handle.stop)();
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported() {
+        let bad = H264EncoderConfig {
+            bitrate_kbps: 10,
+            keyframe_interval: 0,
+            max_fps: 500,
+        };
+        let fields: Vec<_> = bad.validate().into_iter().map(|i| i.field).collect();
+        assert_eq!(fields, ["bitrate_kbps", "keyframe_interval", "max_fps"]);
+        let parsed: Result<H264EncoderConfig, _> = serde_yaml::from_str("bitrate: 5");
+        assert!(parsed.is_err(), "unknown fields are refused");
+    }
+}

@@ -1,0 +1,336 @@
+//! One WebRTC peer: its connection (webrtc-rs 0.21), built from the remote offer and answered
+//! non-trickle (the answer waits for ICE gathering, so it carries the server's candidates), and
+//! the task that writes the camera's shared RTP packets to it.
+//!
+//! webrtc 0.21 binds a local track to one connection, so "one track per camera" is one shared
+//! packetized stream (`RtpFrame`: the encoder's frame cut into RTP packets once) written to a
+//! light per-peer track; each peer only restamps the negotiated payload type.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::Addr;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder,
+};
+
+use super::sink::{PeerState, WebRtcSink};
+use super::IceConfig;
+use crate::error::ServiceError;
+use crate::fanout::Subscriber;
+use crate::messages::PeerEvent;
+use crate::node::VideoFeed;
+
+/// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
+/// what we send.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_CLOCK_RATE: u32 = 90_000;
+const H264_PAYLOAD_TYPE: u8 = 102;
+/// Longest the answer waits for ICE gathering; it holds whatever was gathered by then.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn h264_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_string(),
+        parameter: parameter.to_string(),
+    };
+    RTCRtpCodec {
+        mime_type: "video/H264".to_string(),
+        clock_rate: H264_CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_string(),
+        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+    }
+}
+
+/// One encoded frame, cut into RTP packets once for every peer.
+pub struct RtpFrame {
+    pub packets: Vec<rtp::Packet>,
+    pub keyframe: bool,
+    pub captured_at: SystemTime,
+    pub bytes: u64,
+}
+
+/// Tells the sink what its connection does; runs on webrtc-rs's driver thread.
+struct Events {
+    session: String,
+    sink: Addr<WebRtcSink>,
+    gathered: watch::Sender<bool>,
+    signalling: Option<mpsc::UnboundedSender<PeerEvent>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        // Also in the answer; sent again for clients that trickle.
+        if let (Some(tx), Ok(init)) = (&self.signalling, event.candidate.to_json()) {
+            if let Ok(json) = serde_json::to_value(init) {
+                let _ = tx.send(PeerEvent::Candidate(json));
+            }
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let state = match state {
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Failed => PeerState::Gone("failed"),
+            RTCPeerConnectionState::Disconnected => PeerState::Gone("disconnected"),
+            RTCPeerConnectionState::Closed => PeerState::Gone("closed"),
+            _ => return,
+        };
+        self.sink.do_send(super::sink::PeerStateChanged {
+            session: self.session.clone(),
+            state,
+        });
+    }
+}
+
+/// What a new peer needs besides the offer.
+pub struct PeerSetup {
+    pub session: String,
+    pub camera: String,
+    pub ssrc: u32,
+    pub ice: IceConfig,
+    pub sink: Addr<WebRtcSink>,
+    pub signalling: Option<mpsc::UnboundedSender<PeerEvent>>,
+}
+
+/// A negotiated connection, not yet sending.
+pub struct Negotiated {
+    pub pc: Arc<dyn PeerConnection>,
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub payload_type: u8,
+    pub answer: String,
+}
+
+/// Checks the offer before any connection is built: SDP that parses, with a video section.
+pub fn check_offer(sdp: &str) -> Result<RTCSessionDescription, ServiceError> {
+    let offer = RTCSessionDescription::offer(sdp.to_string())
+        .map_err(|e| ServiceError::BadRequest(format!("malformed SDP offer: {e}")))?;
+    let parsed = offer
+        .unmarshal()
+        .map_err(|e| ServiceError::BadRequest(format!("malformed SDP offer: {e}")))?;
+    if !parsed
+        .media_descriptions
+        .iter()
+        .any(|m| m.media_name.media == "video")
+    {
+        return Err(ServiceError::BadRequest(
+            "the SDP offer has no video section (m=video): nothing to receive the camera on".into(),
+        ));
+    }
+    Ok(offer)
+}
+
+/// Builds the connection, answers the offer and waits for ICE gathering.
+pub async fn negotiate(
+    setup: PeerSetup,
+    offer: RTCSessionDescription,
+) -> Result<Negotiated, ServiceError> {
+    let internal = |what: &str, e: webrtc::error::Error| {
+        ServiceError::Unavailable(format!("WebRTC {what} failed: {e}"))
+    };
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| internal("codec registration", e))?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)
+        .map_err(|e| internal("interceptor setup", e))?;
+    let mut settings =
+        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if !setup.ice.nat_1to1_ips.is_empty() {
+        settings =
+            settings.with_nat_1to1_ips(setup.ice.nat_1to1_ips.clone(), RTCIceCandidateType::Host);
+    }
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(
+            setup
+                .ice
+                .servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone().unwrap_or_default(),
+                    credential: s.credential.clone().unwrap_or_default(),
+                })
+                .collect(),
+        )
+        .build();
+    let (gathered_tx, mut gathered) = watch::channel(false);
+    let events = Arc::new(Events {
+        session: setup.session.clone(),
+        sink: setup.sink.clone(),
+        gathered: gathered_tx,
+        signalling: setup.signalling.clone(),
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media)
+        .with_setting_engine(settings.build())
+        .with_interceptor_registry(registry)
+        .with_handler(events)
+        .with_udp_addrs(setup.ice.udp_addrs.clone())
+        // All connections' drivers share one thread of their own, off the HTTP workers.
+        .with_dedicated_reactor_pool_size(1)
+        .build()
+        .await
+        .map_err(|e| internal("connection setup", e))?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let result = answer(&pc, &setup, offer, &mut gathered).await;
+    if result.is_err() {
+        let _ = pc.close().await;
+    }
+    result
+}
+
+async fn answer(
+    pc: &Arc<dyn PeerConnection>,
+    setup: &PeerSetup,
+    offer: RTCSessionDescription,
+    gathered: &mut watch::Receiver<bool>,
+) -> Result<Negotiated, ServiceError> {
+    let internal = |what: &str, e: webrtc::error::Error| {
+        ServiceError::Unavailable(format!("WebRTC {what} failed: {e}"))
+    };
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        setup.camera.clone(),
+        format!("{}-video", setup.camera),
+        format!("camera {}", setup.camera),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(setup.ssrc),
+                ..Default::default()
+            },
+            codec: h264_codec(),
+            ..Default::default()
+        }],
+    )));
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| internal("add_track", e))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| ServiceError::BadRequest(format!("the offer cannot be used: {e}")))?;
+    let answer = pc.create_answer(None).await.map_err(|e| {
+        ServiceError::BadRequest(format!(
+            "cannot answer the offer (does it accept H.264 Constrained Baseline?): {e}"
+        ))
+    })?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| internal("set_local_description", e))?;
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done)).await;
+    let answer = pc
+        .local_description()
+        .await
+        .ok_or_else(|| ServiceError::Unavailable("no local description".into()))?
+        .sdp;
+    let payload_type = sender
+        .get_parameters()
+        .await
+        .map_err(|e| internal("get_parameters", e))?
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.payload_type)
+        .ok_or_else(|| {
+            ServiceError::BadRequest(
+                "the offer accepts no H.264 Constrained Baseline (packetization-mode=1)".into(),
+            )
+        })?;
+    Ok(Negotiated {
+        pc: pc.clone(),
+        track,
+        payload_type,
+        answer,
+    })
+}
+
+/// Counters a writer updates.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    pub sent: prometheus::IntCounter,
+    pub bytes: prometheus::IntCounter,
+    pub dropped_behind: prometheus::IntCounter,
+    pub latency: prometheus::Histogram,
+}
+
+/// Writes the shared packets to one peer until the stream or the peer ends. Starts at a
+/// keyframe; after falling behind (a frame skipped) it waits for the next keyframe and asks for
+/// one, so the others never wait for it.
+pub async fn write_loop(
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: u8,
+    mut frames: Subscriber<RtpFrame>,
+    feed: Arc<dyn VideoFeed>,
+    metrics: WriterMetrics,
+) {
+    let mut need_keyframe = true;
+    let mut asked = Instant::now();
+    feed.request_keyframe();
+    while let Some((frame, skipped)) = frames.next().await {
+        if skipped > 0 {
+            metrics.dropped_behind.inc_by(skipped);
+            if !need_keyframe {
+                need_keyframe = true;
+                asked = Instant::now();
+                feed.request_keyframe();
+            }
+        }
+        if need_keyframe && !frame.keyframe {
+            if asked.elapsed() > Duration::from_millis(500) {
+                asked = Instant::now();
+                feed.request_keyframe();
+            }
+            continue;
+        }
+        let mut ok = true;
+        for packet in &frame.packets {
+            let mut packet = packet.clone();
+            packet.header.payload_type = payload_type;
+            if track.write_rtp(packet).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            // Not bound yet or closed: the sink ends this task with the peer.
+            need_keyframe = true;
+            continue;
+        }
+        need_keyframe = false;
+        metrics.sent.inc();
+        metrics.bytes.inc_by(frame.bytes);
+        if let Ok(age) = SystemTime::now().duration_since(frame.captured_at) {
+            metrics.latency.observe(age.as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The sink actor: the camera's peers, the one subscription to the H.264 encoder (held while any
+//! peer exists), and the packetizer that cuts each encoded frame into RTP packets once for all
+//! peers. Peers that fail, disconnect, close or sit in `connecting` past the timeout are closed.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::{
+    fut, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message,
+    ResponseActFuture, ResponseFuture, SpawnHandle, StreamHandler, WrapFuture,
+};
+use prometheus::{IntCounter, IntGauge};
+use rtc::rtp::packetizer::{new_packetizer, Packetizer};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
+
+use super::peer::{self, PeerSetup, RtpFrame, WriterMetrics, H264_CLOCK_RATE};
+use super::WebRtcSinkConfig;
+use crate::error::ServiceError;
+use crate::fanout::Fanout;
+use crate::messages::{
+    AddPeerCandidate, ClosePeer, EncodedFrame, OpenPeer, PeerAnswer, PeerEvent, Shutdown,
+};
+use crate::metrics::NodeMetrics;
+use crate::node::VideoFeed;
+
+/// RTP payload size limit, as webrtc-rs uses for its own tracks.
+const RTP_MTU: usize = 1200;
+/// How often peers stuck in `connecting` are looked for.
+const TIMEOUT_CHECK: Duration = Duration::from_millis(500);
+
+/// Where a peer's connection went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    Connected,
+    /// Failed, disconnected or closed: the peer is removed.
+    Gone(&'static str),
+}
+
+/// From a peer's connection (webrtc-rs driver thread) to the sink.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStateChanged {
+    pub session: String,
+    pub state: PeerState,
+}
+
+/// Live numbers for `GET /api/graph` and tests.
+#[derive(Default)]
+pub struct SinkCounts {
+    pub peers: AtomicUsize,
+    pub connected: AtomicUsize,
+    pub packetized: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub writer: WriterMetrics,
+    pub viewers: IntGauge,
+    pub dropped_behind: IntCounter,
+}
+
+impl SinkMetrics {
+    pub fn new(m: &NodeMetrics) -> Self {
+        Self {
+            writer: WriterMetrics {
+                sent: m.frames_sent(),
+                bytes: m.bytes_sent(),
+                dropped_behind: m.frames_dropped("behind"),
+                latency: m.latency_seconds(),
+            },
+            viewers: m.viewers("webrtc"),
+            dropped_behind: m.frames_dropped("behind"),
+        }
+    }
+}
+
+struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: u8,
+    created: Instant,
+    connected: bool,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    signalling: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+}
+
+pub struct WebRtcSink {
+    camera: String,
+    config: WebRtcSinkConfig,
+    feed: Arc<dyn VideoFeed>,
+    peers: HashMap<String, Peer>,
+    /// Offers being answered; they count against `max_peers`.
+    pending: usize,
+    packets: Fanout<RtpFrame>,
+    input: Option<SpawnHandle>,
+    packetizer: Box<dyn Packetizer>,
+    ssrc: u32,
+    /// RTP time origin: the first frame's capture time and its RTP timestamp.
+    origin: Option<(SystemTime, u32)>,
+    metrics: SinkMetrics,
+    counts: Arc<SinkCounts>,
+}
+
+/// A random number from the standard library's per-process random hasher keys.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+impl WebRtcSink {
+    pub fn new(
+        camera: String,
+        config: WebRtcSinkConfig,
+        feed: Arc<dyn VideoFeed>,
+        metrics: SinkMetrics,
+        counts: Arc<SinkCounts>,
+    ) -> Self {
+        let ssrc = random_u64() as u32;
+        let payloader = peer::h264_codec()
+            .payloader()
+            .expect("webrtc-rs packetizes H.264");
+        let packetizer = new_packetizer(
+            Instant::now(),
+            RTP_MTU,
+            0,
+            ssrc,
+            payloader,
+            Box::new(rtc::rtp::sequence::new_random_sequencer()),
+            H264_CLOCK_RATE,
+        );
+        Self {
+            camera,
+            config,
+            feed,
+            peers: HashMap::new(),
+            pending: 0,
+            packets: Fanout::new(),
+            input: None,
+            packetizer: Box::new(packetizer),
+            ssrc,
+            origin: None,
+            metrics,
+            counts,
+        }
+    }
+
+    /// Subscribes to the encoder while any peer exists, and lets go when none does.
+    fn follow_demand(&mut self, ctx: &mut Context<Self>) {
+        let wanted = !self.peers.is_empty() || self.pending > 0;
+        match (wanted, self.input) {
+            (true, None) => {
+                self.input = Some(ctx.add_stream(self.feed.subscribe().into_stream()));
+            }
+            (false, Some(handle)) => {
+                ctx.cancel_future(handle);
+                self.input = None;
+                self.origin = None;
+            }
+            _ => {}
+        }
+        self.counts.peers.store(self.peers.len(), Ordering::Relaxed);
+    }
+
+    fn close_peer(&mut self, session: &str, reason: &str, ctx: &mut Context<Self>) -> bool {
+        let Some(peer) = self.peers.remove(session) else {
+            return false;
+        };
+        tracing::info!(camera = %self.camera, session, reason, "WebRTC peer closed");
+        if let Some(writer) = peer.writer {
+            writer.abort();
+        }
+        if peer.connected {
+            self.metrics.viewers.dec();
+            self.counts.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.counts.closed.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = &peer.signalling {
+            let _ = tx.send(PeerEvent::Closed(reason.to_string()));
+        }
+        let pc = peer.pc;
+        actix::spawn(async move {
+            let _ = pc.close().await;
+        });
+        self.follow_demand(ctx);
+        true
+    }
+
+    fn close_stale(&mut self, ctx: &mut Context<Self>) {
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let stale: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && p.created.elapsed() > timeout)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for session in stale {
+            self.close_peer(&session, "connecting timed out", ctx);
+        }
+    }
+}
+
+impl Actor for WebRtcSink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(TIMEOUT_CHECK, |act, ctx| act.close_stale(ctx));
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        let sessions: Vec<String> = self.peers.keys().cloned().collect();
+        for session in sessions {
+            self.close_peer(&session, "node stopped", ctx);
+        }
+    }
+}
+
+impl StreamHandler<(Arc<EncodedFrame>, u64)> for WebRtcSink {
+    fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
+        if skipped > 0 {
+            self.metrics.dropped_behind.inc_by(skipped);
+        }
+        let (origin, base) = *self
+            .origin
+            .get_or_insert((frame.captured_at, random_u64() as u32));
+        let elapsed = frame.captured_at.duration_since(origin).unwrap_or_default();
+        let timestamp =
+            base.wrapping_add((elapsed.as_secs_f64() * f64::from(H264_CLOCK_RATE)) as u32);
+        let mut packets = match self.packetizer.packetize(Instant::now(), &frame.data, 0) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
+                return;
+            }
+        };
+        for p in &mut packets {
+            p.header.timestamp = timestamp;
+        }
+        self.counts.packetized.fetch_add(1, Ordering::Relaxed);
+        self.packets.publish(Arc::new(RtpFrame {
+            packets,
+            keyframe: frame.keyframe,
+            captured_at: frame.captured_at,
+            bytes: frame.data.len() as u64,
+        }));
+    }
+
+    /// The encoder stopped; the graph stops this node too.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Handler<OpenPeer> for WebRtcSink {
+    type Result = ResponseActFuture<Self, Result<PeerAnswer, ServiceError>>;
+
+    fn handle(&mut self, msg: OpenPeer, ctx: &mut Self::Context) -> Self::Result {
+        if self.peers.len() + self.pending >= self.config.max_peers {
+            return Box::pin(fut::ready(Err(ServiceError::Busy(format!(
+                "camera '{}' has its maximum of {} WebRTC peers",
+                self.camera, self.config.max_peers
+            )))));
+        }
+        let offer = match peer::check_offer(&msg.sdp) {
+            Ok(offer) => offer,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let session = format!("{:016x}{:016x}", random_u64(), random_u64());
+        let setup = PeerSetup {
+            session: session.clone(),
+            camera: self.camera.clone(),
+            ssrc: self.ssrc,
+            ice: self.config.ice.clone(),
+            sink: ctx.address(),
+            signalling: msg.events.clone(),
+        };
+        self.pending += 1;
+        self.follow_demand(ctx);
+        let signalling = msg.signalling;
+        Box::pin(peer::negotiate(setup, offer).into_actor(self).map(
+            move |result, act, ctx| {
+                act.pending -= 1;
+                let negotiated = match result {
+                    Ok(n) => n,
+                    Err(e) => {
+                        act.follow_demand(ctx);
+                        return Err(e);
+                    }
+                };
+                tracing::info!(camera = %act.camera, session, signalling, "WebRTC peer answered");
+                act.peers.insert(
+                    session.clone(),
+                    Peer {
+                        pc: negotiated.pc,
+                        track: negotiated.track,
+                        payload_type: negotiated.payload_type,
+                        created: Instant::now(),
+                        connected: false,
+                        writer: None,
+                        signalling: msg.events,
+                    },
+                );
+                act.follow_demand(ctx);
+                Ok(PeerAnswer {
+                    session,
+                    sdp: negotiated.answer,
+                })
+            },
+        ))
+    }
+}
+
+impl Handler<PeerStateChanged> for WebRtcSink {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerStateChanged, ctx: &mut Self::Context) {
+        match msg.state {
+            PeerState::Connected => {
+                let Some(peer) = self.peers.get_mut(&msg.session) else {
+                    return;
+                };
+                if peer.connected {
+                    return;
+                }
+                peer.connected = true;
+                self.metrics.viewers.inc();
+                self.counts.connected.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(camera = %self.camera, session = %msg.session, "WebRTC peer connected");
+                peer.writer = Some(actix::spawn(peer::write_loop(
+                    peer.track.clone(),
+                    peer.payload_type,
+                    self.packets.subscribe(),
+                    self.feed.clone(),
+                    self.metrics.writer.clone(),
+                )));
+            }
+            PeerState::Gone(reason) => {
+                self.close_peer(&msg.session, reason, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<AddPeerCandidate> for WebRtcSink {
+    type Result = ResponseFuture<Result<(), ServiceError>>;
+
+    fn handle(&mut self, msg: AddPeerCandidate, _: &mut Self::Context) -> Self::Result {
+        let pc = self.peers.get(&msg.session).map(|p| p.pc.clone());
+        Box::pin(async move {
+            let pc = pc.ok_or_else(|| {
+                ServiceError::NotFound(format!("no WebRTC session '{}'", msg.session))
+            })?;
+            let init: RTCIceCandidateInit = serde_json::from_value(msg.candidate)
+                .map_err(|e| ServiceError::BadRequest(format!("bad ICE candidate: {e}")))?;
+            pc.add_ice_candidate(init)
+                .await
+                .map_err(|e| ServiceError::BadRequest(format!("ICE candidate refused: {e}")))
+        })
+    }
+}
+
+impl Handler<ClosePeer> for WebRtcSink {
+    type Result = Result<(), ServiceError>;
+
+    fn handle(&mut self, msg: ClosePeer, ctx: &mut Self::Context) -> Self::Result {
+        if self.close_peer(&msg.session, "closed by the client", ctx) {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!(
+                "no WebRTC session '{}' on camera '{}'",
+                msg.session, self.camera
+            )))
+        }
+    }
+}
+
+impl Handler<Shutdown> for WebRtcSink {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

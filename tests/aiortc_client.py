@@ -1,0 +1,81 @@
+"""A second, independent WebRTC client (aiortc) for camgraph's WHEP endpoint.
+
+    python3 tests/aiortc_client.py BASE_URL CAMERA [SECONDS]
+
+POSTs an offer to /api/webrtc/whep/CAMERA, receives the video for SECONDS (default 5) after the
+first frame, DELETEs the session, and prints one JSON line: frames, fps, width, height, time to
+first frame. Exits 1 on failure. aioice skips loopback addresses when gathering, so they are
+patched to 127.0.0.1 (tests run on loopback only).
+"""
+
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
+
+
+def http(method, url, body=None, content_type=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+async def run(base, camera, seconds):
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    got_track = asyncio.get_running_loop().create_future()
+
+    @pc.on("track")
+    def on_track(track):
+        if not got_track.done():
+            got_track.set_result(track)
+
+    started = time.monotonic()
+    await pc.setLocalDescription(await pc.createOffer())
+    status, headers, answer = await asyncio.to_thread(
+        http, "POST", f"{base}/api/webrtc/whep/{camera}",
+        pc.localDescription.sdp.encode(), "application/sdp")
+    if status != 201:
+        raise SystemExit(f"WHEP POST answered {status}: {answer}")
+    location = headers.get("Location")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    track = await asyncio.wait_for(got_track, 10)
+    frame = await asyncio.wait_for(track.recv(), 10)
+    first_frame_ms = (time.monotonic() - started) * 1000
+    frames, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        frame = await asyncio.wait_for(track.recv(), 5)
+        frames += 1
+    elapsed = time.monotonic() - t0
+    status, _, _ = await asyncio.to_thread(http, "DELETE", f"{base}{location}")
+    await pc.close()
+    return {
+        "frames": frames,
+        "fps": round(frames / elapsed, 1),
+        "width": frame.width,
+        "height": frame.height,
+        "first_frame_ms": round(first_frame_ms),
+        "delete_status": status,
+    }
+
+
+def main():
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
+    print(json.dumps(asyncio.run(run(sys.argv[1].rstrip("/"), sys.argv[2], seconds))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+// End-to-end WebRTC test in headless Chromium (playwright-core), against a running camgraph.
+//
+//   node tests/browser/webrtc.mjs BASE_URL OUTDIR [--camera front] [--width 640] [--height 360]
+//        [--peers 5] [--fps 30]
+//
+// Opens the WebRTC page (/webrtc?camera=..&signalling=ws|whep) `peers` times, alternating the
+// guide's WebSocket signalling and WHEP. Each page must show its first frame (time measured from
+// the page's start), then, over a few seconds, getStats() inbound-rtp must show frames decoded at
+// the configured size and about the camera rate, and the frame number painted by the test camera,
+// read back from the <video> through a canvas, must advance. The last peer's join must not freeze
+// the others. Then the WebSocket must answer garbage with an error and stay usable. Screenshots go
+// to OUTDIR. Prints one JSON summary line on stdout; exits 1 with a message on failure.
+//
+// Chromium needs BOTH --allow-loopback-in-peer-connection and
+// --disable-features=WebRtcHideLocalIpsWithMdns to connect over loopback.
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FIRST_FRAME_TIMEOUT_MS = 15_000;
+const MEASURE_MS = 4000;
+const OVERALL_TIMEOUT_MS = 120_000;
+
+function parseArgs(argv) {
+  const positional = [];
+  const opts = { camera: 'front', width: 640, height: 360, peers: 5, fps: 30 };
+  for (let i = 0; i < argv.length; i++) {
+    const key = argv[i].startsWith('--') ? argv[i].slice(2) : null;
+    if (key && key in opts) opts[key] = key === 'camera' ? argv[++i] : Number(argv[++i]);
+    else positional.push(argv[i]);
+  }
+  if (positional.length !== 2) {
+    console.error('usage: node webrtc.mjs BASE_URL OUTDIR [--camera NAME] [--width W] [--height H] [--peers N] [--fps F]');
+    process.exit(2);
+  }
+  return { base: positional[0].replace(/\/$/, ''), outDir: positional[1], ...opts };
+}
+
+class Failure extends Error {}
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+// In the page: inbound video stats.
+async function statsInPage() {
+  const pc = window.camgraphRtc?.pc;
+  if (!pc) return null;
+  for (const s of (await pc.getStats()).values()) {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') {
+      return { framesDecoded: s.framesDecoded ?? 0, width: s.frameWidth, height: s.frameHeight, fps: s.framesPerSecond };
+    }
+  }
+  return { framesDecoded: 0 };
+}
+
+// In the page: for `ms`, reads the painted marks of every frame the <video> presents (same layout
+// as plugins/sources/testsrc: 3 rows of 32 blocks; row0 = seq, row1 = !seq, row2 = capture ms).
+async function marksInPage({ ms }) {
+  const video = document.querySelector('video');
+  if (!video) throw new Error('no <video> (fell back to MJPEG?)');
+  const BITS = 32;
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const read = () => {
+    const w = video.videoWidth;
+    const h = video.videoHeight;
+    const b = Math.max(8, Math.floor(w / BITS / 8) * 8);
+    if (w < BITS * b || h < 3 * b) return null;
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+    }
+    ctx.drawImage(video, 0, 0);
+    const data = ctx.getImageData(0, 0, BITS * b, 3 * b).data;
+    const stride = BITS * b;
+    const row = (r) => {
+      let value = 0;
+      for (let bit = 0; bit < BITS; bit++) {
+        const x0 = bit * b + b / 4;
+        const y0 = r * b + b / 4;
+        let sum = 0;
+        for (let y = y0; y < y0 + b / 2; y++) for (let x = x0; x < x0 + b / 2; x++) sum += data[(y * stride + x) * 4 + 1];
+        value = ((value << 1) | (sum / ((b / 2) * (b / 2)) > 127 ? 1 : 0)) >>> 0;
+      }
+      return value;
+    };
+    const seq = row(0);
+    if (row(1) !== (~seq >>> 0)) return null;
+    const latency = ((Date.now() % 2 ** 32) - row(2) + 2 ** 32) % 2 ** 32;
+    return { seq, latency };
+  };
+  const seen = [];
+  let unreadable = 0;
+  await new Promise((done) => {
+    const start = performance.now();
+    const onFrame = () => {
+      const m = read();
+      if (m) seen.push(m);
+      else unreadable++;
+      if (performance.now() - start < ms) video.requestVideoFrameCallback(onFrame);
+      else done();
+    };
+    video.requestVideoFrameCallback(onFrame);
+    setTimeout(done, ms + 2000);
+  });
+  return { seen, unreadable, size: `${video.videoWidth}x${video.videoHeight}` };
+}
+
+// In the page: the WebSocket signalling answers garbage with errors and keeps working.
+async function badInputInPage({ camera }) {
+  const url = `ws://${location.host}/api/webrtc/ws?camera=${encodeURIComponent(camera)}`;
+  const ws = new WebSocket(url);
+  await new Promise((ok, fail) => {
+    ws.onopen = ok;
+    ws.onerror = () => fail(new Error('WebSocket did not open'));
+  });
+  const next = () => new Promise((ok) => (ws.onmessage = (m) => ok(JSON.parse(m.data))));
+  const replies = {};
+  ws.send('this is not JSON');
+  replies.notJson = await next();
+  ws.send(JSON.stringify({ type: 'bogus' }));
+  replies.unknownType = await next();
+  ws.send(JSON.stringify({ type: 'offer', sdp: 'v=0 garbage' }));
+  replies.badSdp = await next();
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  ws.send(JSON.stringify({ type: 'offer', sdp: offer.sdp }));
+  let msg;
+  do msg = await next(); while (msg.type === 'ice-candidate');
+  replies.validOffer = { type: msg.type, hasCandidate: /a=candidate:/.test(msg.sdp || ''), hasMsid: /a=msid:/.test(msg.sdp || '') };
+  ws.close();
+  pc.close();
+  const unknown = await new Promise((ok) => {
+    const bad = new WebSocket(`ws://${location.host}/api/webrtc/ws?camera=no-such-camera`);
+    bad.onopen = () => ok('opened');
+    bad.onerror = () => ok('refused');
+  });
+  return { replies, unknownCamera: unknown };
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  mkdirSync(opts.outDir, { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), 'camgraph-webrtc-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1000, height: 620 },
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--allow-loopback-in-peer-connection',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  const summary = { ok: false, peers: [] };
+  const pages = [];
+  try {
+    const open = async (i) => {
+      const signalling = i % 2 === 0 ? 'ws' : 'whep';
+      const page = await context.newPage();
+      page.on('console', (m) => m.type() === 'error' && console.error(`page ${i}: ${m.text()}`));
+      await page.goto(`${opts.base}/webrtc?camera=${encodeURIComponent(opts.camera)}&signalling=${signalling}`);
+      await page.waitForFunction(() => window.camgraphRtc?.firstFrameMs !== null || window.camgraphRtc?.fallback, null, {
+        timeout: FIRST_FRAME_TIMEOUT_MS,
+      });
+      const state = await page.evaluate(() => ({ ...window.camgraphRtc, pc: undefined, ws: undefined }));
+      check(!state.fallback, `peer ${i} (${signalling}) fell back to MJPEG: ${state.error}`);
+      pages.push({ i, signalling, page, firstFrameMs: Math.round(state.firstFrameMs) });
+    };
+    for (let i = 0; i < opts.peers - 1; i++) await open(i);
+
+    // The last peer joins while the others play: they must keep decoding.
+    const before = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
+    const joinStart = Date.now();
+    await open(opts.peers - 1);
+    const joinMs = Date.now() - joinStart;
+    await new Promise((r) => setTimeout(r, 500));
+    const afterJoin = await Promise.all(pages.slice(0, -1).map((p) => p.page.evaluate(statsInPage)));
+    summary.join = {
+      ms: joinMs,
+      othersDecodedDuringJoin: afterJoin.map((s, k) => s.framesDecoded - before[k].framesDecoded),
+    };
+    const minFrames = Math.floor(((joinMs + 500) / 1000) * opts.fps * 0.6);
+    for (const [k, grew] of summary.join.othersDecodedDuringJoin.entries()) {
+      check(grew >= minFrames, `peer ${k} decoded only ${grew} frames while peer ${opts.peers - 1} joined over ${joinMs + 500} ms (want >= ${minFrames})`);
+    }
+
+    // Everyone, measured together.
+    const start = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
+    const t0 = Date.now();
+    const marks = await Promise.all(pages.map((p) => p.page.evaluate(marksInPage, { ms: MEASURE_MS })));
+    const end = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
+    const seconds = (Date.now() - t0) / 1000;
+    for (const [k, p] of pages.entries()) {
+      const m = marks[k];
+      const seqs = m.seen.map((s) => s.seq);
+      const latencies = m.seen.map((s) => s.latency).sort((a, b) => a - b);
+      const peer = {
+        signalling: p.signalling,
+        firstFrameMs: p.firstFrameMs,
+        framesDecoded: end[k].framesDecoded,
+        decodedFps: +((end[k].framesDecoded - start[k].framesDecoded) / seconds).toFixed(1),
+        size: `${end[k].width}x${end[k].height}`,
+        paintedFirst: seqs[0],
+        paintedLast: seqs[seqs.length - 1],
+        paintedReadable: seqs.length,
+        paintedUnreadable: m.unreadable,
+        latencyP50Ms: latencies[Math.floor(latencies.length / 2)],
+      };
+      summary.peers.push(peer);
+      await p.page.screenshot({ path: join(opts.outDir, `webrtc-peer${k}-${p.signalling}.png`) });
+      check(peer.size === `${opts.width}x${opts.height}`, `peer ${k}: decoded size ${peer.size}, want ${opts.width}x${opts.height}`);
+      check(peer.framesDecoded > 60, `peer ${k}: only ${peer.framesDecoded} frames decoded`);
+      check(peer.decodedFps >= opts.fps * 0.8, `peer ${k}: ${peer.decodedFps} fps decoded, want >= ${opts.fps * 0.8}`);
+      check(seqs.length >= 10, `peer ${k}: painted frame number readable in only ${seqs.length} frames (${m.unreadable} unreadable)`);
+      check(peer.paintedLast - peer.paintedFirst >= opts.fps * (MEASURE_MS / 1000) * 0.7, `peer ${k}: painted number went ${peer.paintedFirst} -> ${peer.paintedLast} in ${MEASURE_MS} ms`);
+      check(seqs.every((s, n) => n === 0 || s >= seqs[n - 1]), `peer ${k}: painted number went backwards`);
+    }
+
+    summary.badInput = await pages[0].page.evaluate(badInputInPage, { camera: opts.camera });
+    const r = summary.badInput.replies;
+    check(r.notJson.type === 'error' && /JSON/.test(r.notJson.error), `not JSON -> ${JSON.stringify(r.notJson)}`);
+    check(r.unknownType.type === 'error' && /unknown message type/.test(r.unknownType.error), `unknown type -> ${JSON.stringify(r.unknownType)}`);
+    check(r.badSdp.type === 'error' && /SDP/.test(r.badSdp.error), `bad SDP -> ${JSON.stringify(r.badSdp)}`);
+    check(r.validOffer.type === 'answer' && r.validOffer.hasCandidate && r.validOffer.hasMsid, `after garbage a valid offer -> ${JSON.stringify(r.validOffer)}`);
+    check(summary.badInput.unknownCamera === 'refused', 'a socket for an unknown camera opened');
+    // The others kept playing through the bad input.
+    const final = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
+    for (const [k, s] of final.entries()) check(s.framesDecoded > end[k].framesDecoded, `peer ${k} stopped decoding after the bad input`);
+    summary.ok = true;
+  } catch (e) {
+    summary.error = e.message;
+    for (const p of pages) await p.page.screenshot({ path: join(opts.outDir, `webrtc-failed-peer${p.i}.png`) }).catch(() => {});
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify(summary));
+  if (!summary.ok) {
+    console.error(summary.error);
+    process.exit(1);
+  }
+}
+
+const timer = setTimeout(() => {
+  console.error(`webrtc.mjs: no result after ${OVERALL_TIMEOUT_MS} ms`);
+  process.exit(1);
+}, OVERALL_TIMEOUT_MS);
+main().finally(() => clearTimeout(timer));

@@ -1,0 +1,207 @@
+//! WebRTC end to end: a test camera -> `h264_encoder` -> `webrtc_sink`, played by headless
+//! Chromium (tests/browser/webrtc.mjs: the guide's WebSocket signalling and WHEP, five peers at
+//! once, painted frame numbers read back from the <video>) and by aiortc over WHEP
+//! (tests/aiortc_client.py); and the signalling endpoints' answers to bad input.
+//! Needs node + tests/browser/node_modules, /usr/bin/chromium and `pip install aiortc`; a missing
+//! piece fails the test. Screenshots land in tests/artifacts/webrtc.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use camgraph::client;
+use common::Server;
+
+const W: u32 = 640;
+const H: u32 = 360;
+
+fn webrtc_yaml(max_peers: usize) -> String {
+    format!(
+        "nodes:\n  \
+         front: {{ type: camera, source: test, width: {W}, height: {H}, fps: 30 }}\n  \
+         front_jpeg: {{ type: jpeg_encoder, inputs: [front] }}\n  \
+         front_mjpeg: {{ type: mjpeg_sink, inputs: [front_jpeg] }}\n  \
+         front_h264: {{ type: h264_encoder, inputs: [front], bitrate_kbps: 2000 }}\n  \
+         front_rtc: {{ type: webrtc_sink, inputs: [front_h264], max_peers: {max_peers} }}\n  \
+         plain: {{ type: camera, source: test, width: 320, height: 240, fps: 10 }}\n"
+    )
+}
+
+/// A video-only offer as Chromium sends it (recvonly H.264 42e01f), enough to get an answer.
+const OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> (u16, String, Option<String>) {
+    let r = client::request(method, &server.url(path), &[], body).expect("request");
+    let location = r.header("location").map(str::to_string);
+    (r.status, r.text().unwrap(), location)
+}
+
+fn error_of(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+        .to_string()
+}
+
+#[test]
+fn whep_answers_offers_sessions_and_bad_input_clearly() {
+    let server = Server::start(&webrtc_yaml(2));
+    let sdp = |s: &str| Some(("application/sdp", s.as_bytes().to_vec()));
+    let post = |path: &str, body: Option<(&str, Vec<u8>)>| {
+        send(
+            &server,
+            "POST",
+            path,
+            body.as_ref().map(|(t, b)| (*t, b.as_slice())),
+        )
+    };
+
+    let (status, answer, location) = post("/api/webrtc/whep/front", sdp(OFFER));
+    assert_eq!(status, 201, "{answer}\n{}", server.log());
+    assert!(
+        answer.contains("a=candidate:") && answer.contains("127.0.0.1"),
+        "the answer holds a loopback candidate:\n{answer}"
+    );
+    assert!(
+        answer.contains("a=msid:front "),
+        "the track carries a stream id:\n{answer}"
+    );
+    assert!(answer.contains("profile-level-id=42e01f"), "{answer}");
+    let location = location.expect("Location");
+    assert!(
+        location.starts_with("/api/webrtc/whep/front/"),
+        "{location}"
+    );
+
+    // max_peers: 2 -> the third is refused clearly, and a closed one frees its place.
+    let (status, _, second) = post("/api/webrtc/whep/front", sdp(OFFER));
+    assert_eq!(status, 201);
+    let (status, body, _) = post("/api/webrtc/whep/front", sdp(OFFER));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        error_of(&body).contains("maximum of 2 WebRTC peers"),
+        "{body}"
+    );
+    let (status, body, _) = send(&server, "DELETE", &location, None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = send(&server, "DELETE", &location, None);
+    assert_eq!(status, 404, "a DELETE of a gone session: {body}");
+    assert!(error_of(&body).contains("no WebRTC session"), "{body}");
+    let (status, _, _) = send(&server, "DELETE", &second.unwrap(), None);
+    assert_eq!(status, 200);
+
+    let cases: [(&str, Option<(&str, Vec<u8>)>, u16, &str); 5] = [
+        ("/api/webrtc/whep/front", sdp("this is not SDP"), 400, "malformed SDP"),
+        (
+            "/api/webrtc/whep/front",
+            sdp("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"),
+            400,
+            "no video section",
+        ),
+        ("/api/webrtc/whep/nowhere", sdp(OFFER), 404, "unknown camera 'nowhere'"),
+        ("/api/webrtc/whep/plain", sdp(OFFER), 404, "has no webrtc_sink"),
+        ("/api/webrtc/whep/front", Some(("text/plain", OFFER.as_bytes().to_vec())), 415, "application/sdp"),
+    ];
+    for (path, body, want, text) in cases {
+        let (status, body, _) = post(path, body);
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(error_of(&body).contains(text), "{path}: {body}");
+    }
+    let (status, body, _) = send(
+        &server,
+        "DELETE",
+        "/api/webrtc/whep/front/0123456789abcdef",
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    let r = client::request("OPTIONS", &server.url("/api/webrtc/whep/front"), &[], None).unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("accept-post"), Some("application/sdp"));
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[test]
+fn chromium_plays_over_websocket_and_whep_five_peers_sharing_one_encoder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (CI installs it)"
+    );
+    let out_dir = root.join("tests/artifacts/webrtc");
+    let server = Server::start(&webrtc_yaml(10));
+    let output = Command::new("node")
+        .arg(browser_dir.join("webrtc.mjs"))
+        .arg(&server.base)
+        .arg(&out_dir)
+        .args(["--camera", "front", "--peers", "5", "--fps", "30"])
+        .args(["--width", &W.to_string(), "--height", &H.to_string()])
+        .current_dir(&browser_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (install Node.js): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}{stderr}");
+    assert!(
+        output.status.success(),
+        "webrtc.mjs failed ({}); screenshots in {}\nstdout:\n{stdout}\nstderr:\n{stderr}\ncamgraph log:\n{}",
+        output.status,
+        out_dir.display(),
+        server.log()
+    );
+    // Five peers, one encoder: never more H.264 encodes than captured frames.
+    let captured = server
+        .metric("camgraph_frames_captured_total{camera=\"front\",node=\"front\"")
+        .expect("captured metric");
+    let encoded = server
+        .metric("camgraph_frames_encoded_total{camera=\"front\",node=\"front_h264\"")
+        .expect("encoded metric");
+    println!("captured {captured}, H.264 encoded {encoded}");
+    assert!(
+        encoded > 100.0 && encoded <= captured,
+        "one encode per frame for all peers: encoded {encoded}, captured {captured}"
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[test]
+fn aiortc_receives_over_whep_at_the_camera_rate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let server = Server::start(&webrtc_yaml(10));
+    let output = Command::new("python3")
+        .arg(root.join("tests/aiortc_client.py"))
+        .arg(&server.base)
+        .args(["front", "5"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "aiortc client failed (pip install aiortc)\nstdout:\n{stdout}\nstderr:\n{stderr}\ncamgraph log:\n{}",
+        server.log()
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON line");
+    println!("aiortc: {result}");
+    assert!(result["fps"].as_f64().unwrap() >= 25.0, "{result}");
+    assert_eq!(
+        (result["width"].as_u64(), result["height"].as_u64()),
+        (Some(W as u64), Some(H as u64))
+    );
+    assert_eq!(result["delete_status"], 200, "{result}");
+}
