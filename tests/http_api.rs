@@ -491,3 +491,21 @@ fn stats_give_the_stream_managers_numbers() {
     assert!(all["cameras"]["front"].is_object());
     assert_eq!(server.get_json("/api/stats/nope").0, 404);
 }
+
+#[test]
+fn a_viewer_that_leaves_a_stopped_camera_is_noticed() {
+    let server = one_camera(30);
+    let viewers = |s: &Server| {
+        s.metric("camgraph_viewers{camera=\"front\"")
+            .unwrap_or(-1.0)
+    };
+    let mut stream = server.mjpeg("/api/camera/stream/front");
+    stream.next_part().unwrap().unwrap();
+    assert_eq!(server.post_json("/api/camera/stop").0, 200);
+    assert_eq!(viewers(&server), 1.0);
+    drop(stream);
+    // Nothing new is written while stopped; the last picture is repeated so the hang-up shows.
+    common::wait_for("the viewer count to drop", Duration::from_secs(5), || {
+        (viewers(&server) == 0.0).then_some(())
+    });
+}

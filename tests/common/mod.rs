@@ -194,9 +194,11 @@ pub fn wait_for<T>(what: &str, within: Duration, mut cond: impl FnMut() -> Optio
 /// a frame without marks, such as "no signal") and when it arrived.
 pub struct Recorder {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread:
-        Option<std::thread::JoinHandle<(Vec<(Option<u32>, std::time::Instant, Vec<u8>)>, bool)>>,
+    thread: Option<std::thread::JoinHandle<(Seen, bool)>>,
 }
+
+/// Per frame: its painted number (if any), when it arrived, and its top-left pixel (if kept).
+pub type Seen = Vec<(Option<u32>, std::time::Instant, Vec<u8>)>;
 
 impl Recorder {
     pub fn start(server: &Server, path: &str, keep_pixels: bool) -> Recorder {
@@ -230,7 +232,7 @@ impl Recorder {
     }
 
     /// Stops reading; gives the frames seen and whether the stream ended cleanly by itself.
-    pub fn finish(mut self) -> (Vec<(Option<u32>, std::time::Instant, Vec<u8>)>, bool) {
+    pub fn finish(mut self) -> (Seen, bool) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -241,7 +243,7 @@ impl Recorder {
 }
 
 /// Largest step between consecutive painted frame numbers (1 = no frame missed).
-pub fn largest_step(seen: &[(Option<u32>, std::time::Instant, Vec<u8>)]) -> u32 {
+pub fn largest_step(seen: &Seen) -> u32 {
     let numbers: Vec<u32> = seen.iter().filter_map(|s| s.0).collect();
     numbers
         .windows(2)

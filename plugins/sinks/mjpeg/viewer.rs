@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
+use crate::messages::EncodedFrame;
 use crate::metrics::NodeMetrics;
 use crate::mjpeg;
 use crate::node::FeedReader;
@@ -65,8 +66,13 @@ struct Viewer {
     /// Chunks of the current part still to yield.
     pending: VecDeque<Bytes>,
     metrics: ViewerMetrics,
+    /// The last frame sent, repeated when no new one comes for `KEEPALIVE`.
+    last: Option<Arc<EncodedFrame>>,
     _guard: ViewerGuard,
 }
+
+/// How long a viewer may go without a part before the last one is sent again.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) fn mjpeg_body(
     frames: FeedReader,
@@ -79,6 +85,7 @@ pub(super) fn mjpeg_body(
         limiter: fps.map(RateLimiter::new),
         pending: VecDeque::with_capacity(2),
         metrics,
+        last: None,
         _guard: guard,
     };
     stream::unfold(viewer, |mut v| async move {
@@ -86,7 +93,18 @@ pub(super) fn mjpeg_body(
             return Some((Ok(chunk), v));
         }
         loop {
-            let (frame, skipped) = v.frames.next().await?;
+            let (frame, skipped) = match tokio::time::timeout(KEEPALIVE, v.frames.next()).await {
+                Ok(next) => next?,
+                Err(_) => {
+                    // No new frame (capture stopped, camera idle): send the last picture again so
+                    // the connection is written to and a viewer that left is noticed.
+                    let Some(last) = v.last.clone() else { continue };
+                    v.metrics.bytes.inc_by(last.data.len() as u64);
+                    v.pending.push_back(last.data.clone());
+                    v.pending.push_back(Bytes::from_static(mjpeg::PART_END));
+                    return Some((Ok(mjpeg::part_header(last.data.len(), last.captured_at)), v));
+                }
+            };
             if skipped > 0 {
                 v.metrics.dropped_behind.inc_by(skipped);
             }
@@ -97,6 +115,7 @@ pub(super) fn mjpeg_body(
                 }
             }
             let len = frame.data.len();
+            v.last = Some(frame.clone());
             v.metrics.sent.inc();
             v.metrics.bytes.inc_by(len as u64);
             let age = SystemTime::now()
