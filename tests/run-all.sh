@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium nodejs npm iproute2)
+packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium prometheus nodejs npm iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
