@@ -9,6 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use camgraph::client;
 use common::Server;
@@ -172,6 +173,28 @@ fn chromium_plays_over_websocket_and_whep_five_peers_sharing_one_encoder() {
         .metric("camgraph_frames_encoded_total{camera=\"front\",node=\"front_h264\"")
         .expect("encoded metric");
     println!("captured {captured}, H.264 encoded {encoded}");
+    // Closed WS sockets close their peers at once; peers whose browser went away without a word
+    // (WHEP pages closed with the browser) are closed when ICE reports them disconnected.
+    let sink_stats = || {
+        let (_, graph) = server.get_json("/api/graph");
+        graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "front_rtc")
+            .expect("front_rtc in /api/graph")["stats"]
+            .clone()
+    };
+    println!(
+        "webrtc_sink stats after the browser closed: {}",
+        sink_stats()
+    );
+    let stats = common::wait_for("every peer to be closed", Duration::from_secs(30), || {
+        let s = sink_stats();
+        (s["peers"] == 0).then_some(s)
+    });
+    println!("webrtc_sink stats: {stats}");
+    assert_eq!(stats["connected"], 0, "{stats}");
     assert!(
         encoded > 100.0 && encoded <= captured,
         "one encode per frame for all peers: encoded {encoded}, captured {captured}"

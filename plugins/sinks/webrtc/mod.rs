@@ -11,6 +11,7 @@
 //! ICE defaults work on loopback and on a LAN: host candidates on 127.0.0.1 and on every other
 //! interface, mDNS off. Behind NAT, give `ice.nat_1to1_ips` or STUN/TURN `ice.servers`.
 
+mod keyframes;
 mod peer;
 mod sink;
 
@@ -205,6 +206,7 @@ impl NodeConfig for WebRtcSinkConfig {
                     "connected": counts.connected.load(Ordering::Relaxed),
                     "closed": counts.closed.load(Ordering::Relaxed),
                     "packetized": counts.packetized.load(Ordering::Relaxed),
+                    "keyframe_requests": counts.keyframe_requests.load(Ordering::Relaxed),
                     "sent": stats_metrics.writer.sent.get(),
                     "bytes_sent": stats_metrics.writer.bytes.get(),
                     "dropped_behind": stats_metrics.writer.dropped_behind.get(),

@@ -161,7 +161,11 @@ pub async fn negotiate(
         )
         .map_err(|e| internal("codec registration", e))?;
     let registry = register_default_interceptors(Registry::new(), &mut media)
-        .map_err(|e| internal("interceptor setup", e))?;
+        .map_err(|e| internal("interceptor setup", e))?
+        .with(
+            rtc::interceptor::Slot::from(super::keyframes::SLOT),
+            super::keyframes::KeyframeRequests::default(),
+        );
     let mut settings =
         SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
     if !setup.ice.nat_1to1_ips.is_empty() {

@@ -55,6 +55,8 @@ pub struct SinkCounts {
     pub connected: AtomicUsize,
     pub packetized: AtomicU64,
     pub closed: AtomicU64,
+    /// PLI/FIR received from peers (each may have asked the encoder for an IDR).
+    pub keyframe_requests: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -85,7 +87,8 @@ struct Peer {
     payload_type: u8,
     created: Instant,
     connected: bool,
-    writer: Option<tokio::task::JoinHandle<()>>,
+    /// The packet writer and the keyframe-request watcher, once connected.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     signalling: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
 }
 
@@ -179,8 +182,8 @@ impl WebRtcSink {
             return false;
         };
         tracing::info!(camera = %self.camera, session, reason, "WebRTC peer closed");
-        if let Some(writer) = peer.writer {
-            writer.abort();
+        for task in peer.tasks {
+            task.abort();
         }
         if peer.connected {
             self.metrics.viewers.dec();
@@ -306,7 +309,7 @@ impl Handler<OpenPeer> for WebRtcSink {
                         payload_type: negotiated.payload_type,
                         created: Instant::now(),
                         connected: false,
-                        writer: None,
+                        tasks: Vec::new(),
                         signalling: msg.events,
                     },
                 );
@@ -336,13 +339,19 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 self.metrics.viewers.inc();
                 self.counts.connected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(camera = %self.camera, session = %msg.session, "WebRTC peer connected");
-                peer.writer = Some(actix::spawn(peer::write_loop(
+                peer.tasks.push(actix::spawn(peer::write_loop(
                     peer.track.clone(),
                     peer.payload_type,
                     self.packets.subscribe(),
                     self.feed.clone(),
                     self.metrics.writer.clone(),
                 )));
+                peer.tasks
+                    .push(actix::spawn(super::keyframes::watch_requests(
+                        peer.track.clone(),
+                        self.feed.clone(),
+                        self.counts.keyframe_requests.clone(),
+                    )));
             }
             PeerState::Gone(reason) => {
                 self.close_peer(&msg.session, reason, ctx);
