@@ -50,6 +50,11 @@ fn send(
     (r.status, r.text().unwrap(), location)
 }
 
+/// A request body: content type and bytes.
+type Body<'a> = Option<(&'a str, Vec<u8>)>;
+/// A bad request: path, body, expected status, text the error must hold.
+type Case<'a> = (&'a str, Body<'a>, u16, &'a str);
+
 fn error_of(body: &str) -> String {
     let v: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
@@ -106,7 +111,8 @@ fn whep_answers_offers_sessions_and_bad_input_clearly() {
     let (status, _, _) = send(&server, "DELETE", &second.unwrap(), None);
     assert_eq!(status, 200);
 
-    let cases: [(&str, Option<(&str, Vec<u8>)>, u16, &str); 5] = [
+    // (path, body, status, text the error must hold)
+    let cases: [Case; 5] = [
         ("/api/webrtc/whep/front", sdp("this is not SDP"), 400, "malformed SDP"),
         (
             "/api/webrtc/whep/front",
