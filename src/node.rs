@@ -103,7 +103,8 @@ pub trait AdaptPolicy: Send {
 
 /// One viewer's frames from a feed, following the feed's policy if it has one.
 pub struct FeedReader {
-    feed: Arc<dyn EncodedFeed>,
+    /// Weak: a viewer must not keep a removed encoder's outputs alive, or its stream never ends.
+    feed: std::sync::Weak<dyn EncodedFeed>,
     frames: Subscriber<EncodedFrame>,
     policy: Option<Box<dyn AdaptPolicy>>,
 }
@@ -121,7 +122,7 @@ impl FeedReader {
         };
         let frames = feed.subscribe(policy.as_ref().map(|p| p.initial()).or(variant))?;
         Ok(Self {
-            feed,
+            feed: Arc::downgrade(&feed),
             frames,
             policy,
         })
@@ -135,7 +136,7 @@ impl FeedReader {
             .as_mut()
             .and_then(|p| p.observe(Instant::now(), skipped))
         {
-            match self.feed.subscribe(Some(variant)) {
+            match self.feed.upgrade()?.subscribe(Some(variant)) {
                 Ok(frames) => self.frames = frames,
                 Err(e) => tracing::warn!("viewer stays on its variant: {e}"),
             }
