@@ -97,6 +97,9 @@ fn viewer(
     })
 }
 
+/// (seconds since start, slow viewer's step, viewers per step, encodes running) per sample.
+type Timeline = Vec<(f64, usize, Vec<i64>, usize)>;
+
 fn adaptive_stats(server: &Server) -> (Vec<i64>, usize) {
     let (_, graph) = server.get_json("/api/graph");
     let node = |id: &str| -> Value {
@@ -133,8 +136,8 @@ fn a_slow_viewer_moves_down_and_back_up_while_a_fast_one_keeps_the_top() {
     let slow_rate = Arc::new(AtomicU64::new(60_000));
     let slow = viewer(&server, slow_rate.clone(), stop.clone());
     let t0 = Instant::now();
-    let timeline: Arc<Mutex<Vec<(f64, usize, Vec<i64>, usize)>>> = Arc::default();
-    let sample = |timeline: &Arc<Mutex<Vec<_>>>| {
+    let timeline: Arc<Mutex<Timeline>> = Arc::default();
+    let sample = |timeline: &Arc<Mutex<Timeline>>| {
         let (steps, variants) = adaptive_stats(&server);
         assert_eq!(
             steps.iter().sum::<i64>(),
