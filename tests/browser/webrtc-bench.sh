@@ -44,6 +44,7 @@ print(json.dumps({
     "decoded_fps": [p["decodedFps"] for p in peers],
     "first_frame_ms": [p["firstFrameMs"] for p in peers],
     "latency_p50_ms": [p["latencyP50Ms"] for p in peers],
+    "painted_backwards": [p.get("backwards") for p in peers],
 }))
 PY
 }
