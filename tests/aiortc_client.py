@@ -3,8 +3,8 @@
     python3 tests/aiortc_client.py BASE_URL CAMERA [SECONDS]
 
 POSTs an offer to /api/webrtc/whep/CAMERA, receives the video for SECONDS (default 5) after the
-first frame, DELETEs the session, and prints one JSON line: frames, fps, width, height, time to
-first frame. Exits 1 on failure. aioice skips loopback addresses when gathering, so they are
+first frame, sends one RTCP PLI (a keyframe request) and receives 1 s more, DELETEs the session,
+and prints one JSON line: frames, fps, width, height, time to first frame, PLI sent, frames after it. Exits 1 on failure. aioice skips loopback addresses when gathering, so they are
 patched to 127.0.0.1 (tests run on loopback only).
 """
 
@@ -58,6 +58,18 @@ async def run(base, camera, seconds):
         frame = await asyncio.wait_for(track.recv(), 5)
         frames += 1
     elapsed = time.monotonic() - t0
+    # Ask for a keyframe as a receiver that lost pictures would (RTCP PLI), then keep receiving:
+    # the server must answer with an IDR without the stream stalling.
+    receiver = pc.getTransceivers()[0].receiver
+    sources = receiver.getSynchronizationSources()
+    pli_sent = bool(sources)
+    if pli_sent:
+        await receiver._send_rtcp_pli(sources[0].source)
+    after_pli = 0
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < 1.0:
+        await asyncio.wait_for(track.recv(), 5)
+        after_pli += 1
     status, _, _ = await asyncio.to_thread(http, "DELETE", f"{base}{location}")
     await pc.close()
     return {
@@ -67,6 +79,8 @@ async def run(base, camera, seconds):
         "height": frame.height,
         "first_frame_ms": round(first_frame_ms),
         "delete_status": status,
+        "pli_sent": pli_sent,
+        "frames_after_pli": after_pli,
     }
 
 

@@ -233,4 +233,21 @@ fn aiortc_receives_over_whep_at_the_camera_rate() {
         (Some(W as u64), Some(H as u64))
     );
     assert_eq!(result["delete_status"], 200, "{result}");
+    // The PLI reached the sink as a keyframe request, and the stream went on after it.
+    assert_eq!(result["pli_sent"], true, "{result}");
+    assert!(
+        result["frames_after_pli"].as_u64().unwrap() >= 20,
+        "{result}"
+    );
+    let (_, graph) = server.get_json("/api/graph");
+    let sink = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "front_rtc")
+        .unwrap();
+    assert!(
+        sink["stats"]["keyframe_requests"].as_u64().unwrap() >= 1,
+        "{sink}"
+    );
 }
