@@ -18,6 +18,8 @@ pub mod mjpeg;
 pub mod node;
 pub mod pacing;
 pub mod registry;
+#[cfg(test)]
+pub mod testing;
 
 #[path = "../plugins/mod.rs"]
 pub mod plugins;

@@ -140,14 +140,7 @@ mod tests {
         };
         assert!(!input.has_subscribers());
         let mut sub = out.subscribe();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !input.has_subscribers() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "dropper never subscribed"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        crate::testing::wait_for("the dropper to subscribe", || input.has_subscribers()).await;
         // 3 s of 30 fps input, by capture time; the consumer reads every frame that passes.
         let mut passed = Vec::new();
         for i in 0..90u64 {

@@ -121,17 +121,7 @@ mod tests {
     use crate::messages::{Codec, Frame, PixelFormat};
     use crate::metrics::Metrics;
     use crate::plugins::sources::testsrc::{read_marks, TestPattern};
-
-    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !cond() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    use crate::testing::wait_for;
 
     const W: u32 = 320;
     const H: u32 = 240;

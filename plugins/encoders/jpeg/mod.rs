@@ -101,17 +101,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::node::JpegVariant;
     use crate::plugins::sources::testsrc::TestPattern;
-
-    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !cond() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    use crate::testing::wait_for;
 
     fn frame(seq: u64) -> Arc<Frame> {
         let (w, h) = (256, 64);
