@@ -92,7 +92,7 @@ impl NodeConfig for JpegEncoderConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     use super::*;
     use crate::error::ServiceError;
