@@ -14,8 +14,8 @@ const NODE_LABELS: &[&str] = &["camera", "node", "type"];
 
 /// Buckets from 0.5 ms to 2 s: they resolve both a 1 ms encode and a stalled viewer.
 const SECONDS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
-    0.5, 1.0, 2.0,
+    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.25, 0.5, 1.0, 2.0,
 ];
 
 /// The registry and every metric family.
