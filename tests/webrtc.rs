@@ -144,32 +144,23 @@ fn whep_answers_offers_sessions_and_bad_input_clearly() {
 
 #[test]
 fn chromium_plays_over_websocket_and_whep_five_peers_sharing_one_encoder() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (CI installs it)"
-    );
-    let out_dir = root.join("tests/artifacts/webrtc");
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/webrtc");
     let server = Server::start(&webrtc_yaml(10));
-    let output = Command::new("node")
-        .arg(browser_dir.join("webrtc.mjs"))
-        .arg(&server.base)
-        .arg(&out_dir)
-        .args(["--camera", "front", "--peers", "5", "--fps", "30"])
-        .args(["--width", &W.to_string(), "--height", &H.to_string()])
-        .current_dir(&browser_dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node (install Node.js): {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}{stderr}");
-    assert!(
-        output.status.success(),
-        "webrtc.mjs failed ({}); screenshots in {}\nstdout:\n{stdout}\nstderr:\n{stderr}\ncamgraph log:\n{}",
-        output.status,
-        out_dir.display(),
-        server.log()
+    let (w, h, out) = (W.to_string(), H.to_string(), out_dir.display().to_string());
+    let args = [
+        &server.base,
+        out.as_str(),
+        "--camera",
+        "front",
+        "--peers",
+        "5",
+        "--fps",
+        "30",
+    ];
+    common::run_browser_script(
+        &server,
+        "webrtc.mjs",
+        &[&args[..], &["--width", &w, "--height", &h]].concat(),
     );
     // Five peers, one encoder: never more H.264 encodes than captured frames.
     let captured = server

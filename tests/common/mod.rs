@@ -251,3 +251,29 @@ pub fn largest_step(seen: &Seen) -> u32 {
         .max()
         .unwrap_or(0)
 }
+
+/// Runs `node tests/browser/SCRIPT ARGS...` (headless Chromium through playwright-core) and returns
+/// its stdout; fails with its output and camgraph's log if it fails or cannot run.
+pub fn run_browser_script(server: &Server, script: &str, args: &[&str]) -> String {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (CI installs it)"
+    );
+    let output = Command::new("node")
+        .arg(browser_dir.join(script))
+        .args(args)
+        .current_dir(&browser_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node (install Node.js): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}{stderr}");
+    assert!(
+        output.status.success(),
+        "{script} failed ({}) with {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}\ncamgraph log:\n{}",
+        output.status,
+        server.log()
+    );
+    stdout
+}
