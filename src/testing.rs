@@ -13,3 +13,23 @@ pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The context a node harness builds a node with: node `id` of camera `cam`, fed by `input`.
+/// Returns the metrics too, for reading the node's counters.
+pub fn context(
+    id: &str,
+    type_name: &str,
+    input: crate::node::Port,
+) -> (
+    crate::node::BuildContext,
+    std::sync::Arc<crate::metrics::Metrics>,
+) {
+    let metrics = crate::metrics::Metrics::new();
+    let cx = crate::node::BuildContext {
+        id: id.into(),
+        camera: "cam".into(),
+        inputs: vec![input],
+        metrics: metrics.node("cam", id, type_name),
+    };
+    (cx, metrics)
+}

@@ -123,17 +123,11 @@ mod tests {
 
     use super::*;
     use crate::messages::PixelFormat;
-    use crate::metrics::Metrics;
 
     #[actix_rt::test]
     async fn thirty_in_ten_out_the_same_frames_not_copies() {
         let input = Fanout::<Frame>::new();
-        let cx = BuildContext {
-            id: "drop".into(),
-            camera: "cam".into(),
-            inputs: vec![Port::Frames(input.clone())],
-            metrics: Metrics::new().node("cam", "drop", "frame_dropper"),
-        };
+        let (cx, _) = crate::testing::context("drop", "frame_dropper", Port::Frames(input.clone()));
         let handle = FrameDropperConfig { target_fps: 10.0 }.build(cx).unwrap();
         let Some(Port::Frames(out)) = handle.output.clone() else {
             panic!("frames output")

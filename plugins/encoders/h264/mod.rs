@@ -119,7 +119,6 @@ mod tests {
     use super::*;
     use crate::fanout::Fanout;
     use crate::messages::{Codec, Frame, PixelFormat};
-    use crate::metrics::Metrics;
     use crate::plugins::sources::testsrc::{read_marks, TestPattern};
     use crate::testing::wait_for;
 
@@ -143,13 +142,8 @@ mod tests {
     #[actix_rt::test]
     async fn encodes_once_for_all_listeners_starts_with_an_idr_and_idles_without_them() {
         let input = Fanout::<Frame>::new();
-        let metrics = Metrics::new();
-        let cx = BuildContext {
-            id: "enc".into(),
-            camera: "cam".into(),
-            inputs: vec![Port::Frames(input.clone())],
-            metrics: metrics.node("cam", "enc", "h264_encoder"),
-        };
+        let (cx, metrics) =
+            crate::testing::context("enc", "h264_encoder", Port::Frames(input.clone()));
         let handle = H264EncoderConfig::default().build(cx).unwrap();
         let Some(Port::H264(feed)) = handle.output.clone() else {
             panic!("h264 output")

@@ -98,7 +98,6 @@ mod tests {
     use crate::error::ServiceError;
     use crate::fanout::Fanout;
     use crate::messages::{Frame, PixelFormat};
-    use crate::metrics::Metrics;
     use crate::node::JpegVariant;
     use crate::plugins::sources::testsrc::TestPattern;
     use crate::testing::wait_for;
@@ -121,13 +120,8 @@ mod tests {
     #[actix_rt::test]
     async fn one_encode_per_quality_in_use_shared_by_its_subscribers_and_idle_without_them() {
         let input = Fanout::<Frame>::new();
-        let metrics = Metrics::new();
-        let cx = BuildContext {
-            id: "enc".into(),
-            camera: "cam".into(),
-            inputs: vec![Port::Frames(input.clone())],
-            metrics: metrics.node("cam", "enc", "jpeg_encoder"),
-        };
+        let (cx, metrics) =
+            crate::testing::context("enc", "jpeg_encoder", Port::Frames(input.clone()));
         let handle = JpegEncoderConfig {
             quality: 80,
             max_variants: 2,
@@ -183,12 +177,7 @@ mod tests {
     #[actix_rt::test]
     async fn camera_jpeg_passes_through_at_the_default_quality() {
         let input = Fanout::<Frame>::new();
-        let cx = BuildContext {
-            id: "enc".into(),
-            camera: "cam".into(),
-            inputs: vec![Port::Frames(input.clone())],
-            metrics: Metrics::new().node("cam", "enc", "jpeg_encoder"),
-        };
+        let (cx, _) = crate::testing::context("enc", "jpeg_encoder", Port::Frames(input.clone()));
         let handle = JpegEncoderConfig {
             quality: 80,
             max_variants: 4,

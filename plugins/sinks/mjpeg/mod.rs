@@ -171,7 +171,6 @@ mod tests {
     use super::*;
     use crate::fanout::{Fanout, Subscriber};
     use crate::messages::Codec;
-    use crate::metrics::Metrics;
     use crate::node::Port;
 
     /// A feed that hands out one fan-out point, whatever the quality.
@@ -200,12 +199,11 @@ mod tests {
     }
 
     fn sink(feed: &Fanout<EncodedFrame>, max_viewers: usize) -> (Service, NodeHandle) {
-        let cx = BuildContext {
-            id: "sink".into(),
-            camera: "cam".into(),
-            inputs: vec![Port::Jpeg(Arc::new(OneQuality(feed.clone())))],
-            metrics: Metrics::new().node("cam", "sink", "mjpeg_sink"),
-        };
+        let (cx, _) = crate::testing::context(
+            "sink",
+            "mjpeg_sink",
+            Port::Jpeg(Arc::new(OneQuality(feed.clone()))),
+        );
         let handle = MjpegSinkConfig {
             max_viewers,
             snapshot_timeout_ms: 300,
