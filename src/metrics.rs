@@ -171,6 +171,65 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of node `node`: it was stopped (removed, or restarted with new settings),
+    /// and a removed camera must not linger on dashboards. A restarted node starts again from 0,
+    /// which Prometheus treats as a counter reset.
+    pub fn forget_node(&self, node: &str) {
+        let families: [(&str, &dyn Forget, &[&str]); 12] = [
+            ("camgraph_frames_captured_total", &self.frames_captured, &[]),
+            ("camgraph_frames_encoded_total", &self.frames_encoded, &[]),
+            ("camgraph_frames_sent_total", &self.frames_sent, &[]),
+            (
+                "camgraph_frames_dropped_total",
+                &self.frames_dropped,
+                &["reason"],
+            ),
+            ("camgraph_bytes_sent_total", &self.bytes_sent, &[]),
+            ("camgraph_viewers", &self.viewers, &["protocol"]),
+            (
+                "camgraph_encode_duration_seconds",
+                &self.encode_seconds,
+                &[],
+            ),
+            (
+                "camgraph_capture_to_send_latency_seconds",
+                &self.latency_seconds,
+                &[],
+            ),
+            ("camgraph_camera_up", &self.camera_up, &[]),
+            (
+                "camgraph_encoder_active_settings",
+                &self.encoder_settings,
+                &[],
+            ),
+            ("camgraph_camera_reconnects_total", &self.reconnects, &[]),
+            ("camgraph_ladder_viewers", &self.ladder_viewers, &["step"]),
+        ];
+        for family in self.registry.gather() {
+            let Some((_, vec, extra)) = families.iter().find(|(name, _, _)| *name == family.name())
+            else {
+                continue;
+            };
+            for m in family.get_metric() {
+                let value = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                };
+                if value("node").as_deref() != Some(node) {
+                    continue;
+                }
+                let values: Vec<String> = NODE_LABELS
+                    .iter()
+                    .chain(extra.iter())
+                    .map(|n| value(n).unwrap_or_default())
+                    .collect();
+                vec.forget(&values.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
+    }
+
     /// Per-camera totals of the streaming metrics, for `GET /api/stats`: the same numbers as
     /// `/metrics`, summed over each camera's nodes.
     pub fn camera_totals(&self) -> BTreeMap<String, CameraTotals> {
@@ -221,6 +280,17 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding never fails");
         String::from_utf8(out).expect("exposition is UTF-8")
+    }
+}
+
+/// A metric family whose series can be removed.
+trait Forget {
+    fn forget(&self, label_values: &[&str]);
+}
+
+impl<T: prometheus::core::MetricVecBuilder> Forget for prometheus::core::MetricVec<T> {
+    fn forget(&self, label_values: &[&str]) {
+        let _ = self.remove_label_values(label_values);
     }
 }
 

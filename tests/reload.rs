@@ -360,6 +360,16 @@ fn cameras_are_added_and_removed_through_the_api() {
         side.is_finished().then_some(())
     });
     assert!(side.finish().1, "clean end of stream");
+    // Its series leave /metrics with it, so dashboards do not show a camera that is gone.
+    let metrics = client::get(&server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !metrics.contains("camera=\"side\""),
+        "series of the removed camera remain"
+    );
+    assert!(metrics.contains("camera=\"front\""));
     assert_eq!(
         server.get_json("/api/camera/cameras").1,
         serde_json::json!({"cameras": ["front", "back"]})

@@ -127,6 +127,7 @@ impl Graph {
         for running in std::mem::take(&mut self.nodes).into_iter().rev() {
             if stopping.contains(&running.spec.id) {
                 (running.handle.stop)();
+                self.metrics.forget_node(&running.spec.id);
                 tracing::info!(node = %running.spec.id, "node stopped");
             } else {
                 kept.push(running);
