@@ -18,11 +18,11 @@ use camgraph::messages::Reload;
 use camgraph::metrics::Metrics;
 use camgraph::plugins;
 
-/// Streams cameras to browsers (MJPEG) and to monitoring (Prometheus), as an actor graph described
-/// by a YAML file. Without --config it runs a 1280x720 30 fps test-pattern camera; the viewer is at
+/// Streams cameras to browsers (MJPEG, WebRTC) and to monitoring (Prometheus), as an actor graph
+/// described by a YAML file that is reloaded when it changes. Without --config it runs a 1280x720 30 fps test-pattern camera; the viewer is at
 /// http://127.0.0.1:8080. Logging follows RUST_LOG (default: info).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// The graph to run. Default: the embedded configs/default.yaml.
     #[arg(long, short, env = "CAMGRAPH_CONFIG", global = true)]
