@@ -13,6 +13,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { installMarkReader } from './marks.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STREAM_MS = 3000; // how long the frame rate is measured
@@ -43,45 +44,15 @@ function check(condition, message) {
 
 // Runs in the page: samples the camera's <img> every few ms for `ms` milliseconds, drawing it on a
 // canvas and decoding the marks. Returns [{ t, seq }] where seq is null if the marks did not check out.
-// Kept self-contained: Playwright serialises it into the page.
+// Playwright serialises it into the page; marks.mjs installed the reader there.
 async function sampleInPage({ camera, ms }) {
   const img = [...document.querySelectorAll('figure')]
     .find((f) => f.querySelector('figcaption b')?.textContent === camera)
     ?.querySelector('img');
   if (!img) throw new Error(`no <img> for camera ${camera}`);
-  const BITS = 32;
-  const canvas = document.createElement('canvas');
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const read = () => {
-    const w = img.naturalWidth;
-    const h = img.naturalHeight;
-    if (w === 0) return { seq: null, why: 'no image' };
-    const b = Math.max(8, Math.floor(w / BITS / 8) * 8);
-    if (w < BITS * b || h < 3 * b) return { seq: null, why: `image ${w}x${h} too small` };
-    if (canvas.width !== w || canvas.height !== h) {
-      canvas.width = w;
-      canvas.height = h;
-    }
-    ctx.drawImage(img, 0, 0);
-    const data = ctx.getImageData(0, 0, BITS * b, 3 * b).data; // throws if tainted
-    const stride = BITS * b;
-    const row = (r) => {
-      let value = 0;
-      for (let bit = 0; bit < BITS; bit++) {
-        const x0 = bit * b + b / 4;
-        const y0 = r * b + b / 4;
-        let sum = 0;
-        for (let y = y0; y < y0 + b / 2; y++) {
-          for (let x = x0; x < x0 + b / 2; x++) sum += data[(y * stride + x) * 4 + 1];
-        }
-        const mean = Math.floor(sum / ((b / 2) * (b / 2)));
-        value = ((value << 1) | (mean > 127 ? 1 : 0)) >>> 0;
-      }
-      return value;
-    };
-    const seq = row(0);
-    if (row(1) !== (~seq >>> 0)) return { seq: null, why: 'row1 != ~row0' };
-    return { seq, capturedMs: row(2), size: `${w}x${h}` };
+    const m = window.camgraphMarks(img, img.naturalWidth, img.naturalHeight);
+    return m.seq === null ? m : { ...m, size: `${img.naturalWidth}x${img.naturalHeight}` };
   };
   const samples = [];
   const start = performance.now();
@@ -148,6 +119,7 @@ async function run({ url, outDir, camera, fps }, state) {
       '--disable-sync',
     ],
   });
+  await installMarkReader(state.context);
   const page = state.context.pages()[0] ?? (await state.context.newPage());
   const pageErrors = [];
   const consoleErrors = [];

@@ -18,6 +18,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { installMarkReader } from './marks.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FIRST_FRAME_TIMEOUT_MS = 15_000;
@@ -56,41 +57,15 @@ async function statsInPage() {
   return { framesDecoded: 0 };
 }
 
-// In the page: for `ms`, reads the painted marks of every frame the <video> presents (same layout
-// as plugins/sources/testsrc: 3 rows of 32 blocks; row0 = seq, row1 = !seq, row2 = capture ms).
+// In the page: for `ms`, reads the painted marks (marks.mjs) of every frame the <video> presents.
 async function marksInPage({ ms }) {
   const video = document.querySelector('video');
   if (!video) throw new Error('no <video> (fell back to MJPEG?)');
-  const BITS = 32;
-  const canvas = document.createElement('canvas');
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const read = () => {
-    const w = video.videoWidth;
-    const h = video.videoHeight;
-    const b = Math.max(8, Math.floor(w / BITS / 8) * 8);
-    if (w < BITS * b || h < 3 * b) return null;
-    if (canvas.width !== w || canvas.height !== h) {
-      canvas.width = w;
-      canvas.height = h;
-    }
-    ctx.drawImage(video, 0, 0);
-    const data = ctx.getImageData(0, 0, BITS * b, 3 * b).data;
-    const stride = BITS * b;
-    const row = (r) => {
-      let value = 0;
-      for (let bit = 0; bit < BITS; bit++) {
-        const x0 = bit * b + b / 4;
-        const y0 = r * b + b / 4;
-        let sum = 0;
-        for (let y = y0; y < y0 + b / 2; y++) for (let x = x0; x < x0 + b / 2; x++) sum += data[(y * stride + x) * 4 + 1];
-        value = ((value << 1) | (sum / ((b / 2) * (b / 2)) > 127 ? 1 : 0)) >>> 0;
-      }
-      return value;
-    };
-    const seq = row(0);
-    if (row(1) !== (~seq >>> 0)) return null;
-    const latency = ((Date.now() % 2 ** 32) - row(2) + 2 ** 32) % 2 ** 32;
-    return { seq, latency };
+    const m = window.camgraphMarks(video, video.videoWidth, video.videoHeight);
+    if (m.seq === null) return null;
+    const latency = ((Date.now() % 2 ** 32) - m.capturedMs + 2 ** 32) % 2 ** 32;
+    return { seq: m.seq, latency };
   };
   const seen = [];
   let unreadable = 0;
@@ -163,6 +138,7 @@ async function main() {
       '--autoplay-policy=no-user-gesture-required',
     ],
   });
+  await installMarkReader(context);
   const summary = { ok: false, peers: [] };
   const pages = [];
   try {

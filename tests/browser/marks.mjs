@@ -1,0 +1,45 @@
+// Reading the test pattern's marks in the page, shared by viewer.mjs and webrtc.mjs. Same layout as
+// plugins/sources/testsrc: 3 rows of 32 black/white blocks at the top left; row0 = frame number,
+// row1 = its complement (a check), row2 = capture time in Unix ms (low 32 bits).
+
+// Runs in the page (Playwright serialises it): installs window.camgraphMarks(source, w, h), which
+// draws an <img> or <video> of size w x h on a canvas and returns { seq, capturedMs } or
+// { seq: null, why }.
+function installInPage() {
+  const BITS = 32;
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  window.camgraphMarks = (source, w, h) => {
+    if (!w) return { seq: null, why: 'no picture yet' };
+    const b = Math.max(8, Math.floor(w / BITS / 8) * 8);
+    if (w < BITS * b || h < 3 * b) return { seq: null, why: `picture ${w}x${h} too small` };
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+    }
+    ctx.drawImage(source, 0, 0);
+    const data = ctx.getImageData(0, 0, BITS * b, 3 * b).data; // throws if tainted
+    const stride = BITS * b;
+    const row = (r) => {
+      let value = 0;
+      for (let bit = 0; bit < BITS; bit++) {
+        const x0 = bit * b + b / 4;
+        const y0 = r * b + b / 4;
+        let sum = 0;
+        for (let y = y0; y < y0 + b / 2; y++) {
+          for (let x = x0; x < x0 + b / 2; x++) sum += data[(y * stride + x) * 4 + 1];
+        }
+        value = ((value << 1) | (sum / ((b / 2) * (b / 2)) > 127 ? 1 : 0)) >>> 0;
+      }
+      return value;
+    };
+    const seq = row(0);
+    if (row(1) !== (~seq >>> 0)) return { seq: null, why: 'row1 != ~row0' };
+    return { seq, capturedMs: row(2) };
+  };
+}
+
+/** Makes window.camgraphMarks available in every page of `context`. */
+export function installMarkReader(context) {
+  return context.addInitScript(installInPage);
+}
