@@ -53,6 +53,11 @@ pub struct CameraConfig {
     /// Whether capture is on at start; `false` waits for `POST /api/camera/start`. Default true.
     #[serde(default = "default_start")]
     pub start: bool,
+    /// Test pattern only: random grain of up to this many levels (0..=64) added to every pixel,
+    /// different in each frame, so encoders work as hard as with a real sensor (for bandwidth
+    /// and adaptation tests). Default 0.
+    #[serde(default)]
+    pub noise: u8,
 }
 
 fn default_width() -> u32 {
@@ -101,15 +106,19 @@ impl NodeConfig for CameraConfig {
     const TYPE: &'static str = "camera";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: None,
-            output: Some(PortKind::Frames),
-        }
+        Ports::Source(PortKind::Frames)
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
         let mut issues = Vec::new();
         check_range(&mut issues, "fps", self.fps, 1..=120);
+        check_range(&mut issues, "noise", self.noise, 0..=64);
+        if self.noise > 0 && SourceKind::parse(&self.source) != SourceKind::Test {
+            issues.push(FieldIssue::new(
+                "noise",
+                "'noise' is for the test pattern (source: test) only",
+            ));
+        }
         match SourceKind::parse(&self.source) {
             SourceKind::Test => {
                 check_range(&mut issues, "width", self.width, testsrc::MIN_WIDTH..=7680);
@@ -181,11 +190,10 @@ type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, String> + Send>;
 
 fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, String> {
     match SourceKind::parse(&config.source) {
-        SourceKind::Test => Ok(Box::new(testsrc::TestPattern::new(
-            config.width,
-            config.height,
-            config.fps,
-        ))),
+        SourceKind::Test => Ok(Box::new(
+            testsrc::TestPattern::new(config.width, config.height, config.fps)
+                .with_noise(config.noise),
+        )),
         SourceKind::Path(path) => Ok(Box::new(files::FilePlayer::open(&path, config.fps)?)),
         #[cfg(feature = "v4l")]
         SourceKind::Device(index) => Ok(Box::new(v4l::Device::open(

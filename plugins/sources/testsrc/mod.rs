@@ -1,4 +1,5 @@
-//! The test pattern: colour bars, a box that moves one step per frame, and three rows of 32
+//! The test pattern: colour bars (with optional random grain), a box that moves one step per
+//! frame, and three rows of 32
 //! black/white blocks in the top-left corner carrying the frame number, its complement (a check),
 //! and the capture time (Unix milliseconds, low 32 bits). `read_marks` reads them back from a
 //! decoded frame, so tests and latency checks know exactly which frame they see and when it was
@@ -19,6 +20,8 @@ const BITS: usize = 32;
 const ROWS: usize = 3;
 /// Buffers kept for reuse; a buffer comes back once viewers and encoders are done with it.
 const SPARE_BUFFERS: usize = 4;
+/// Grainy backgrounds made at start and cycled through, so grain costs nothing per frame.
+const GRAIN_FRAMES: usize = 8;
 
 /// The side of one mark block at this frame width: a multiple of 8 so JPEG blocks stay clean.
 pub fn block_size(width: u32) -> usize {
@@ -29,7 +32,8 @@ pub struct TestPattern {
     width: u32,
     height: u32,
     pacer: Pacer,
-    background: Vec<u8>,
+    /// One background, or `GRAIN_FRAMES` grainy ones.
+    backgrounds: Vec<Vec<u8>>,
     recent: VecDeque<Bytes>,
 }
 
@@ -63,9 +67,35 @@ impl TestPattern {
             width,
             height,
             pacer: Pacer::new(fps),
-            background,
+            backgrounds: vec![background],
             recent: VecDeque::new(),
         }
+    }
+
+    /// Adds random grain of up to `levels` to the background, different from frame to frame.
+    pub fn with_noise(mut self, levels: u8) -> Self {
+        if levels == 0 {
+            return self;
+        }
+        let clean = self.backgrounds.swap_remove(0);
+        // xorshift64: plenty random for grain, and the same on every run.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let span = 2 * u64::from(levels) + 1;
+        self.backgrounds = (0..GRAIN_FRAMES)
+            .map(|_| {
+                clean
+                    .iter()
+                    .map(|&v| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        let grain = (state % span) as i32 - i32::from(levels);
+                        (i32::from(v) + grain).clamp(0, 255) as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        self
     }
 
     /// A buffer to draw into: the oldest recent frame if nobody holds it any more, else a new one.
@@ -77,13 +107,13 @@ impl TestPattern {
                 }
             }
         }
-        BytesMut::zeroed(self.background.len())
+        BytesMut::zeroed(self.backgrounds[0].len())
     }
 
     /// Paints frame `seq` captured at `captured_at` into `buf`.
     pub fn draw(&self, buf: &mut [u8], seq: u64, captured_at: SystemTime) {
         let (w, h) = (self.width as usize, self.height as usize);
-        buf.copy_from_slice(&self.background);
+        buf.copy_from_slice(&self.backgrounds[seq as usize % self.backgrounds.len()]);
         // A box moving 8 pixels a frame, so motion is visible and every frame differs.
         let side = (h / 6).max(16);
         let travel = w.saturating_sub(side).max(1);
@@ -219,6 +249,36 @@ mod tests {
             captured_unix_ms(marks, t + Duration::from_secs(5)),
             1_764_000_123_456
         );
+    }
+
+    #[test]
+    fn grain_changes_every_frame_within_its_levels_and_keeps_the_marks() {
+        let (w, h) = (320, 240);
+        let clean = TestPattern::new(w, h, 30);
+        let grainy = TestPattern::new(w, h, 30).with_noise(10);
+        let draw = |p: &TestPattern, seq| {
+            let mut buf = vec![0; (w * h * 3) as usize];
+            p.draw(&mut buf, seq, UNIX_EPOCH);
+            buf
+        };
+        let (c, g1, g2) = (draw(&clean, 1), draw(&grainy, 1), draw(&grainy, 2));
+        // The bottom row is background in all three (the box and marks are elsewhere).
+        let row = |b: &[u8]| b[((h - 1) * w * 3) as usize..].to_vec();
+        let (c, g1, g2) = (row(&c), row(&g1), row(&g2));
+        assert!(
+            c.iter().zip(&g1).all(|(a, b)| a.abs_diff(*b) <= 10),
+            "grain within 10 levels"
+        );
+        assert!(
+            c.iter().zip(&g1).filter(|(a, b)| a != b).count() > c.len() / 2,
+            "grain on most pixels"
+        );
+        assert!(
+            g1.iter().zip(&g2).filter(|(a, b)| a != b).count() > c.len() / 2,
+            "different each frame"
+        );
+        let marks = read_marks(&draw(&grainy, 77), w, h).expect("marks readable through grain");
+        assert_eq!(marks.seq, 77);
     }
 
     #[test]
