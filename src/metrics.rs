@@ -33,6 +33,7 @@ pub struct Metrics {
     encoder_settings: IntGaugeVec,
     reloads: IntCounterVec,
     reconnects: IntCounterVec,
+    rtp_lost: IntCounterVec,
     ladder_viewers: IntGaugeVec,
 }
 
@@ -139,6 +140,11 @@ impl Metrics {
                 "Times a camera came back after failing.",
                 &[],
             ),
+            rtp_lost: counter(
+                "camgraph_rtp_packets_lost_total",
+                "RTP packets that WebRTC peers' receiver reports count as lost.",
+                &[],
+            ),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -175,7 +181,7 @@ impl Metrics {
     /// and a removed camera must not linger on dashboards. A restarted node starts again from 0,
     /// which Prometheus treats as a counter reset.
     pub fn forget_node(&self, node: &str) {
-        let families: [(&str, &dyn Forget, &[&str]); 12] = [
+        let families: [(&str, &dyn Forget, &[&str]); 13] = [
             ("camgraph_frames_captured_total", &self.frames_captured, &[]),
             ("camgraph_frames_encoded_total", &self.frames_encoded, &[]),
             ("camgraph_frames_sent_total", &self.frames_sent, &[]),
@@ -204,6 +210,7 @@ impl Metrics {
             ),
             ("camgraph_camera_reconnects_total", &self.reconnects, &[]),
             ("camgraph_ladder_viewers", &self.ladder_viewers, &["step"]),
+            ("camgraph_rtp_packets_lost_total", &self.rtp_lost, &[]),
         ];
         for family in self.registry.gather() {
             let Some((_, vec, extra)) = families.iter().find(|(name, _, _)| *name == family.name())
@@ -373,6 +380,9 @@ impl NodeMetrics {
     }
     pub fn camera_reconnects(&self) -> IntCounter {
         self.metrics.reconnects.with_label_values(&self.with(&[]))
+    }
+    pub fn rtp_packets_lost(&self) -> IntCounter {
+        self.metrics.rtp_lost.with_label_values(&self.with(&[]))
     }
     pub fn encoder_settings(&self) -> IntGauge {
         self.metrics

@@ -38,12 +38,35 @@ impl fmt::Display for PortKind {
     }
 }
 
-/// The inputs a node takes and the output it gives.
+/// The input a node takes and the output it gives.
 #[derive(Clone, Copy, Debug)]
-pub struct Ports {
-    /// `None`: a source, it takes no input. `Some(kind)`: exactly one input of that kind.
-    pub input: Option<PortKind>,
-    pub output: Option<PortKind>,
+pub enum Ports {
+    /// A source: no input; gives this kind.
+    Source(PortKind),
+    /// One input of the first kind; gives the second (`None`: a sink).
+    Takes(PortKind, Option<PortKind>),
+    /// One input of any of these kinds, and gives the same kind: a controller placed on an edge.
+    Through(&'static [PortKind]),
+}
+
+impl Ports {
+    /// The kinds of input it accepts; empty for a source.
+    pub fn accepts(&self) -> &[PortKind] {
+        match self {
+            Ports::Source(_) => &[],
+            Ports::Takes(kind, _) => std::slice::from_ref(kind),
+            Ports::Through(kinds) => kinds,
+        }
+    }
+
+    /// What it gives when its input gives `input`.
+    pub fn output(&self, input: Option<PortKind>) -> Option<PortKind> {
+        match self {
+            Ports::Source(kind) => Some(*kind),
+            Ports::Takes(_, output) => *output,
+            Ports::Through(_) => input,
+        }
+    }
 }
 
 /// What a JPEG consumer asks an encoder for: a quality and a size.
@@ -78,6 +101,28 @@ impl fmt::Display for JpegVariant {
     }
 }
 
+/// What a WebRTC consumer asks an H.264 encoder for: a bitrate and a size.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct H264Variant {
+    /// Target bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Divides width and height: 1 (full size), 2 or 4. Default 1.
+    #[serde(default = "full_size")]
+    pub scale: u8,
+}
+
+impl fmt::Display for H264Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scale {
+            1 => write!(f, "{}k", self.bitrate_kbps),
+            s => write!(f, "{}k/{s}", self.bitrate_kbps),
+        }
+    }
+}
+
 /// An encoder's output: one stream per distinct variant, created on demand and shared by everyone
 /// asking for that variant.
 pub trait EncodedFeed: Send + Sync {
@@ -87,18 +132,19 @@ pub trait EncodedFeed: Send + Sync {
         variant: Option<JpegVariant>,
     ) -> Result<Subscriber<EncodedFrame>, ServiceError>;
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
-    fn policy(&self) -> Option<Box<dyn AdaptPolicy>> {
+    fn policy(&self) -> Option<Box<dyn AdaptPolicy<JpegVariant>>> {
         None
     }
 }
 
-/// Moves one viewer along a ladder of variants from how its delivery goes.
-pub trait AdaptPolicy: Send {
+/// Moves one viewer along a ladder of variants (`V`) from how its delivery goes.
+pub trait AdaptPolicy<V>: Send {
     /// The variant to start with.
-    fn initial(&self) -> JpegVariant;
-    /// Called for each frame delivered to the viewer, with the frames it missed before it (it was
-    /// behind). Returns the variant to switch to, if the viewer should move.
-    fn observe(&mut self, now: Instant, skipped: u64) -> Option<JpegVariant>;
+    fn initial(&self) -> V;
+    /// `lost` of the last `total` units sent to the viewer did not reach it: frames it was too
+    /// slow for (MJPEG), or packets its receiver reports lost (WebRTC). Returns the variant to
+    /// switch to, if the viewer should move.
+    fn observe(&mut self, now: Instant, lost: u64, total: u64) -> Option<V>;
 }
 
 /// One viewer's frames from a feed, following the feed's policy if it has one.
@@ -106,7 +152,7 @@ pub struct FeedReader {
     /// Weak: a viewer must not keep a removed encoder's outputs alive, or its stream never ends.
     feed: std::sync::Weak<dyn EncodedFeed>,
     frames: Subscriber<EncodedFrame>,
-    policy: Option<Box<dyn AdaptPolicy>>,
+    policy: Option<Box<dyn AdaptPolicy<JpegVariant>>>,
 }
 
 impl FeedReader {
@@ -134,7 +180,7 @@ impl FeedReader {
         if let Some(variant) = self
             .policy
             .as_mut()
-            .and_then(|p| p.observe(Instant::now(), skipped))
+            .and_then(|p| p.observe(Instant::now(), skipped, skipped + 1))
         {
             match self.feed.upgrade()?.subscribe(Some(variant)) {
                 Ok(frames) => self.frames = frames,
@@ -150,12 +196,21 @@ impl FeedReader {
     }
 }
 
-/// A video encoder's output (H.264): one stream shared by every peer, and a way to ask for a
-/// keyframe when a peer joins or lost pictures.
+/// A video encoder's output (H.264): one stream per variant in use, each shared by every peer on
+/// it, and a way to ask for a keyframe when a peer joins, switches or lost pictures.
 pub trait VideoFeed: Send + Sync {
-    fn subscribe(&self) -> Subscriber<EncodedFrame>;
-    /// Makes the next encoded frame a keyframe (IDR); cheap, and may be called from any thread.
-    fn request_keyframe(&self);
+    /// Subscribes to the stream of `variant` (`None`: the encoder's configured setting).
+    fn subscribe(
+        &self,
+        variant: Option<H264Variant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError>;
+    /// Makes the next frame of `variant` a keyframe (IDR); cheap, and may be called from any
+    /// thread.
+    fn request_keyframe(&self, variant: Option<H264Variant>);
+    /// How a peer moves between variants; `None`: it does not.
+    fn policy(&self) -> Option<Box<dyn AdaptPolicy<H264Variant>>> {
+        None
+    }
 }
 
 /// A running node's output, handed to the nodes wired to it.

@@ -3,3 +3,4 @@
 #[cfg(feature = "webrtc")]
 pub mod h264;
 pub mod jpeg;
+pub mod pixels;

@@ -9,7 +9,7 @@ use serde_yaml::{Mapping, Value};
 use super::locate::Locator;
 use super::short::{self, CameraShortForm};
 use super::{ConfigError, ConfigErrors, GraphSpec, NodeSpec, ServerConfig};
-use crate::node::PortKind;
+use crate::node::{PortKind, Ports};
 use crate::registry::Registry;
 
 /// Reads and parses `path`; errors name the path as given.
@@ -365,48 +365,71 @@ fn parse_nodes(
     specs
 }
 
+/// What `node` gives, following controllers (`Ports::Through`) back to what feeds them; `None`
+/// for a sink, a missing input or a cycle (each reported on its own).
+fn gives(node: &NodeSpec, by_id: &HashMap<&str, &NodeSpec>) -> Option<PortKind> {
+    let mut current = node;
+    for _ in 0..=by_id.len() {
+        match current.config.ports() {
+            Ports::Through(_) => current = by_id.get(current.inputs.first()?.as_str())?,
+            ports => return ports.output(None),
+        }
+    }
+    None
+}
+
+/// "jpeg", or "jpeg or h264".
+fn kinds_text(kinds: &[PortKind]) -> String {
+    let names: Vec<String> = kinds.iter().map(PortKind::to_string).collect();
+    names.join(" or ")
+}
+
 /// Inputs that exist and fit, and no cycle.
 fn check_edges(c: &mut Collector, nodes: &[NodeSpec]) {
     let by_id: HashMap<&str, &NodeSpec> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     for node in nodes {
         let ports = node.config.ports();
-        match (ports.input, node.inputs.as_slice()) {
-            (None, []) => {}
-            (None, _) => c.node(
+        let accepts = ports.accepts();
+        match (accepts, node.inputs.as_slice()) {
+            ([], []) => {}
+            ([], _) => c.node(
                 &node.id,
                 Some("inputs"),
                 format!("{} takes no inputs", node.type_name),
             ),
-            (Some(kind), []) => c.node(
+            (kinds, []) => c.node(
                 &node.id,
                 None,
                 format!(
-                    "missing 'inputs': a {} needs one {kind} input",
-                    node.type_name
+                    "missing 'inputs': a {} needs one {} input",
+                    node.type_name,
+                    kinds_text(kinds)
                 ),
             ),
-            (Some(kind), [input]) => match by_id.get(input.as_str()) {
+            (kinds, [input]) => match by_id.get(input.as_str()) {
                 None => c.node(
                     &node.id,
                     Some("inputs"),
                     format!("input '{input}' is not a node in this file"),
                 ),
-                Some(upstream) => match upstream.config.ports().output {
-                    Some(out) if out == kind => {}
+                Some(upstream) => match gives(upstream, &by_id) {
+                    Some(out) if kinds.contains(&out) => {}
                     out => {
                         let gives = out.map_or("nothing".to_string(), |k: PortKind| k.to_string());
                         c.node(
                             &node.id,
                             Some("inputs"),
                             format!(
-                                "input '{input}' ({}) gives {gives}, but {} takes {kind}",
-                                upstream.type_name, node.type_name
+                                "input '{input}' ({}) gives {gives}, but {} takes {}",
+                                upstream.type_name,
+                                node.type_name,
+                                kinds_text(kinds)
                             ),
                         )
                     }
                 },
             },
-            (Some(_), many) => c.node(
+            (_, many) => c.node(
                 &node.id,
                 Some("inputs"),
                 format!("{} takes one input (got {})", node.type_name, many.len()),

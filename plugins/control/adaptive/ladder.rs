@@ -1,8 +1,9 @@
 //! The decision logic of the adaptive controller, apart from any actor or clock: one viewer's
-//! position on the ladder, moved by the share of frames it misses because it is behind.
+//! position on the ladder, moved by the share of what was sent to it that it lost: frames an MJPEG
+//! viewer was too slow for, or packets a WebRTC peer's receiver reports lost.
 //!
-//! Down when more than `down_loss` of the frames are missed for `hold_down`; up when at most
-//! `up_loss` are missed for `hold_up`. The thresholds differ and up waits longer than down, so a
+//! Down when more than `down_loss` is lost for `hold_down`; up when at most `up_loss` is lost for
+//! `hold_up`. The thresholds differ and up waits longer than down, so a
 //! viewer near the edge does not flap; after each move the counts start over.
 
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ pub struct Thresholds {
     pub hold_up: Duration,
 }
 
-/// How often the share of missed frames is measured.
+/// How often the share lost is measured (at least; WebRTC receiver reports come about once a
+/// second).
 const WINDOW: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
@@ -25,10 +27,12 @@ pub struct LadderPosition {
     step: usize,
     t: Thresholds,
     window_start: Option<Instant>,
-    delivered: u64,
-    missed: u64,
+    total: u64,
+    lost: u64,
     bad_since: Option<Instant>,
     good_since: Option<Instant>,
+    /// Just moved: the next measurement is discarded.
+    settling: bool,
 }
 
 impl LadderPosition {
@@ -39,10 +43,11 @@ impl LadderPosition {
             step: 0,
             t,
             window_start: None,
-            delivered: 0,
-            missed: 0,
+            total: 0,
+            lost: 0,
             bad_since: None,
             good_since: None,
+            settling: false,
         }
     }
 
@@ -50,17 +55,20 @@ impl LadderPosition {
         self.step
     }
 
-    /// One frame was delivered at `now`, after `missed` frames the viewer was too slow for.
-    /// Returns the new step when the viewer moves.
-    pub fn observe(&mut self, now: Instant, missed: u64) -> Option<usize> {
+    /// Of `total` frames or packets sent up to `now`, `lost` did not reach the viewer. Returns
+    /// the new step when the viewer moves.
+    pub fn observe(&mut self, now: Instant, lost: u64, total: u64) -> Option<usize> {
         let start = *self.window_start.get_or_insert(now);
-        self.delivered += 1;
-        self.missed += missed;
-        if now.duration_since(start) < WINDOW {
+        self.total += total;
+        self.lost += lost.min(total);
+        if now.duration_since(start) < WINDOW || self.total == 0 {
             return None;
         }
-        let loss = self.missed as f64 / (self.delivered + self.missed) as f64;
-        (self.window_start, self.delivered, self.missed) = (Some(now), 0, 0);
+        let loss = self.lost as f64 / self.total as f64;
+        (self.window_start, self.total, self.lost) = (Some(now), 0, 0);
+        if std::mem::take(&mut self.settling) {
+            return None;
+        }
         if loss > self.t.down_loss {
             self.good_since = None;
             let since = *self.bad_since.get_or_insert(start);
@@ -82,6 +90,7 @@ impl LadderPosition {
     fn moved(&mut self, step: usize) -> usize {
         self.step = step;
         (self.bad_since, self.good_since) = (None, None);
+        self.settling = true;
         step
     }
 }
@@ -113,7 +122,7 @@ mod tests {
         let n = (seconds * fps) as usize;
         for i in 0..n {
             let t = from + i as f64 / fps;
-            if let Some(step) = p.observe(t0 + Duration::from_secs_f64(t), missed) {
+            if let Some(step) = p.observe(t0 + Duration::from_secs_f64(t), missed, missed + 1) {
                 moves.push(((t * 10.0).round() / 10.0, step));
             }
         }
@@ -129,19 +138,53 @@ mod tests {
             vec![],
             "a good viewer stays on top"
         );
-        // Now it gets 10 of 30 frames (misses 2 before each): down one step per ~1 s of loss.
-        let down = run(&mut p, t0, 2.0, 3.2, 10.0, 2);
+        // Now it gets 10 of 30 frames (misses 2 before each): down a step after 1 s of loss, then
+        // one every ~2 s (the half second after a move is not counted).
+        let down = run(&mut p, t0, 2.0, 5.0, 10.0, 2);
         assert_eq!(down.iter().map(|m| m.1).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(down[0].0 >= 3.0 && down[0].0 <= 3.6, "{down:?}");
+        assert!(
+            down[1].0 - down[0].0 >= 1.5 && down[2].0 - down[1].0 >= 1.5,
+            "{down:?}"
+        );
         assert_eq!(
-            run(&mut p, t0, 5.2, 2.0, 10.0, 2),
+            run(&mut p, t0, 7.0, 2.0, 10.0, 2),
             vec![],
             "the bottom is the bottom"
         );
         // Fast again: up one step per ~3 s of clean delivery.
-        let up = run(&mut p, t0, 7.2, 10.0, 30.0, 0);
+        let up = run(&mut p, t0, 9.0, 12.0, 30.0, 0);
         assert_eq!(up.iter().map(|m| m.1).collect::<Vec<_>>(), vec![2, 1, 0]);
-        assert!(up[0].0 - 7.2 >= 3.0 && up[1].0 - up[0].0 >= 3.0, "{up:?}");
+        assert!(up[0].0 - 9.0 >= 3.0 && up[1].0 - up[0].0 >= 3.0, "{up:?}");
+    }
+
+    #[test]
+    fn receiver_reports_about_once_a_second_move_a_peer_a_step_per_two_reports() {
+        let t0 = Instant::now();
+        let mut p = LadderPosition::new(3, thresholds());
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        // A report: of 300 packets since the last, 90 lost (30 %), then clean ones.
+        assert_eq!(
+            p.observe(at(1.0), 90, 300),
+            None,
+            "the first report opens the window"
+        );
+        assert_eq!(p.observe(at(2.0), 90, 300), Some(1));
+        assert_eq!(
+            p.observe(at(3.0), 90, 300),
+            None,
+            "the report after a move still counts the old step's packets: discarded"
+        );
+        assert_eq!(p.observe(at(4.0), 90, 300), Some(2));
+        assert_eq!(
+            p.observe(at(5.0), 0, 0),
+            None,
+            "an empty report says nothing"
+        );
+        let ups: Vec<_> = (6..=14)
+            .filter_map(|s| p.observe(at(s as f64), 0, 300).map(|step| (s, step)))
+            .collect();
+        assert_eq!(ups, vec![(9, 1), (13, 0)], "up after 3 s of clean reports");
     }
 
     #[test]
@@ -152,7 +195,7 @@ mod tests {
         let mut moves = Vec::new();
         for i in 0..300 {
             let missed = u64::from(i % 10 == 0);
-            if let Some(s) = p.observe(t0 + Duration::from_millis(i * 33), missed) {
+            if let Some(s) = p.observe(t0 + Duration::from_millis(i * 33), missed, missed + 1) {
                 moves.push(s);
             }
         }

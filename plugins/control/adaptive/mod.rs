@@ -1,14 +1,22 @@
-//! The `adaptive` node (the guide's AdaptiveStreaming, done right): placed between a JPEG encoder
-//! and an MJPEG sink, it moves each viewer along a ladder of variants (JPEG quality first, then
-//! size) from how that viewer keeps up: a viewer that misses frames because it reads too slowly
-//! goes down a step, one that keeps up goes back up, with hysteresis (`ladder.rs`). Viewers on the
-//! same step share one encode, so the encoder runs one encode per step in use, never one per
-//! viewer. A viewer that asks for `?quality=` gets exactly that and is not moved. The encoder's
-//! own falling behind shows up as missed frames for every viewer, so it moves them all down.
+//! The `adaptive` node (the guide's AdaptiveStreaming, done right): placed on the edge between an
+//! encoder and its sink, it moves each viewer along a ladder of variants from how that viewer's
+//! delivery goes, with hysteresis (`ladder.rs`):
+//!
+//! - **MJPEG** (after a `jpeg_encoder`): JPEG quality first, then size. The signal is the frames a
+//!   viewer misses because it reads too slowly. The encoder's own falling behind shows up as missed
+//!   frames for every viewer, so it moves them all down. A viewer that asks for `?quality=` gets
+//!   exactly that and is not moved.
+//! - **WebRTC** (after an `h264_encoder`): bitrate first, then size. The signal is the share of
+//!   packets the peer's receiver reports lost (RTCP receiver reports).
+//!
+//! Viewers on the same step share one encode, so the encoder runs one encode per step in use,
+//! never one per viewer. The node's kind follows its input; a ladder given in the YAML fixes it.
 //!
 //! ```yaml
-//! front_adaptive: { type: adaptive, inputs: [front_jpeg] }     # default ladder
+//! front_adaptive: { type: adaptive, inputs: [front_jpeg] }     # default JPEG ladder
 //! front_mjpeg:    { type: mjpeg_sink, inputs: [front_adaptive] }
+//! front_h264_adaptive: { type: adaptive, inputs: [front_h264] } # default H.264 ladder
+//! front_rtc:      { type: webrtc_sink, inputs: [front_h264_adaptive] }
 //! ```
 
 mod ladder;
@@ -17,7 +25,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Context, Handler, Message, Recipient};
+use actix::{Actor, ActorContext, Addr, Context, Handler, Message, Recipient};
 use prometheus::IntGauge;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,22 +36,25 @@ use crate::error::{BuildError, ServiceError};
 use crate::fanout::Subscriber;
 use crate::messages::{EncodedFrame, Shutdown};
 use crate::node::{
-    check_range, AdaptPolicy, BuildContext, EncodedFeed, FieldIssue, JpegVariant, NodeConfig,
-    NodeHandle, Port, PortKind, Ports,
+    check_range, AdaptPolicy, BuildContext, EncodedFeed, FieldIssue, H264Variant, JpegVariant,
+    NodeConfig, NodeHandle, Port, PortKind, Ports, VideoFeed,
 };
 
 /// Settings of an `adaptive` node.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
-    /// Steps from best to most frugal, each `{ quality: 1..=100, scale: 1|2|4 }` (scale divides
-    /// width and height). Default: q80, q60, q40, q40 at 1/2 size, q30 at 1/4 size.
-    #[serde(default = "default_ladder")]
-    pub ladder: Vec<JpegVariant>,
-    /// Share of frames a viewer misses above which it moves down. Default 0.2.
+    /// Steps from best to most frugal: `{ quality: 1..=100, scale: 1|2|4 }` for MJPEG or
+    /// `{ bitrate_kbps: 100..=50000, scale: 1|2|4 }` for WebRTC (scale divides width and height).
+    /// Default for MJPEG: q80, q60, q40, q40 at 1/2 size, q30 at 1/4 size; for WebRTC: 2000,
+    /// 1000 and 500 kbit/s, 300 at 1/2 size, 150 at 1/4 size.
+    #[serde(default)]
+    pub ladder: Option<Vec<LadderStep>>,
+    /// Share lost (frames missed, packets reported lost) above which a viewer moves down.
+    /// Default 0.2.
     #[serde(default = "default_down_loss")]
     pub down_loss: f64,
-    /// Share of frames missed at or below which it moves up. Default 0.02.
+    /// Share lost at or below which it moves up. Default 0.02.
     #[serde(default = "default_up_loss")]
     pub up_loss: f64,
     /// Seconds the loss must last before a move down. Default 1.
@@ -54,9 +65,30 @@ pub struct AdaptiveConfig {
     pub hold_up_s: f64,
 }
 
-fn default_ladder() -> Vec<JpegVariant> {
+/// One step of a ladder as the YAML gives it: a JPEG quality or an H.264 bitrate, and a size.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderStep {
+    pub quality: Option<u8>,
+    pub bitrate_kbps: Option<u32>,
+    #[serde(default = "full_size")]
+    pub scale: u8,
+}
+
+fn full_size() -> u8 {
+    1
+}
+
+fn default_jpeg_ladder() -> Vec<JpegVariant> {
     let v = |quality, scale| JpegVariant { quality, scale };
     vec![v(80, 1), v(60, 1), v(40, 1), v(40, 2), v(30, 4)]
+}
+fn default_h264_ladder() -> Vec<H264Variant> {
+    let v = |bitrate_kbps, scale| H264Variant {
+        bitrate_kbps,
+        scale,
+    };
+    vec![v(2000, 1), v(1000, 1), v(500, 1), v(300, 2), v(150, 4)]
 }
 fn default_down_loss() -> f64 {
     0.2
@@ -71,27 +103,104 @@ fn default_hold_up_s() -> f64 {
     4.0
 }
 
+impl AdaptiveConfig {
+    /// The kind the ladder's first step fixes: `None` without a ladder (the input decides) or
+    /// when that step is itself unclear (reported by `validate`).
+    fn ladder_kind(&self) -> Option<PortKind> {
+        let first = self.ladder.as_ref()?.first()?;
+        match (first.quality, first.bitrate_kbps) {
+            (Some(_), None) => Some(PortKind::Jpeg),
+            (None, Some(_)) => Some(PortKind::H264),
+            _ => None,
+        }
+    }
+
+    fn jpeg_ladder(&self) -> Vec<JpegVariant> {
+        match &self.ladder {
+            None => default_jpeg_ladder(),
+            Some(steps) => steps
+                .iter()
+                .map(|s| JpegVariant {
+                    quality: s.quality.unwrap_or_default(),
+                    scale: s.scale,
+                })
+                .collect(),
+        }
+    }
+
+    fn h264_ladder(&self) -> Vec<H264Variant> {
+        match &self.ladder {
+            None => default_h264_ladder(),
+            Some(steps) => steps
+                .iter()
+                .map(|s| H264Variant {
+                    bitrate_kbps: s.bitrate_kbps.unwrap_or_default(),
+                    scale: s.scale,
+                })
+                .collect(),
+        }
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            down_loss: self.down_loss,
+            up_loss: self.up_loss,
+            hold_down: Duration::from_secs_f64(self.hold_down_s),
+            hold_up: Duration::from_secs_f64(self.hold_up_s),
+        }
+    }
+
+    fn validate_ladder(&self, issues: &mut Vec<FieldIssue>) {
+        let Some(steps) = &self.ladder else { return };
+        check_range(issues, "ladder", steps.len(), 1..=8);
+        let kind = self.ladder_kind();
+        for (i, step) in steps.iter().enumerate() {
+            let problem = match (step.quality, step.bitrate_kbps) {
+                (Some(_), Some(_)) | (None, None) => {
+                    Some("give either 'quality' (MJPEG) or 'bitrate_kbps' (WebRTC)".to_string())
+                }
+                (Some(_), None) if kind == Some(PortKind::H264) => Some(
+                    "a 'quality' step in a ladder of 'bitrate_kbps' steps: one kind per ladder"
+                        .to_string(),
+                ),
+                (None, Some(_)) if kind == Some(PortKind::Jpeg) => Some(
+                    "a 'bitrate_kbps' step in a ladder of 'quality' steps: one kind per ladder"
+                        .to_string(),
+                ),
+                (Some(q), None) if !(1..=100).contains(&q) => {
+                    Some(format!("quality must be 1..=100 (got {q})"))
+                }
+                (None, Some(b)) if !(100..=50_000).contains(&b) => {
+                    Some(format!("bitrate_kbps must be 100..=50000 (got {b})"))
+                }
+                _ if ![1, 2, 4].contains(&step.scale) => {
+                    Some(format!("scale must be 1, 2 or 4 (got {})", step.scale))
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                issues.push(FieldIssue::new(
+                    "ladder",
+                    format!("'ladder' step {i}: {problem}"),
+                ));
+            }
+        }
+    }
+}
+
 impl NodeConfig for AdaptiveConfig {
     const TYPE: &'static str = "adaptive";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::Jpeg),
-            output: Some(PortKind::Jpeg),
+        match self.ladder_kind() {
+            Some(kind) => Ports::Takes(kind, Some(kind)),
+            None => Ports::Through(&[PortKind::Jpeg, PortKind::H264]),
         }
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
         let mut issues = Vec::new();
-        check_range(&mut issues, "ladder", self.ladder.len(), 1..=8);
-        for (i, step) in self.ladder.iter().enumerate() {
-            if !(1..=100).contains(&step.quality) || ![1, 2, 4].contains(&step.scale) {
-                issues.push(FieldIssue::new(
-                    "ladder",
-                    format!("'ladder' step {i}: quality must be 1..=100 and scale 1, 2 or 4 (got {step})"),
-                ));
-            }
-        }
+        self.validate_ladder(&mut issues);
         check_range(&mut issues, "down_loss", self.down_loss, 0.01..=1.0);
         check_range(&mut issues, "up_loss", self.up_loss, 0.0..=1.0);
         if self.up_loss >= self.down_loss {
@@ -109,85 +218,162 @@ impl NodeConfig for AdaptiveConfig {
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
-        let gauges: Vec<IntGauge> = (0..self.ladder.len())
+        let (output, names, tracker) = match cx.inputs.first() {
+            Some(Port::Jpeg(upstream)) => {
+                let steps = Steps::start(self.jpeg_ladder(), self.thresholds(), &cx);
+                let names = steps.names();
+                let tracker = steps.tracker.clone();
+                let feed = AdaptiveJpeg {
+                    upstream: upstream.clone(),
+                    steps,
+                };
+                (Port::Jpeg(Arc::new(feed)), names, tracker)
+            }
+            Some(Port::H264(upstream)) => {
+                let steps = Steps::start(self.h264_ladder(), self.thresholds(), &cx);
+                let names = steps.names();
+                let tracker = steps.tracker.clone();
+                let feed = AdaptiveVideo {
+                    upstream: upstream.clone(),
+                    steps,
+                };
+                (Port::H264(Arc::new(feed)), names, tracker)
+            }
+            _ => {
+                return Err(BuildError::new(
+                    &cx.id,
+                    "needs one input of kind 'jpeg' or 'h264'",
+                ))
+            }
+        };
+        let counts = tracker.counts.clone();
+        Ok(NodeHandle {
+            output: Some(output),
+            services: Vec::new(),
+            stats: Some(Box::new(move || {
+                let viewers: Vec<i64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                json!({ "ladder": names, "viewers_per_step": viewers })
+            })),
+            stop: Box::new(move || tracker.addr.do_send(Shutdown)),
+        })
+    }
+}
+
+/// The ladder of one node, and the tracker counting the viewers on each step.
+struct Steps<V> {
+    ladder: Arc<[V]>,
+    thresholds: Thresholds,
+    tracker: TrackerHandle,
+}
+
+#[derive(Clone)]
+struct TrackerHandle {
+    addr: Addr<Tracker>,
+    counts: Arc<Vec<AtomicI64>>,
+}
+
+impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
+    fn start(ladder: Vec<V>, thresholds: Thresholds, cx: &BuildContext) -> Self {
+        let gauges: Vec<IntGauge> = (0..ladder.len())
             .map(|i| cx.metrics.ladder_viewers(i))
             .collect();
         let counts: Arc<Vec<AtomicI64>> =
-            Arc::new(self.ladder.iter().map(|_| AtomicI64::new(0)).collect());
+            Arc::new(ladder.iter().map(|_| AtomicI64::new(0)).collect());
         let addr = Tracker {
             gauges,
             counts: counts.clone(),
         }
         .start();
-        let feed = AdaptiveFeed {
-            upstream: cx.jpeg_input()?,
-            ladder: self.ladder.clone().into(),
-            thresholds: Thresholds {
-                down_loss: self.down_loss,
-                up_loss: self.up_loss,
-                hold_down: Duration::from_secs_f64(self.hold_down_s),
-                hold_up: Duration::from_secs_f64(self.hold_up_s),
-            },
-            tracker: addr.clone().recipient(),
-        };
-        let ladder: Vec<String> = self.ladder.iter().map(JpegVariant::to_string).collect();
-        Ok(NodeHandle {
-            output: Some(Port::Jpeg(Arc::new(feed))),
-            services: Vec::new(),
-            stats: Some(Box::new(move || {
-                let viewers: Vec<i64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-                json!({ "ladder": ladder, "viewers_per_step": viewers })
-            })),
-            stop: Box::new(move || addr.do_send(Shutdown)),
+        Self {
+            ladder: ladder.into(),
+            thresholds,
+            tracker: TrackerHandle { addr, counts },
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.ladder.iter().map(V::to_string).collect()
+    }
+
+    fn top(&self) -> V {
+        self.ladder[0]
+    }
+
+    /// A new viewer's policy, counted on the top step.
+    fn policy(&self) -> Box<dyn AdaptPolicy<V>> {
+        let tracker = self.tracker.addr.clone().recipient();
+        tracker.do_send(StepChanged {
+            from: None,
+            to: Some(0),
+        });
+        Box::new(ViewerPolicy {
+            position: LadderPosition::new(self.ladder.len(), self.thresholds.clone()),
+            ladder: self.ladder.clone(),
+            tracker,
         })
     }
 }
 
-struct AdaptiveFeed {
+struct AdaptiveJpeg {
     upstream: Arc<dyn EncodedFeed>,
-    ladder: Arc<[JpegVariant]>,
-    thresholds: Thresholds,
-    tracker: Recipient<StepChanged>,
+    steps: Steps<JpegVariant>,
 }
 
-impl EncodedFeed for AdaptiveFeed {
+impl EncodedFeed for AdaptiveJpeg {
     /// Without a variant: the top of the ladder.
     fn subscribe(
         &self,
         variant: Option<JpegVariant>,
     ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
         self.upstream
-            .subscribe(Some(variant.unwrap_or(self.ladder[0])))
+            .subscribe(Some(variant.unwrap_or(self.steps.top())))
     }
 
-    fn policy(&self) -> Option<Box<dyn AdaptPolicy>> {
-        self.tracker.do_send(StepChanged {
-            from: None,
-            to: Some(0),
-        });
-        Some(Box::new(ViewerPolicy {
-            position: LadderPosition::new(self.ladder.len(), self.thresholds.clone()),
-            ladder: self.ladder.clone(),
-            tracker: self.tracker.clone(),
-        }))
+    fn policy(&self) -> Option<Box<dyn AdaptPolicy<JpegVariant>>> {
+        Some(self.steps.policy())
+    }
+}
+
+struct AdaptiveVideo {
+    upstream: Arc<dyn VideoFeed>,
+    steps: Steps<H264Variant>,
+}
+
+impl VideoFeed for AdaptiveVideo {
+    /// Without a variant: the top of the ladder.
+    fn subscribe(
+        &self,
+        variant: Option<H264Variant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+        self.upstream
+            .subscribe(Some(variant.unwrap_or(self.steps.top())))
+    }
+
+    fn request_keyframe(&self, variant: Option<H264Variant>) {
+        self.upstream
+            .request_keyframe(Some(variant.unwrap_or(self.steps.top())));
+    }
+
+    fn policy(&self) -> Option<Box<dyn AdaptPolicy<H264Variant>>> {
+        Some(self.steps.policy())
     }
 }
 
 /// One viewer's position, reported to the tracker as it moves.
-struct ViewerPolicy {
+struct ViewerPolicy<V> {
     position: LadderPosition,
-    ladder: Arc<[JpegVariant]>,
+    ladder: Arc<[V]>,
     tracker: Recipient<StepChanged>,
 }
 
-impl AdaptPolicy for ViewerPolicy {
-    fn initial(&self) -> JpegVariant {
+impl<V: Copy + Send + Sync> AdaptPolicy<V> for ViewerPolicy<V> {
+    fn initial(&self) -> V {
         self.ladder[self.position.step()]
     }
 
-    fn observe(&mut self, now: Instant, skipped: u64) -> Option<JpegVariant> {
+    fn observe(&mut self, now: Instant, lost: u64, total: u64) -> Option<V> {
         let from = self.position.step();
-        let to = self.position.observe(now, skipped)?;
+        let to = self.position.observe(now, lost, total)?;
         tracing::debug!(from, to, "viewer moved on the ladder");
         self.tracker.do_send(StepChanged {
             from: Some(from),
@@ -197,7 +383,7 @@ impl AdaptPolicy for ViewerPolicy {
     }
 }
 
-impl Drop for ViewerPolicy {
+impl<V> Drop for ViewerPolicy<V> {
     fn drop(&mut self) {
         self.tracker.do_send(StepChanged {
             from: Some(self.position.step()),

@@ -39,10 +39,7 @@ impl NodeConfig for FrameDropperConfig {
     const TYPE: &'static str = "frame_dropper";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::Frames),
-            output: Some(PortKind::Frames),
-        }
+        Ports::Takes(PortKind::Frames, Some(PortKind::Frames))
     }
 
     fn validate(&self) -> Vec<FieldIssue> {

@@ -1,9 +1,11 @@
-//! The H.264 encoder actor and its one shared output. The actor lives on its own arbiter (thread),
-//! subscribes to the camera only while a peer listens, encodes each frame once for everybody, and
-//! makes the next frame an IDR when a peer asks (joined, or lost pictures).
+//! The H.264 encoder actor and its per-variant outputs. The actor lives on its own arbiter
+//! (thread), subscribes to the camera only while some variant has a listener, and encodes each
+//! frame once per variant in use (bitrate and size), for every peer on that variant; a peer's join,
+//! switch or loss makes the next frame of its variant an IDR.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
@@ -17,34 +19,97 @@ use openh264::{OpenH264API, Timestamp};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use super::H264EncoderConfig;
+use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
-use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
+use crate::messages::{Codec, EncodedFrame, Frame, Shutdown};
 use crate::metrics::NodeMetrics;
-use crate::node::VideoFeed;
+use crate::node::{H264Variant, VideoFeed};
+use crate::plugins::encoders::pixels::Pixels;
 
 /// How often the encoder checks whether anyone still listens.
 const DEMAND_CHECK: Duration = Duration::from_millis(20);
 
-/// The encoder's output: one stream, and the keyframe request flag.
+/// One variant's stream and its keyframe request.
 #[derive(Default)]
-pub struct H264Output {
+struct VariantOutput {
     out: Fanout<EncodedFrame>,
     keyframe: AtomicBool,
 }
 
+/// The encoder's outputs: one per variant in use.
+pub struct H264Output {
+    node: String,
+    default: H264Variant,
+    max: usize,
+    outputs: Mutex<BTreeMap<H264Variant, Arc<VariantOutput>>>,
+}
+
 impl H264Output {
+    pub fn new(node: &str, default: H264Variant, max: usize) -> Self {
+        Self {
+            node: node.to_string(),
+            default,
+            max,
+            outputs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Forgets variants nobody listens to; returns those still listened to.
+    fn active(&self) -> Vec<(H264Variant, Arc<VariantOutput>)> {
+        let mut outputs = self.outputs.lock().expect("variants lock");
+        outputs.retain(|_, o| o.out.has_subscribers());
+        outputs.iter().map(|(v, o)| (*v, o.clone())).collect()
+    }
+
+    /// The variants being encoded now, e.g. `["2000k", "300k/2"]`.
+    pub fn in_use(&self) -> Vec<String> {
+        self.active()
+            .into_iter()
+            .map(|(v, _)| v.to_string())
+            .collect()
+    }
+
+    /// Subscribers over all variants.
     pub fn listeners(&self) -> usize {
-        self.out.subscriber_count()
+        self.active()
+            .iter()
+            .map(|(_, o)| o.out.subscriber_count())
+            .sum()
     }
 }
 
 impl VideoFeed for H264Output {
-    fn subscribe(&self) -> Subscriber<EncodedFrame> {
-        self.out.subscribe()
+    fn subscribe(
+        &self,
+        variant: Option<H264Variant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+        let variant = variant.unwrap_or(self.default);
+        if !(100..=50_000).contains(&variant.bitrate_kbps) || ![1, 2, 4].contains(&variant.scale) {
+            return Err(ServiceError::BadRequest(format!(
+                "bitrate_kbps must be 100..=50000 and scale 1, 2 or 4 (got {variant})"
+            )));
+        }
+        let mut outputs = self.outputs.lock().expect("variants lock");
+        if !outputs.contains_key(&variant) {
+            outputs.retain(|_, o| o.out.has_subscribers());
+            if outputs.len() >= self.max {
+                let used: Vec<String> = outputs.keys().map(H264Variant::to_string).collect();
+                return Err(ServiceError::Busy(format!(
+                    "H.264 encoder '{}' already encodes {} variants ({}); ask for one of those",
+                    self.node,
+                    outputs.len(),
+                    used.join(", ")
+                )));
+            }
+        }
+        Ok(outputs.entry(variant).or_default().out.subscribe())
     }
 
-    fn request_keyframe(&self) {
-        self.keyframe.store(true, Ordering::Relaxed);
+    fn request_keyframe(&self, variant: Option<H264Variant>) {
+        let outputs = self.outputs.lock().expect("variants lock");
+        if let Some(o) = outputs.get(&variant.unwrap_or(self.default)) {
+            o.keyframe.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -71,7 +136,7 @@ impl EncoderMetrics {
     }
 }
 
-/// An openh264 encoder for one picture size.
+/// An openh264 encoder for one variant at one picture size.
 struct Session {
     encoder: Encoder,
     yuv: YUVBuffer,
@@ -80,15 +145,58 @@ struct Session {
     started: Instant,
 }
 
+impl Session {
+    fn new(
+        config: &H264EncoderConfig,
+        variant: H264Variant,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, String> {
+        let settings = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(variant.bitrate_kbps * 1000))
+            .max_frame_rate(FrameRate::from_hz(config.max_fps as f32))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            .skip_frames(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(config.keyframe_interval))
+            .num_threads(1);
+        let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)
+            .map_err(|e| format!("cannot start openh264: {e}"))?;
+        Ok(Self {
+            encoder,
+            yuv: YUVBuffer::new(width as usize, height as usize),
+            width,
+            height,
+            started: Instant::now(),
+        })
+    }
+
+    /// Encodes one picture; returns the bitstream (empty if the rate control skipped it) and
+    /// whether it is an IDR.
+    fn encode(&mut self, rgb: &[u8], force_idr: bool) -> Result<(Bytes, bool), String> {
+        if force_idr {
+            self.encoder.force_intra_frame();
+        }
+        let size = (self.width as usize, self.height as usize);
+        self.yuv.read_rgb8(RgbSliceU8::new(rgb, size));
+        let at = Timestamp::from_millis(self.started.elapsed().as_millis() as u64);
+        let stream = self
+            .encoder
+            .encode_at(&self.yuv, at)
+            .map_err(|e| format!("openh264: {e}"))?;
+        let keyframe = matches!(stream.frame_type(), FrameType::IDR);
+        Ok((Bytes::from(stream.to_vec()), keyframe))
+    }
+}
+
 pub(super) struct H264Encoder {
     input: InputLink<Frame>,
     output: Arc<H264Output>,
     config: H264EncoderConfig,
     metrics: EncoderMetrics,
-    session: Option<Session>,
-    /// Pixels of the last JPEG input, decoded.
-    decoded: Vec<u8>,
-    decompressor: Option<turbojpeg::Decompressor>,
+    sessions: HashMap<H264Variant, Session>,
+    pixels: Pixels,
     warned_odd: bool,
 }
 
@@ -104,99 +212,44 @@ impl H264Encoder {
             output,
             config,
             metrics,
-            session: None,
-            decoded: Vec::new(),
-            decompressor: None,
+            sessions: HashMap::new(),
+            pixels: Pixels::default(),
             warned_odd: false,
         }
     }
 
+    /// Subscribes to the camera while some variant has listeners, and lets go when none has.
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
-        let wanted = self.output.out.has_subscribers();
-        self.metrics.settings.set(i64::from(wanted));
-        self.input.follow(wanted, ctx);
+        let active = self.output.active();
+        self.metrics.settings.set(active.len() as i64);
+        self.sessions
+            .retain(|v, _| active.iter().any(|(a, _)| a == v));
+        self.input.follow(!active.is_empty(), ctx);
     }
 
-    fn session(&mut self, width: u32, height: u32) -> Result<&mut Session, String> {
-        if !matches!(&self.session, Some(s) if s.width == width && s.height == height) {
-            let config = EncoderConfig::new()
-                .bitrate(BitRate::from_bps(self.config.bitrate_kbps * 1000))
-                .max_frame_rate(FrameRate::from_hz(self.config.max_fps as f32))
-                .rate_control_mode(RateControlMode::Bitrate)
-                .usage_type(UsageType::CameraVideoRealTime)
-                .profile(Profile::Baseline)
-                .skip_frames(false)
-                .intra_frame_period(IntraFramePeriod::from_num_frames(
-                    self.config.keyframe_interval,
-                ))
-                .num_threads(1);
-            let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-                .map_err(|e| format!("cannot start openh264: {e}"))?;
-            self.session = Some(Session {
-                encoder,
-                yuv: YUVBuffer::new(width as usize, height as usize),
-                width,
-                height,
-                started: Instant::now(),
-            });
-        }
-        Ok(self.session.as_mut().expect("session just made"))
-    }
-
-    fn encode(&mut self, frame: &Frame) -> Result<(Bytes, bool), String> {
-        let (w, h) = (frame.width as usize, frame.height as usize);
-        if frame.format == PixelFormat::Jpeg {
-            let d = match &mut self.decompressor {
-                Some(d) => d,
-                None => self
-                    .decompressor
-                    .insert(turbojpeg::Decompressor::new().map_err(|e| e.to_string())?),
-            };
-            self.decoded.resize(w * h * 3, 0);
-            let image = turbojpeg::Image {
-                pixels: &mut self.decoded[..],
-                width: w,
-                pitch: w * 3,
-                height: h,
-                format: turbojpeg::PixelFormat::RGB,
-            };
-            d.decompress(&frame.data, image)
-                .map_err(|e| format!("cannot decode camera JPEG: {e}"))?;
-        }
-        let force = self.output.keyframe.swap(false, Ordering::Relaxed);
-        let decoded = std::mem::take(&mut self.decoded);
-        let result = (|| {
-            let rgb: &[u8] = match frame.format {
-                PixelFormat::Rgb24 => &frame.data,
-                PixelFormat::Jpeg => &decoded,
-            };
-            if rgb.len() < w * h * 3 {
-                return Err(format!(
-                    "frame has {} bytes, {w}x{h} RGB needs {}",
-                    rgb.len(),
-                    w * h * 3
-                ));
+    /// One variant of `frame`: the bitstream (empty if skipped), IDR or not, and the size.
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        variant: H264Variant,
+        force_idr: bool,
+    ) -> Result<(Bytes, bool, u32, u32), String> {
+        let (rgb, width, height) = self.pixels.rgb(frame, variant.scale)?;
+        if width % 2 == 1 || height % 2 == 1 {
+            if !self.warned_odd {
+                tracing::warn!(camera = %frame.camera, "H.264 needs even width and height (got {width}x{height})");
+                self.warned_odd = true;
             }
-            let session = self.session(frame.width, frame.height)?;
-            if force {
-                session.encoder.force_intra_frame();
-            }
-            session
-                .yuv
-                .read_rgb8(RgbSliceU8::new(&rgb[..w * h * 3], (w, h)));
-            let at = Timestamp::from_millis(session.started.elapsed().as_millis() as u64);
-            let stream = session
-                .encoder
-                .encode_at(&session.yuv, at)
-                .map_err(|e| format!("openh264: {e}"))?;
-            let keyframe = matches!(stream.frame_type(), FrameType::IDR);
-            Ok((Bytes::from(stream.to_vec()), keyframe))
-        })();
-        self.decoded = decoded;
-        if result.is_err() && force {
-            self.output.keyframe.store(true, Ordering::Relaxed);
+            return Err(format!("odd size {width}x{height}"));
         }
-        result
+        let fits = matches!(self.sessions.get(&variant), Some(s) if (s.width, s.height) == (width, height));
+        if !fits {
+            let session = Session::new(&self.config, variant, width, height)?;
+            self.sessions.insert(variant, session);
+        }
+        let session = self.sessions.get_mut(&variant).expect("just made");
+        let (data, keyframe) = session.encode(rgb, force_idr)?;
+        Ok((data, keyframe, width, height))
     }
 }
 
@@ -214,44 +267,44 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
         if skipped > 0 {
             self.metrics.dropped_behind.inc_by(skipped);
         }
-        if frame.width % 2 == 1 || frame.height % 2 == 1 {
-            if !self.warned_odd {
-                tracing::warn!(camera = %frame.camera, "H.264 needs even width and height (got {}x{})", frame.width, frame.height);
-                self.warned_odd = true;
+        for (variant, output) in self.output.active() {
+            let force = output.keyframe.swap(false, Ordering::Relaxed);
+            let started = Instant::now();
+            let (data, keyframe, width, height) = match self.encode(&frame, variant, force) {
+                Ok(r) => r,
+                Err(e) => {
+                    if !e.starts_with("odd size") {
+                        tracing::warn!(camera = %frame.camera, %variant, "H.264 encode failed: {e}");
+                    }
+                    if force {
+                        output.keyframe.store(true, Ordering::Relaxed);
+                    }
+                    self.metrics.dropped_failed.inc();
+                    continue;
+                }
+            };
+            self.metrics
+                .seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.encoded.inc();
+            if data.is_empty() {
+                // The rate control skipped this picture.
+                continue;
             }
-            self.metrics.dropped_failed.inc();
-            return;
-        }
-        let started = Instant::now();
-        let (data, keyframe) = match self.encode(&frame) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(camera = %frame.camera, "H.264 encode failed: {e}");
-                self.metrics.dropped_failed.inc();
-                return;
+            if keyframe {
+                self.metrics.keyframes.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        self.metrics
-            .seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.encoded.inc();
-        if data.is_empty() {
-            // The rate control skipped this picture.
-            return;
+            output.out.publish(Arc::new(EncodedFrame {
+                camera: frame.camera.clone(),
+                seq: frame.seq,
+                captured_at: frame.captured_at,
+                codec: Codec::H264,
+                keyframe,
+                width,
+                height,
+                data,
+            }));
         }
-        if keyframe {
-            self.metrics.keyframes.fetch_add(1, Ordering::Relaxed);
-        }
-        self.output.out.publish(Arc::new(EncodedFrame {
-            camera: frame.camera.clone(),
-            seq: frame.seq,
-            captured_at: frame.captured_at,
-            codec: Codec::H264,
-            keyframe,
-            width: frame.width,
-            height: frame.height,
-            data,
-        }));
     }
 
     /// The camera stopped; the graph stops this node too.

@@ -1,6 +1,8 @@
 //! The `h264_encoder` node: openh264 (bundled source), Constrained Baseline that every browser
-//! decodes, on its own thread. One encode per frame whatever the number of WebRTC peers; nothing
-//! is encoded while no peer watches; a peer's join or loss asks for an IDR.
+//! decodes, on its own thread. One encode per frame and variant in use, whatever the number of
+//! WebRTC peers: peers get the configured bitrate at full size, or, behind an `adaptive` node, a
+//! step of its ladder (bitrate and size); peers on one step share its encode. Nothing is encoded
+//! while no peer watches; a peer's join, switch or loss asks its variant for an IDR.
 //!
 //! ```yaml
 //! front_h264: { type: h264_encoder, inputs: [front], bitrate_kbps: 2000, keyframe_interval: 60 }
@@ -18,7 +20,8 @@ use serde_json::json;
 use crate::error::BuildError;
 use crate::messages::Shutdown;
 use crate::node::{
-    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports,
+    check_range, BuildContext, FieldIssue, H264Variant, NodeConfig, NodeHandle, Port, PortKind,
+    Ports,
 };
 
 pub use encoder::H264Output;
@@ -37,6 +40,10 @@ pub struct H264EncoderConfig {
     /// The frame rate the rate control plans for (1..=120). Default 30.
     #[serde(default = "default_max_fps")]
     pub max_fps: u32,
+    /// Most distinct variants (bitrate and size) encoded at once; a peer needing one more is
+    /// refused with a 503 naming those in use. Default 4.
+    #[serde(default = "default_max_variants")]
+    pub max_variants: usize,
 }
 
 fn default_bitrate_kbps() -> u32 {
@@ -48,6 +55,9 @@ fn default_keyframe_interval() -> u32 {
 fn default_max_fps() -> u32 {
     30
 }
+fn default_max_variants() -> usize {
+    4
+}
 
 impl Default for H264EncoderConfig {
     fn default() -> Self {
@@ -55,6 +65,7 @@ impl Default for H264EncoderConfig {
             bitrate_kbps: default_bitrate_kbps(),
             keyframe_interval: default_keyframe_interval(),
             max_fps: default_max_fps(),
+            max_variants: default_max_variants(),
         }
     }
 }
@@ -63,10 +74,7 @@ impl NodeConfig for H264EncoderConfig {
     const TYPE: &'static str = "h264_encoder";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::Frames),
-            output: Some(PortKind::H264),
-        }
+        Ports::Takes(PortKind::Frames, Some(PortKind::H264))
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
@@ -79,12 +87,17 @@ impl NodeConfig for H264EncoderConfig {
             1..=600,
         );
         check_range(&mut issues, "max_fps", self.max_fps, 1..=120);
+        check_range(&mut issues, "max_variants", self.max_variants, 1..=8);
         issues
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let input = cx.frames_input()?;
-        let output = Arc::new(H264Output::default());
+        let default = H264Variant {
+            bitrate_kbps: self.bitrate_kbps,
+            scale: 1,
+        };
+        let output = Arc::new(H264Output::new(&cx.id, default, self.max_variants));
         let metrics = encoder::EncoderMetrics::new(&cx.metrics);
         let stats_metrics = metrics.clone();
         let arbiter = Arbiter::new();
@@ -102,6 +115,7 @@ impl NodeConfig for H264EncoderConfig {
                     "keyframes": stats_metrics.keyframes.load(Ordering::Relaxed),
                     "dropped_behind": stats_metrics.dropped_behind.get(),
                     "listeners": stats_output.listeners(),
+                    "variants": stats_output.in_use(),
                 })
             })),
             stop: Box::new(move || {
@@ -151,8 +165,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(!input.has_subscribers(), "encoding with nobody listening");
 
-        let mut a = feed.subscribe();
-        let mut b = feed.subscribe();
+        let mut a = feed.subscribe(None).unwrap();
+        let mut b = feed.subscribe(None).unwrap();
         wait_for("the encoder to subscribe", || input.has_subscribers()).await;
         let mut decoder = openh264::decoder::Decoder::new().unwrap();
         let mut rgb = vec![0u8; (W * H * 3) as usize];
@@ -172,7 +186,7 @@ mod tests {
             let marks = read_marks(&rgb, W, H).expect("marks survive H.264");
             assert_eq!(u64::from(marks.seq), seq);
         }
-        feed.request_keyframe();
+        feed.request_keyframe(None);
         input.publish(frame(5));
         let (f, _) = a.next().await.unwrap();
         assert!(f.keyframe, "an IDR on request");
@@ -188,15 +202,83 @@ mod tests {
         (handle.stop)();
     }
 
+    #[actix_rt::test]
+    async fn each_variant_in_use_is_encoded_once_at_its_size_with_its_own_keyframes() {
+        let input = Fanout::<Frame>::new();
+        let (cx, metrics) =
+            crate::testing::context("enc", "h264_encoder", Port::Frames(input.clone()));
+        let config = H264EncoderConfig {
+            max_variants: 2,
+            ..Default::default()
+        };
+        let handle = config.build(cx).unwrap();
+        let Some(Port::H264(feed)) = handle.output.clone() else {
+            panic!("h264 output")
+        };
+        let small = H264Variant {
+            bitrate_kbps: 300,
+            scale: 2,
+        };
+        let mut full = feed.subscribe(None).unwrap();
+        let mut half = feed.subscribe(Some(small)).unwrap();
+        let mut half2 = feed.subscribe(Some(small)).unwrap();
+        let third = H264Variant {
+            bitrate_kbps: 150,
+            scale: 4,
+        };
+        let refused = feed.subscribe(Some(third)).map(|_| ()).unwrap_err();
+        assert!(refused.to_string().contains("(300k/2, 2000k)"), "{refused}");
+        let bad = H264Variant {
+            bitrate_kbps: 300,
+            scale: 3,
+        };
+        assert!(feed.subscribe(Some(bad)).is_err(), "scale 3 is refused");
+        wait_for("the encoder to subscribe", || input.has_subscribers()).await;
+        let mut decoder = openh264::decoder::Decoder::new().unwrap();
+        for seq in 0..3 {
+            if seq == 2 {
+                feed.request_keyframe(Some(small));
+            }
+            input.publish(frame(seq));
+            let (f, _) = full.next().await.unwrap();
+            let (h, _) = half.next().await.unwrap();
+            let (h2, _) = half2.next().await.unwrap();
+            assert!(Arc::ptr_eq(&h, &h2), "one encode per variant");
+            assert_eq!((f.width, f.height), (W, H));
+            assert_eq!((h.width, h.height), (W / 2, H / 2));
+            assert_eq!(f.keyframe, seq == 0, "full size, frame {seq}");
+            assert_eq!(
+                h.keyframe,
+                seq != 1,
+                "half size, frame {seq}: IDR on request"
+            );
+            let yuv = decoder.decode(&h.data).unwrap().expect("a picture");
+            let size = openh264::formats::YUVSource::dimensions(&yuv);
+            assert_eq!(size, ((W / 2) as usize, (H / 2) as usize));
+        }
+        let encoded = metrics.node("cam", "enc", "h264_encoder").frames_encoded();
+        assert_eq!(encoded.get(), 6, "3 frames x 2 variants");
+        (handle.stop)();
+    }
+
     #[test]
     fn every_bad_setting_is_reported() {
         let bad = H264EncoderConfig {
             bitrate_kbps: 10,
             keyframe_interval: 0,
             max_fps: 500,
+            max_variants: 0,
         };
         let fields: Vec<_> = bad.validate().into_iter().map(|i| i.field).collect();
-        assert_eq!(fields, ["bitrate_kbps", "keyframe_interval", "max_fps"]);
+        assert_eq!(
+            fields,
+            [
+                "bitrate_kbps",
+                "keyframe_interval",
+                "max_fps",
+                "max_variants"
+            ]
+        );
         let parsed: Result<H264EncoderConfig, _> = serde_yaml::from_str("bitrate: 5");
         assert!(parsed.is_err(), "unknown fields are refused");
     }

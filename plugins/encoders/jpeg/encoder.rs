@@ -1,7 +1,7 @@
 //! The encoder actor and its per-variant outputs. The actor lives on its own arbiter (thread), so
 //! encoding never blocks the HTTP workers; it subscribes to the camera only while some variant has
-//! a subscriber. Each frame is decoded (JPEG input) and scaled at most once per size, and encoded
-//! once per variant in use.
+//! a subscriber. Each frame is decoded (JPEG input) and scaled at most once per size (`Pixels`),
+//! and encoded once per variant in use.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,12 +11,12 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use super::scale::downscale;
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
 use crate::metrics::NodeMetrics;
 use crate::node::{EncodedFeed, JpegVariant};
+use crate::plugins::encoders::pixels::Pixels;
 
 /// How often the encoder checks whether anyone still listens.
 const DEMAND_CHECK: Duration = Duration::from_millis(20);
@@ -125,23 +125,12 @@ pub fn encode_rgb(
         .map_err(|e| e.to_string())
 }
 
-/// Pixels of the current frame at one size, kept while the frame is being encoded.
-struct Scaled {
-    scale: u8,
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
-}
-
 pub(super) struct JpegEncoder {
     input: InputLink<Frame>,
     variants: Arc<Variants>,
     metrics: EncoderMetrics,
     compressor: Option<turbojpeg::Compressor>,
-    decompressor: Option<turbojpeg::Decompressor>,
-    /// Buffers reused from frame to frame: the decoded JPEG input and the scaled sizes.
-    decoded: Vec<u8>,
-    scaled: Vec<Scaled>,
+    pixels: Pixels,
 }
 
 impl JpegEncoder {
@@ -151,9 +140,7 @@ impl JpegEncoder {
             variants,
             metrics,
             compressor: None,
-            decompressor: None,
-            decoded: Vec::new(),
-            scaled: Vec::new(),
+            pixels: Pixels::default(),
         }
     }
 
@@ -164,78 +151,14 @@ impl JpegEncoder {
         self.input.follow(active > 0, ctx);
     }
 
-    /// Full-size RGB of the frame: its own bytes, or the JPEG decoded once into `self.decoded`.
-    fn decode_once(&mut self, frame: &Frame, decoded: &mut bool) -> Result<(), String> {
-        if frame.format == PixelFormat::Rgb24 || *decoded {
-            return Ok(());
-        }
-        let d = match &mut self.decompressor {
-            Some(d) => d,
-            None => self
-                .decompressor
-                .insert(turbojpeg::Decompressor::new().map_err(|e| e.to_string())?),
-        };
-        let (w, h) = (frame.width as usize, frame.height as usize);
-        self.decoded.resize(w * h * 3, 0);
-        let image = turbojpeg::Image {
-            pixels: &mut self.decoded[..],
-            width: w,
-            pitch: w * 3,
-            height: h,
-            format: turbojpeg::PixelFormat::RGB,
-        };
-        d.decompress(&frame.data, image)
-            .map_err(|e| format!("cannot decode camera JPEG: {e}"))?;
-        *decoded = true;
-        Ok(())
-    }
-
-    fn encode(
-        &mut self,
-        frame: &Frame,
-        variant: JpegVariant,
-        decoded: &mut bool,
-        scaled: &mut usize,
-    ) -> Result<(Bytes, u32, u32), String> {
-        self.decode_once(frame, decoded)?;
-        let full: &[u8] = if frame.format == PixelFormat::Rgb24 {
-            &frame.data
-        } else {
-            &self.decoded
-        };
+    fn encode(&mut self, frame: &Frame, variant: JpegVariant) -> Result<(Bytes, u32, u32), String> {
         if self.compressor.is_none() {
             self.compressor = Some(compressor()?);
         }
         let compressor = self.compressor.as_mut().expect("just made");
-        if variant.scale == 1 {
-            let data = encode_rgb(compressor, full, frame.width, frame.height, variant.quality)?;
-            return Ok((data, frame.width, frame.height));
-        }
-        // Scale once per size per frame; `scaled` counts the sizes made for this frame.
-        let slot = match self.scaled[..*scaled]
-            .iter()
-            .position(|s| s.scale == variant.scale)
-        {
-            Some(i) => i,
-            None => {
-                if self.scaled.len() <= *scaled {
-                    self.scaled.push(Scaled {
-                        scale: 0,
-                        width: 0,
-                        height: 0,
-                        rgb: Vec::new(),
-                    });
-                }
-                let s = &mut self.scaled[*scaled];
-                let (w, h) = downscale(full, frame.width, frame.height, variant.scale, &mut s.rgb);
-                (s.scale, s.width, s.height) = (variant.scale, w, h);
-                *scaled += 1;
-                *scaled - 1
-            }
-        };
-        let s = &self.scaled[slot];
-        let data = encode_rgb(compressor, &s.rgb, s.width, s.height, variant.quality)?;
-        Ok((data, s.width, s.height))
+        let (rgb, width, height) = self.pixels.rgb(frame, variant.scale)?;
+        let data = encode_rgb(compressor, rgb, width, height, variant.quality)?;
+        Ok((data, width, height))
     }
 }
 
@@ -260,14 +183,13 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
         if skipped > 0 {
             self.metrics.dropped_behind.inc_by(skipped);
         }
-        let (mut decoded, mut scaled) = (false, 0);
         for (variant, out) in self.variants.active() {
             let passthrough = frame.format == PixelFormat::Jpeg && variant == self.variants.default;
             let started = Instant::now();
             let (data, width, height) = if passthrough {
                 (frame.data.clone(), frame.width, frame.height)
             } else {
-                match self.encode(&frame, variant, &mut decoded, &mut scaled) {
+                match self.encode(&frame, variant) {
                     Ok(encoded) => encoded,
                     Err(e) => {
                         tracing::warn!(camera = %frame.camera, "JPEG encode failed: {e}");

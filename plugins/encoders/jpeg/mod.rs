@@ -8,7 +8,6 @@
 //! ```
 
 mod encoder;
-mod scale;
 
 use std::sync::Arc;
 
@@ -48,10 +47,7 @@ impl NodeConfig for JpegEncoderConfig {
     const TYPE: &'static str = "jpeg_encoder";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::Frames),
-            output: Some(PortKind::Jpeg),
-        }
+        Ports::Takes(PortKind::Frames, Some(PortKind::Jpeg))
     }
 
     fn validate(&self) -> Vec<FieldIssue> {

@@ -51,10 +51,7 @@ impl NodeConfig for MjpegSinkConfig {
     const TYPE: &'static str = "mjpeg_sink";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::Jpeg),
-            output: None,
-        }
+        Ports::Takes(PortKind::Jpeg, None)
     }
 
     fn validate(&self) -> Vec<FieldIssue> {

@@ -62,10 +62,7 @@ impl NodeConfig for SnapshotSinkConfig {
     const TYPE: &'static str = "snapshot_sink";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::Jpeg),
-            output: None,
-        }
+        Ports::Takes(PortKind::Jpeg, None)
     }
 
     fn validate(&self) -> Vec<FieldIssue> {

@@ -1,31 +1,41 @@
-//! Keyframe requests from peers. webrtc 0.21 ends inbound RTCP inside its interceptor chain, so a
-//! browser's PLI or FIR never reaches the application by default; this interceptor, placed last,
-//! marks exactly those packets for delivery, and `watch_requests` turns them into an IDR request
-//! to the encoder (at most one per peer every `MIN_GAP`, so a burst costs one keyframe).
+//! What peers say back over RTCP: keyframe requests (PLI, FIR) and receiver reports (how many
+//! packets they lost). webrtc 0.21 ends inbound RTCP inside its interceptor chain, so by default
+//! none of it reaches the application; `PeerFeedback`, placed last in the chain, marks exactly
+//! those packets for delivery. `watch` then turns a keyframe request into an IDR request for the
+//! peer's writer (at most one every `MIN_GAP`, so a burst costs one keyframe), and each receiver
+//! report into an observation for the peer's ladder position (an `adaptive` node's policy); a move
+//! goes to the sink, which switches the peer to the step's stream.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Addr;
+use prometheus::IntCounter;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use crate::node::VideoFeed;
+use super::peer::WriterCommand;
+use super::sink::{PeerStepChanged, WebRtcSink};
+use crate::node::{AdaptPolicy, H264Variant};
 
 /// The interceptor's place in the chain: after every default one (they read RTCP first).
 pub const SLOT: usize = 14_000;
 /// Closest two keyframe requests of one peer are passed on.
 const MIN_GAP: Duration = Duration::from_millis(300);
 
-/// Passes PLI and FIR on to the application and drops every other inbound RTCP packet there.
+/// Passes PLI, FIR and receiver reports on to the application and drops every other inbound RTCP
+/// packet there.
 #[derive(Default)]
-pub struct KeyframeRequests {
+pub struct PeerFeedback {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -35,7 +45,11 @@ fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+fn is_wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
+    is_keyframe_request(packet) || packet.as_any().is::<ReceiverReport>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for PeerFeedback {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -44,15 +58,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<_> = packets
+            let wanted: Vec<_> = packets
                 .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
+                .filter(|p| is_wanted(p.as_ref()))
                 .cloned()
                 .collect();
-            if requests.is_empty() {
+            if wanted.is_empty() {
                 return Ok(());
             }
-            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.packet = Packet::Rtcp(wanted);
             msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);
@@ -73,31 +87,110 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     }
 }
 
-impl Interceptor for KeyframeRequests {
+impl Interceptor for PeerFeedback {
     fn bind_local_stream(&mut self, _: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
-/// Asks the encoder for an IDR whenever the peer sends PLI/FIR, until its track is unbound.
-pub async fn watch_requests(
+/// Packets sent and lost between two receiver reports, from their cumulative counters.
+#[derive(Default)]
+pub struct LossCounter {
+    last: Option<(u32, u32)>,
+}
+
+impl LossCounter {
+    /// `(lost, sent)` since the previous report; `None` for the first report (nothing to compare
+    /// it with). The highest sequence number is extended (it wraps at 2^32); the lost count can
+    /// shrink when late packets arrive, which counts as none lost.
+    pub fn report(&mut self, highest_seq: u32, total_lost: u32) -> Option<(u64, u64)> {
+        let previous = self.last.replace((highest_seq, total_lost))?;
+        let sent = u64::from(highest_seq.wrapping_sub(previous.0));
+        if sent > u64::from(u16::MAX) {
+            // Older than the previous report (reordered), or a restart: start over.
+            return None;
+        }
+        let lost = u64::from(total_lost.saturating_sub(previous.1)).min(sent);
+        Some((lost, sent))
+    }
+}
+
+/// Who the feedback of one peer goes to.
+pub struct FeedbackTargets {
+    pub session: String,
+    pub ssrc: u32,
+    pub sink: Addr<WebRtcSink>,
+    pub writer: mpsc::UnboundedSender<WriterCommand>,
+    pub keyframe_requests: Arc<AtomicU64>,
+    pub lost: IntCounter,
+}
+
+/// Reads the peer's RTCP until its track is unbound.
+pub async fn watch(
     track: Arc<TrackLocalStaticRTP>,
-    feed: Arc<dyn VideoFeed>,
-    counted: Arc<AtomicU64>,
+    to: FeedbackTargets,
+    mut policy: Option<Box<dyn AdaptPolicy<H264Variant>>>,
 ) {
-    let mut last: Option<Instant> = None;
+    let mut last_request: Option<Instant> = None;
+    let mut loss = LossCounter::default();
     while let Some(event) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
-        if !packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-            continue;
+        for packet in &packets {
+            if is_keyframe_request(packet.as_ref()) {
+                to.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                if last_request.is_none_or(|t| t.elapsed() >= MIN_GAP) {
+                    last_request = Some(Instant::now());
+                    let _ = to.writer.send(WriterCommand::Keyframe);
+                }
+                continue;
+            }
+            let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() else {
+                continue;
+            };
+            for report in rr.reports.iter().filter(|r| r.ssrc == to.ssrc) {
+                let Some((lost, sent)) =
+                    loss.report(report.last_sequence_number, report.total_lost)
+                else {
+                    continue;
+                };
+                to.lost.inc_by(lost);
+                tracing::trace!(session = %to.session, lost, sent, "receiver report");
+                let Some(step) = policy
+                    .as_mut()
+                    .and_then(|p| p.observe(Instant::now(), lost, sent))
+                else {
+                    continue;
+                };
+                to.sink.do_send(PeerStepChanged {
+                    session: to.session.clone(),
+                    variant: step,
+                });
+            }
         }
-        counted.fetch_add(1, Ordering::Relaxed);
-        if last.is_none_or(|t| t.elapsed() >= MIN_GAP) {
-            last = Some(Instant::now());
-            feed.request_keyframe();
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_between_reports_comes_from_the_cumulative_counters() {
+        let mut c = LossCounter::default();
+        assert_eq!(
+            c.report(1000, 5),
+            None,
+            "the first report has nothing before it"
+        );
+        assert_eq!(c.report(1300, 35), Some((30, 300)));
+        assert_eq!(c.report(1600, 30), Some((0, 300)), "late packets arrived");
+        assert_eq!(c.report(1600, 30), Some((0, 0)), "nothing sent in between");
+        // The extended sequence number goes on past 2^16 (its cycle count grows).
+        assert_eq!(c.report(65_536 + 100, 40), Some((10, 64_036)));
+        assert_eq!(c.report(10, 40), None, "reordered or restarted: start over");
+        assert_eq!(c.report(310, 40), Some((0, 300)));
     }
 }

@@ -1,7 +1,9 @@
 //! The `webrtc_sink` node: plays a camera's H.264 to browsers over WebRTC (webrtc-rs). Peers come
 //! through the guide's WebSocket signalling (`/api/webrtc/ws?camera=NAME`) or WHEP (`POST
 //! /api/webrtc/whep/{camera}`); every peer gets the same encoded frames, packetized once; a peer
-//! that joins or falls behind gets a fresh keyframe without stalling the others.
+//! that joins or falls behind gets a fresh keyframe without stalling the others. Wired to an
+//! `adaptive` node, each peer moves along its ladder (bitrate, then size) from the loss its
+//! receiver reports, and peers on one step share that step's encode.
 //!
 //! ```yaml
 //! front_h264: { type: h264_encoder, inputs: [front] }
@@ -11,7 +13,7 @@
 //! ICE defaults work on loopback and on a LAN: host candidates on 127.0.0.1 and on every other
 //! interface, mDNS off. Behind NAT, give `ice.nat_1to1_ips` or STUN/TURN `ice.servers`.
 
-mod keyframes;
+mod feedback;
 mod peer;
 mod sink;
 
@@ -162,10 +164,7 @@ impl NodeConfig for WebRtcSinkConfig {
     const TYPE: &'static str = "webrtc_sink";
 
     fn ports(&self) -> Ports {
-        Ports {
-            input: Some(PortKind::H264),
-            output: None,
-        }
+        Ports::Takes(PortKind::H264, None)
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
@@ -207,6 +206,8 @@ impl NodeConfig for WebRtcSinkConfig {
                     "closed": counts.closed.load(Ordering::Relaxed),
                     "packetized": counts.packetized.load(Ordering::Relaxed),
                     "keyframe_requests": counts.keyframe_requests.load(Ordering::Relaxed),
+                    "switches": counts.switches.load(Ordering::Relaxed),
+                    "peer_variants": *counts.variants.lock().expect("variants lock"),
                     "sent": stats_metrics.writer.sent.get(),
                     "bytes_sent": stats_metrics.writer.bytes.get(),
                     "dropped_behind": stats_metrics.writer.dropped_behind.get(),

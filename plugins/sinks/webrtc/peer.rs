@@ -27,12 +27,12 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder,
 };
 
-use super::sink::{PeerState, WebRtcSink};
+use super::sink::{random_u64, PeerState, WebRtcSink};
 use super::IceConfig;
 use crate::error::ServiceError;
 use crate::fanout::Subscriber;
 use crate::messages::PeerEvent;
-use crate::node::VideoFeed;
+use crate::node::{H264Variant, VideoFeed};
 
 /// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
 /// what we send.
@@ -163,8 +163,8 @@ pub async fn negotiate(
     let registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(|e| internal("interceptor setup", e))?
         .with(
-            rtc::interceptor::Slot::from(super::keyframes::SLOT),
-            super::keyframes::KeyframeRequests::default(),
+            rtc::interceptor::Slot::from(super::feedback::SLOT),
+            super::feedback::PeerFeedback::default(),
         );
     let mut settings =
         SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
@@ -287,32 +287,73 @@ pub struct WriterMetrics {
     pub latency: prometheus::Histogram,
 }
 
-/// Writes the shared packets to one peer until the stream or the peer ends. Starts at a
-/// keyframe; after falling behind (a frame skipped) it waits for the next keyframe and asks for
-/// one, so the others never wait for it.
+/// What a peer's writer is told while it runs.
+pub enum WriterCommand {
+    /// The peer lost pictures: ask its variant for an IDR.
+    Keyframe,
+    /// Go on with another variant's packets (the peer moved on its ladder).
+    Switch(Option<H264Variant>, Subscriber<RtpFrame>),
+}
+
+/// Writes the shared packets of the peer's variant to it until the peer ends. Starts at a
+/// keyframe; after falling behind (a frame skipped) or switching variant it waits for the next
+/// keyframe and asks for one, so the others never wait for it. Sequence numbers are the peer's
+/// own: the packets it skips or the variants it switches between leave no gap for the receiver to
+/// take as loss.
 pub async fn write_loop(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
-    mut frames: Subscriber<RtpFrame>,
+    (mut variant, frames): (Option<H264Variant>, Subscriber<RtpFrame>),
+    mut commands: mpsc::UnboundedReceiver<WriterCommand>,
     feed: Arc<dyn VideoFeed>,
     metrics: WriterMetrics,
 ) {
+    let mut frames = Some(frames);
+    let mut sequence = random_u64() as u16;
     let mut need_keyframe = true;
     let mut asked = Instant::now();
-    feed.request_keyframe();
-    while let Some((frame, skipped)) = frames.next().await {
+    feed.request_keyframe(variant);
+    loop {
+        let (frame, skipped) = tokio::select! {
+            command = commands.recv() => {
+                match command {
+                    None => return,
+                    Some(WriterCommand::Keyframe) => feed.request_keyframe(variant),
+                    Some(WriterCommand::Switch(to, next)) => {
+                        (variant, frames) = (to, Some(next));
+                        need_keyframe = true;
+                        asked = Instant::now();
+                        feed.request_keyframe(variant);
+                    }
+                }
+                continue;
+            }
+            next = async {
+                match frames.as_mut() {
+                    Some(f) => f.next().await,
+                    None => std::future::pending().await,
+                }
+            } => match next {
+                Some(next) => next,
+                // The variant's stream ended; a switch follows (or the peer closes).
+                None => {
+                    frames = None;
+                    continue;
+                }
+            },
+        };
         if skipped > 0 {
             metrics.dropped_behind.inc_by(skipped);
             if !need_keyframe {
                 need_keyframe = true;
                 asked = Instant::now();
-                feed.request_keyframe();
+                feed.request_keyframe(variant);
             }
         }
         if need_keyframe && !frame.keyframe {
             if asked.elapsed() > Duration::from_millis(500) {
                 asked = Instant::now();
-                feed.request_keyframe();
+                feed.request_keyframe(variant);
             }
             continue;
         }
@@ -320,6 +361,8 @@ pub async fn write_loop(
         for packet in &frame.packets {
             let mut packet = packet.clone();
             packet.header.payload_type = payload_type;
+            packet.header.sequence_number = sequence;
+            sequence = sequence.wrapping_add(1);
             if track.write_rtp(packet).await.is_err() {
                 ok = false;
                 break;

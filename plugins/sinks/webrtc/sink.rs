@@ -1,8 +1,11 @@
-//! The sink actor: the camera's peers, the one subscription to the H.264 encoder (held while any
-//! peer exists), and the packetizer that cuts each encoded frame into RTP packets once for all
-//! peers. Peers that fail, disconnect, close or sit in `connecting` past the timeout are closed.
+//! The sink actor: the camera's peers, one subscription to the H.264 encoder per variant some peer
+//! is on (held while that peer exists), and per variant the packetizer that cuts each encoded
+//! frame into RTP packets once for all its peers. Behind an `adaptive` node each peer has a ladder
+//! position fed by its receiver reports (`feedback.rs`); when it moves, the sink switches the
+//! peer's writer to the new step's packets. Peers that fail, disconnect, close or sit in
+//! `connecting` past the timeout are closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,12 +15,15 @@ use actix::{
     fut, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message,
     ResponseActFuture, ResponseFuture, SpawnHandle, StreamHandler, WrapFuture,
 };
+use futures_util::StreamExt;
 use prometheus::{IntCounter, IntGauge};
 use rtc::rtp::packetizer::{new_packetizer, Packetizer};
+use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
-use super::peer::{self, PeerSetup, RtpFrame, WriterMetrics, H264_CLOCK_RATE};
+use super::feedback::{self, FeedbackTargets};
+use super::peer::{self, PeerSetup, RtpFrame, WriterCommand, WriterMetrics, H264_CLOCK_RATE};
 use super::WebRtcSinkConfig;
 use crate::error::ServiceError;
 use crate::fanout::Fanout;
@@ -25,7 +31,7 @@ use crate::messages::{
     AddPeerCandidate, ClosePeer, EncodedFrame, OpenPeer, PeerAnswer, PeerEvent, Shutdown,
 };
 use crate::metrics::NodeMetrics;
-use crate::node::VideoFeed;
+use crate::node::{AdaptPolicy, H264Variant, VideoFeed};
 
 /// RTP payload size limit, as webrtc-rs uses for its own tracks.
 const RTP_MTU: usize = 1200;
@@ -48,6 +54,17 @@ pub struct PeerStateChanged {
     pub state: PeerState,
 }
 
+/// A peer's ladder position moved (from its receiver reports): switch it to `variant`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStepChanged {
+    pub session: String,
+    pub variant: H264Variant,
+}
+
+/// Which of the encoder's streams: `None` is its configured one.
+type VariantKey = Option<H264Variant>;
+
 /// Live numbers for `GET /api/graph` and tests.
 #[derive(Default)]
 pub struct SinkCounts {
@@ -57,6 +74,10 @@ pub struct SinkCounts {
     pub closed: AtomicU64,
     /// PLI/FIR received from peers (each may have asked the encoder for an IDR).
     pub keyframe_requests: Arc<AtomicU64>,
+    /// Peers moved to another step of their ladder.
+    pub switches: AtomicU64,
+    /// Each peer's current variant by session (`null`: the encoder's configured one).
+    pub variants: std::sync::Mutex<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -64,6 +85,7 @@ pub struct SinkMetrics {
     pub writer: WriterMetrics,
     pub viewers: IntGauge,
     pub dropped_behind: IntCounter,
+    pub rtp_lost: IntCounter,
 }
 
 impl SinkMetrics {
@@ -77,6 +99,7 @@ impl SinkMetrics {
             },
             viewers: m.viewers("webrtc"),
             dropped_behind: m.frames_dropped("behind"),
+            rtp_lost: m.rtp_packets_lost(),
         }
     }
 }
@@ -87,9 +110,22 @@ struct Peer {
     payload_type: u8,
     created: Instant,
     connected: bool,
-    /// The packet writer and the keyframe-request watcher, once connected.
+    /// The variant whose packets the peer gets.
+    variant: VariantKey,
+    /// Its ladder position, until connected (then the feedback task owns it).
+    policy: Option<Box<dyn AdaptPolicy<H264Variant>>>,
+    /// Commands to its writer, once connected.
+    writer: Option<mpsc::UnboundedSender<WriterCommand>>,
+    /// The packet writer and the RTCP feedback watcher, once connected.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     signalling: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+}
+
+/// One variant's frames from the encoder, packetized once for the peers on it.
+struct VariantStream {
+    input: SpawnHandle,
+    packetizer: Box<dyn Packetizer>,
+    packets: Fanout<RtpFrame>,
 }
 
 pub struct WebRtcSink {
@@ -97,11 +133,9 @@ pub struct WebRtcSink {
     config: WebRtcSinkConfig,
     feed: Arc<dyn VideoFeed>,
     peers: HashMap<String, Peer>,
-    /// Offers being answered; they count against `max_peers`.
-    pending: usize,
-    packets: Fanout<RtpFrame>,
-    input: Option<SpawnHandle>,
-    packetizer: Box<dyn Packetizer>,
+    /// The variants of offers being answered; they count against `max_peers`.
+    pending: Vec<VariantKey>,
+    streams: HashMap<VariantKey, VariantStream>,
     ssrc: u32,
     /// RTP time origin: the first frame's capture time and its RTP timestamp.
     origin: Option<(SystemTime, u32)>,
@@ -110,7 +144,7 @@ pub struct WebRtcSink {
 }
 
 /// A random number from the standard library's per-process random hasher keys.
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -131,50 +165,78 @@ impl WebRtcSink {
         metrics: SinkMetrics,
         counts: Arc<SinkCounts>,
     ) -> Self {
-        let ssrc = random_u64() as u32;
-        let payloader = peer::h264_codec()
-            .payloader()
-            .expect("webrtc-rs packetizes H.264");
-        let packetizer = new_packetizer(
-            Instant::now(),
-            RTP_MTU,
-            0,
-            ssrc,
-            payloader,
-            Box::new(rtc::rtp::sequence::new_random_sequencer()),
-            H264_CLOCK_RATE,
-        );
         Self {
             camera,
             config,
             feed,
             peers: HashMap::new(),
-            pending: 0,
-            packets: Fanout::new(),
-            input: None,
-            packetizer: Box::new(packetizer),
-            ssrc,
+            pending: Vec::new(),
+            streams: HashMap::new(),
+            ssrc: random_u64() as u32,
             origin: None,
             metrics,
             counts,
         }
     }
 
-    /// Subscribes to the encoder while any peer exists, and lets go when none does.
+    /// The packets of `variant`, subscribing to the encoder's stream of it if no peer is on it yet.
+    fn stream(
+        &mut self,
+        variant: VariantKey,
+        ctx: &mut Context<Self>,
+    ) -> Result<&VariantStream, ServiceError> {
+        if !self.streams.contains_key(&variant) {
+            let frames = self.feed.subscribe(variant)?;
+            let input = ctx.add_stream(frames.into_stream().map(move |item| (variant, item)));
+            let payloader = peer::h264_codec()
+                .payloader()
+                .expect("webrtc-rs packetizes H.264");
+            // The sequence numbers are restamped per peer, and the timestamps by the sink.
+            let packetizer = new_packetizer(
+                Instant::now(),
+                RTP_MTU,
+                0,
+                self.ssrc,
+                payloader,
+                Box::new(rtc::rtp::sequence::new_random_sequencer()),
+                H264_CLOCK_RATE,
+            );
+            self.streams.insert(
+                variant,
+                VariantStream {
+                    input,
+                    packetizer: Box::new(packetizer),
+                    packets: Fanout::new(),
+                },
+            );
+        }
+        Ok(&self.streams[&variant])
+    }
+
+    /// Lets go of the streams no peer (connected or being answered) is on.
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
-        let wanted = !self.peers.is_empty() || self.pending > 0;
-        match (wanted, self.input) {
-            (true, None) => {
-                self.input = Some(ctx.add_stream(self.feed.subscribe().into_stream()));
+        let wanted: HashSet<VariantKey> = self
+            .peers
+            .values()
+            .map(|p| p.variant)
+            .chain(self.pending.iter().copied())
+            .collect();
+        self.streams.retain(|variant, stream| {
+            let keep = wanted.contains(variant);
+            if !keep {
+                ctx.cancel_future(stream.input);
             }
-            (false, Some(handle)) => {
-                ctx.cancel_future(handle);
-                self.input = None;
-                self.origin = None;
-            }
-            _ => {}
+            keep
+        });
+        if self.streams.is_empty() {
+            self.origin = None;
         }
         self.counts.peers.store(self.peers.len(), Ordering::Relaxed);
+        *self.counts.variants.lock().expect("variants lock") = self
+            .peers
+            .iter()
+            .map(|(session, p)| (session.clone(), p.variant.map(|v| v.to_string())))
+            .collect();
     }
 
     fn close_peer(&mut self, session: &str, reason: &str, ctx: &mut Context<Self>) -> bool {
@@ -230,18 +292,26 @@ impl Actor for WebRtcSink {
     }
 }
 
-impl StreamHandler<(Arc<EncodedFrame>, u64)> for WebRtcSink {
-    fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
+impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
+    fn handle(
+        &mut self,
+        (variant, (frame, skipped)): (VariantKey, (Arc<EncodedFrame>, u64)),
+        _: &mut Self::Context,
+    ) {
         if skipped > 0 {
             self.metrics.dropped_behind.inc_by(skipped);
         }
+        // One RTP clock for every variant: a peer switching between them sees time go on.
         let (origin, base) = *self
             .origin
             .get_or_insert((frame.captured_at, random_u64() as u32));
         let elapsed = frame.captured_at.duration_since(origin).unwrap_or_default();
         let timestamp =
             base.wrapping_add((elapsed.as_secs_f64() * f64::from(H264_CLOCK_RATE)) as u32);
-        let mut packets = match self.packetizer.packetize(Instant::now(), &frame.data, 0) {
+        let Some(stream) = self.streams.get_mut(&variant) else {
+            return;
+        };
+        let mut packets = match stream.packetizer.packetize(Instant::now(), &frame.data, 0) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
@@ -252,7 +322,7 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for WebRtcSink {
             p.header.timestamp = timestamp;
         }
         self.counts.packetized.fetch_add(1, Ordering::Relaxed);
-        self.packets.publish(Arc::new(RtpFrame {
+        stream.packets.publish(Arc::new(RtpFrame {
             packets,
             keyframe: frame.keyframe,
             captured_at: frame.captured_at,
@@ -260,7 +330,7 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for WebRtcSink {
         }));
     }
 
-    /// The encoder stopped; the graph stops this node too.
+    /// A variant's stream ended (the encoder stopped: the graph stops this node too).
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
@@ -268,7 +338,7 @@ impl Handler<OpenPeer> for WebRtcSink {
     type Result = ResponseActFuture<Self, Result<PeerAnswer, ServiceError>>;
 
     fn handle(&mut self, msg: OpenPeer, ctx: &mut Self::Context) -> Self::Result {
-        if self.peers.len() + self.pending >= self.config.max_peers {
+        if self.peers.len() + self.pending.len() >= self.config.max_peers {
             return Box::pin(fut::ready(Err(ServiceError::Busy(format!(
                 "camera '{}' has its maximum of {} WebRTC peers",
                 self.camera, self.config.max_peers
@@ -287,12 +357,21 @@ impl Handler<OpenPeer> for WebRtcSink {
             sink: ctx.address(),
             signalling: msg.events.clone(),
         };
-        self.pending += 1;
-        self.follow_demand(ctx);
+        // Behind an `adaptive` node the peer starts on the top step and moves with its reports.
+        let policy = self.feed.policy();
+        let variant = policy.as_ref().map(|p| p.initial());
+        // Warm the encoder up while the answer is made; a refusal (too many variants) is the
+        // client's answer.
+        if let Err(e) = self.stream(variant, ctx) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        self.pending.push(variant);
         let signalling = msg.signalling;
         Box::pin(peer::negotiate(setup, offer).into_actor(self).map(
             move |result, act, ctx| {
-                act.pending -= 1;
+                if let Some(i) = act.pending.iter().position(|v| *v == variant) {
+                    act.pending.swap_remove(i);
+                }
                 let negotiated = match result {
                     Ok(n) => n,
                     Err(e) => {
@@ -309,6 +388,9 @@ impl Handler<OpenPeer> for WebRtcSink {
                         payload_type: negotiated.payload_type,
                         created: Instant::now(),
                         connected: false,
+                        variant,
+                        policy,
+                        writer: None,
                         tasks: Vec::new(),
                         signalling: msg.events,
                     },
@@ -339,24 +421,73 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 self.metrics.viewers.inc();
                 self.counts.connected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(camera = %self.camera, session = %msg.session, "WebRTC peer connected");
+                let variant = peer.variant;
+                let Some(packets) = self.streams.get(&variant).map(|s| s.packets.subscribe())
+                else {
+                    self.close_peer(&msg.session, "its stream is gone", ctx);
+                    return;
+                };
+                let peer = self.peers.get_mut(&msg.session).expect("looked up above");
+                let (writer, commands) = mpsc::unbounded_channel();
                 peer.tasks.push(actix::spawn(peer::write_loop(
                     peer.track.clone(),
                     peer.payload_type,
-                    self.packets.subscribe(),
+                    (variant, packets),
+                    commands,
                     self.feed.clone(),
                     self.metrics.writer.clone(),
                 )));
-                peer.tasks
-                    .push(actix::spawn(super::keyframes::watch_requests(
-                        peer.track.clone(),
-                        self.feed.clone(),
-                        self.counts.keyframe_requests.clone(),
-                    )));
+                let targets = FeedbackTargets {
+                    session: msg.session.clone(),
+                    ssrc: self.ssrc,
+                    sink: ctx.address(),
+                    writer: writer.clone(),
+                    keyframe_requests: self.counts.keyframe_requests.clone(),
+                    lost: self.metrics.rtp_lost.clone(),
+                };
+                peer.tasks.push(actix::spawn(feedback::watch(
+                    peer.track.clone(),
+                    targets,
+                    peer.policy.take(),
+                )));
+                peer.writer = Some(writer);
             }
             PeerState::Gone(reason) => {
                 self.close_peer(&msg.session, reason, ctx);
             }
         }
+    }
+}
+
+impl Handler<PeerStepChanged> for WebRtcSink {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerStepChanged, ctx: &mut Self::Context) {
+        let Some(peer) = self.peers.get(&msg.session) else {
+            return;
+        };
+        let (from, to) = (peer.variant, Some(msg.variant));
+        let packets = match self.stream(to, ctx) {
+            Ok(stream) => stream.packets.subscribe(),
+            Err(e) => {
+                tracing::warn!(camera = %self.camera, session = %msg.session, "WebRTC peer stays on its step: {e}");
+                return;
+            }
+        };
+        let peer = self.peers.get_mut(&msg.session).expect("looked up above");
+        if let Some(writer) = &peer.writer {
+            let _ = writer.send(WriterCommand::Switch(to, packets));
+        }
+        peer.variant = to;
+        self.counts.switches.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            camera = %self.camera,
+            session = %msg.session,
+            from = %from.map_or("default".into(), |v| v.to_string()),
+            to = %msg.variant,
+            "WebRTC peer moved on its ladder"
+        );
+        self.follow_demand(ctx);
     }
 }
 

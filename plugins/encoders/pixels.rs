@@ -1,0 +1,183 @@
+//! A frame's pixels at the sizes the encoders' variants ask for, each made at most once per frame:
+//! the camera's RGB as it is, or its JPEG decoded once, and box-filtered copies at 1/2 and 1/4
+//! size. Buffers are reused from frame to frame.
+
+use crate::messages::{Frame, PixelFormat};
+
+/// Packed RGB at one size.
+struct Scaled {
+    scale: u8,
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Pixels {
+    decompressor: Option<turbojpeg::Decompressor>,
+    /// The camera's JPEG decoded, valid while `decoded_seq` is the current frame's.
+    decoded: Vec<u8>,
+    decoded_seq: Option<u64>,
+    /// Scaled copies; the first `scaled_count` belong to frame `scaled_seq`.
+    scaled: Vec<Scaled>,
+    scaled_seq: Option<u64>,
+    scaled_count: usize,
+}
+
+impl Pixels {
+    /// `frame` as packed RGB divided in size by `scale` (1, 2 or 4), with its width and height.
+    pub fn rgb<'a>(
+        &'a mut self,
+        frame: &'a Frame,
+        scale: u8,
+    ) -> Result<(&'a [u8], u32, u32), String> {
+        self.decode_once(frame)?;
+        let full: &[u8] = match frame.format {
+            PixelFormat::Rgb24 => &frame.data,
+            PixelFormat::Jpeg => &self.decoded,
+        };
+        let needed = frame.width as usize * frame.height as usize * 3;
+        if full.len() < needed {
+            return Err(format!(
+                "frame has {} bytes, {}x{} RGB needs {needed}",
+                full.len(),
+                frame.width,
+                frame.height
+            ));
+        }
+        if scale <= 1 {
+            return Ok((&full[..needed], frame.width, frame.height));
+        }
+        if self.scaled_seq != Some(frame.seq) {
+            (self.scaled_seq, self.scaled_count) = (Some(frame.seq), 0);
+        }
+        let made = &self.scaled[..self.scaled_count];
+        let slot = match made.iter().position(|s| s.scale == scale) {
+            Some(i) => i,
+            None => {
+                if self.scaled.len() <= self.scaled_count {
+                    self.scaled.push(Scaled {
+                        scale: 0,
+                        width: 0,
+                        height: 0,
+                        rgb: Vec::new(),
+                    });
+                }
+                let s = &mut self.scaled[self.scaled_count];
+                let (w, h) = downscale(full, frame.width, frame.height, scale, &mut s.rgb);
+                (s.scale, s.width, s.height) = (scale, w, h);
+                self.scaled_count += 1;
+                self.scaled_count - 1
+            }
+        };
+        let s = &self.scaled[slot];
+        Ok((&s.rgb, s.width, s.height))
+    }
+
+    fn decode_once(&mut self, frame: &Frame) -> Result<(), String> {
+        if frame.format == PixelFormat::Rgb24 || self.decoded_seq == Some(frame.seq) {
+            return Ok(());
+        }
+        let d = match &mut self.decompressor {
+            Some(d) => d,
+            None => self
+                .decompressor
+                .insert(turbojpeg::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        self.decoded.resize(w * h * 3, 0);
+        let image = turbojpeg::Image {
+            pixels: &mut self.decoded[..],
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        self.decoded_seq = None;
+        d.decompress(&frame.data, image)
+            .map_err(|e| format!("cannot decode camera JPEG: {e}"))?;
+        self.decoded_seq = Some(frame.seq);
+        Ok(())
+    }
+}
+
+/// Writes `rgb` (width x height) divided by `factor` into `out`; returns the new size, rounded down
+/// to even numbers (H.264 needs them). Edge pixels that do not fill a whole box are dropped.
+pub fn downscale(rgb: &[u8], width: u32, height: u32, factor: u8, out: &mut Vec<u8>) -> (u32, u32) {
+    let f = usize::from(factor.max(1));
+    let even = |n: usize| if n >= 2 { n & !1 } else { n.max(1) };
+    let (w, h) = (width as usize, height as usize);
+    let (ow, oh) = (even(w / f), even(h / f));
+    out.clear();
+    out.reserve(ow * oh * 3);
+    let area = (f * f) as u32;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut sum = [0u32; 3];
+            for y in oy * f..(oy * f + f).min(h) {
+                let row = &rgb[(y * w + ox * f) * 3..(y * w + (ox * f + f).min(w)) * 3];
+                for px in row.chunks_exact(3) {
+                    sum[0] += u32::from(px[0]);
+                    sum[1] += u32::from(px[1]);
+                    sum[2] += u32::from(px[2]);
+                }
+            }
+            out.extend(sum.map(|s| ((s + area / 2) / area) as u8));
+        }
+    }
+    (ow as u32, oh as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+
+    #[test]
+    fn halves_by_averaging_boxes_to_even_sizes() {
+        // 4x2: left box black/white mix, right box all 200.
+        let mut rgb = Vec::new();
+        for _ in 0..2 {
+            rgb.extend([0, 0, 0, 255, 255, 255, 200, 200, 200, 200, 200, 200]);
+        }
+        let mut out = Vec::new();
+        assert_eq!(downscale(&rgb, 4, 2, 2, &mut out), (2, 1));
+        assert_eq!(out, vec![128, 128, 128, 200, 200, 200]);
+        assert_eq!(downscale(&vec![9; 16 * 8 * 3], 16, 8, 4, &mut out), (4, 2));
+        assert!(out.iter().all(|&v| v == 9));
+        // 12x12 / 4 = 3x3, rounded down to 2x2.
+        assert_eq!(
+            downscale(&vec![9; 12 * 12 * 3], 12, 12, 4, &mut out),
+            (2, 2)
+        );
+        assert_eq!(out.len(), 2 * 2 * 3);
+    }
+
+    #[test]
+    fn a_frame_is_scaled_once_per_size_and_short_frames_are_refused() {
+        let frame = |seq, data: Vec<u8>| Frame {
+            camera: Arc::from("cam"),
+            seq,
+            captured_at: SystemTime::now(),
+            width: 8,
+            height: 4,
+            format: PixelFormat::Rgb24,
+            data: data.into(),
+        };
+        let mut p = Pixels::default();
+        let one = frame(1, vec![10; 8 * 4 * 3]);
+        assert_eq!(p.rgb(&one, 1).map(|(_, w, h)| (w, h)), Ok((8, 4)));
+        assert_eq!(p.rgb(&one, 2).map(|(_, w, h)| (w, h)), Ok((4, 2)));
+        let first = p.rgb(&one, 2).unwrap().0.as_ptr();
+        assert_eq!(p.rgb(&one, 2).unwrap().0.as_ptr(), first, "made once");
+        let two = frame(2, vec![20; 8 * 4 * 3]);
+        assert!(
+            p.rgb(&two, 2).unwrap().0.iter().all(|&v| v == 20),
+            "a new frame is scaled anew"
+        );
+        let err = p.rgb(&frame(3, vec![0; 10]), 1).unwrap_err();
+        assert!(err.contains("needs 96"), "{err}");
+    }
+}
