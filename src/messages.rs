@@ -51,6 +51,10 @@ pub struct EncodedFrame {
     pub width: u32,
     pub height: u32,
     pub data: Bytes,
+    /// Camera frames the encoder skipped just before this one because it was still busy (0 while
+    /// it keeps up). Viewers count them as lost, so an overloaded encoder moves its viewers down
+    /// an adaptive ladder just as a slow link does.
+    pub behind: u64,
 }
 
 /// Turns a camera's capture on or off (the guide's start/stop).

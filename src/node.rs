@@ -174,13 +174,15 @@ impl FeedReader {
         })
     }
 
-    /// The next frame and how many were missed before it; `None` once the feed is gone.
+    /// The next frame and how many were missed before it (this viewer was behind); `None` once
+    /// the feed is gone. The policy also counts the frames the encoder was too busy for.
     pub async fn next(&mut self) -> Option<(Arc<EncodedFrame>, u64)> {
         let (frame, skipped) = self.frames.next().await?;
+        let lost = skipped + frame.behind;
         if let Some(variant) = self
             .policy
             .as_mut()
-            .and_then(|p| p.observe(Instant::now(), skipped, skipped + 1))
+            .and_then(|p| p.observe(Instant::now(), lost, lost + 1))
         {
             match self.feed.upgrade()?.subscribe(Some(variant)) {
                 Ok(frames) => self.frames = frames,

@@ -7,7 +7,8 @@
 //!   frames for every viewer, so it moves them all down. A viewer that asks for `?quality=` gets
 //!   exactly that and is not moved.
 //! - **WebRTC** (after an `h264_encoder`): bitrate first, then size. The signal is the share of
-//!   packets the peer's receiver reports lost (RTCP receiver reports).
+//!   packets the peer's receiver reports lost (RTCP receiver reports), plus the packets of frames
+//!   the encoder was too busy for.
 //!
 //! Viewers on the same step share one encode, so the encoder runs one encode per step in use,
 //! never one per viewer. The node's kind follows its input; a ladder given in the YAML fixes it.
@@ -426,5 +427,104 @@ impl Handler<Shutdown> for Tracker {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::fanout::Fanout;
+    use crate::messages::Codec;
+    use crate::node::FeedReader;
+
+    /// An encoder stand-in: one fan-out per variant asked for.
+    #[derive(Default)]
+    struct Encoder(Mutex<BTreeMap<JpegVariant, Fanout<EncodedFrame>>>);
+
+    impl EncodedFeed for Encoder {
+        fn subscribe(
+            &self,
+            variant: Option<JpegVariant>,
+        ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+            let variant = variant.expect("the adaptive node always names a variant");
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .entry(variant)
+                .or_default()
+                .subscribe())
+        }
+    }
+
+    impl Encoder {
+        /// Publishes frame `seq` on every variant listened to, as an encoder that skipped `behind`
+        /// camera frames before it.
+        fn publish(&self, seq: u64, behind: u64) {
+            for (variant, out) in self.0.lock().unwrap().iter() {
+                if out.has_subscribers() {
+                    out.publish(Arc::new(EncodedFrame {
+                        camera: "cam".into(),
+                        seq,
+                        captured_at: SystemTime::now(),
+                        codec: Codec::Jpeg,
+                        keyframe: true,
+                        width: 640 / u32::from(variant.scale),
+                        height: 360 / u32::from(variant.scale),
+                        data: vec![variant.quality; 10].into(),
+                        behind,
+                    }));
+                }
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_encoder_that_falls_behind_moves_its_viewers_down() {
+        let encoder = Arc::new(Encoder::default());
+        let (cx, _) = crate::testing::context("adaptive", "adaptive", Port::Jpeg(encoder.clone()));
+        let config: AdaptiveConfig = serde_yaml::from_str("hold_down_s: 0.5").unwrap();
+        let handle = config.build(cx).unwrap();
+        let Some(Port::Jpeg(feed)) = handle.output.clone() else {
+            panic!("a jpeg output")
+        };
+        let mut reader = FeedReader::open(feed, None).unwrap();
+        let publisher = {
+            let encoder = encoder.clone();
+            tokio::spawn(async move {
+                // 1 s keeping up, then an encoder that manages one camera frame in three.
+                for seq in 0u64.. {
+                    let behind = if seq < 30 { 0 } else { 2 };
+                    encoder.publish(seq, behind);
+                    tokio::time::sleep(Duration::from_millis(33)).await;
+                }
+            })
+        };
+        let mut qualities = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let (frame, _) = reader.next().await.expect("frames");
+            if qualities.last() != Some(&frame.data[0]) {
+                qualities.push(frame.data[0]);
+            }
+            if frame.data[0] < 80 && frame.seq >= 30 {
+                break;
+            }
+            assert!(
+                frame.seq >= 30 || frame.data[0] == 80,
+                "moved while the encoder kept up"
+            );
+        }
+        publisher.abort();
+        assert_eq!(
+            qualities,
+            [80, 60],
+            "the viewer moved one step down when the encoder fell behind"
+        );
+        (handle.stop)();
     }
 }

@@ -303,6 +303,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
                 width,
                 height,
                 data,
+                behind: skipped,
             }));
         }
     }

@@ -212,6 +212,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
                 width,
                 height,
                 data,
+                behind: skipped,
             }));
         }
     }

@@ -192,6 +192,7 @@ mod tests {
             width: 2,
             height: 2,
             data: data.clone(),
+            behind: 0,
         })
     }
 

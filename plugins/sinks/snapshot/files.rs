@@ -118,6 +118,7 @@ mod tests {
             width: 1,
             height: 1,
             data: vec![0xAB; size].into(),
+            behind: 0,
         }
     }
 

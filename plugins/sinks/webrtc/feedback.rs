@@ -3,15 +3,14 @@
 //! none of it reaches the application; `PeerFeedback`, placed last in the chain, marks exactly
 //! those packets for delivery. `watch` then turns a keyframe request into an IDR request for the
 //! peer's writer (at most one every `MIN_GAP`, so a burst costs one keyframe), and each receiver
-//! report into an observation for the peer's ladder position (an `adaptive` node's policy); a move
-//! goes to the sink, which switches the peer to the step's stream.
+//! report into the packets lost since the last one, for the writer's ladder position (behind an
+//! `adaptive` node).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use prometheus::IntCounter;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -24,8 +23,6 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::peer::WriterCommand;
-use super::sink::{PeerStepChanged, WebRtcSink};
-use crate::node::{AdaptPolicy, H264Variant};
 
 /// The interceptor's place in the chain: after every default one (they read RTCP first).
 pub const SLOT: usize = 14_000;
@@ -118,20 +115,15 @@ impl LossCounter {
 
 /// Who the feedback of one peer goes to.
 pub struct FeedbackTargets {
-    pub session: String,
+    /// The sink's SSRC: the report block about our stream.
     pub ssrc: u32,
-    pub sink: Addr<WebRtcSink>,
     pub writer: mpsc::UnboundedSender<WriterCommand>,
     pub keyframe_requests: Arc<AtomicU64>,
     pub lost: IntCounter,
 }
 
 /// Reads the peer's RTCP until its track is unbound.
-pub async fn watch(
-    track: Arc<TrackLocalStaticRTP>,
-    to: FeedbackTargets,
-    mut policy: Option<Box<dyn AdaptPolicy<H264Variant>>>,
-) {
+pub async fn watch(track: Arc<TrackLocalStaticRTP>, to: FeedbackTargets) {
     let mut last_request: Option<Instant> = None;
     let mut loss = LossCounter::default();
     while let Some(event) = track.poll().await {
@@ -157,17 +149,8 @@ pub async fn watch(
                     continue;
                 };
                 to.lost.inc_by(lost);
-                tracing::trace!(session = %to.session, lost, sent, "receiver report");
-                let Some(step) = policy
-                    .as_mut()
-                    .and_then(|p| p.observe(Instant::now(), lost, sent))
-                else {
-                    continue;
-                };
-                to.sink.do_send(PeerStepChanged {
-                    session: to.session.clone(),
-                    variant: step,
-                });
+                tracing::trace!(lost, sent, "receiver report");
+                let _ = to.writer.send(WriterCommand::Loss { lost, sent });
             }
         }
     }

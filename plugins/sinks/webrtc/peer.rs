@@ -27,12 +27,12 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder,
 };
 
-use super::sink::{random_u64, PeerState, WebRtcSink};
+use super::sink::{random_u64, PeerState, PeerStepChanged, WebRtcSink};
 use super::IceConfig;
 use crate::error::ServiceError;
 use crate::fanout::Subscriber;
 use crate::messages::PeerEvent;
-use crate::node::{H264Variant, VideoFeed};
+use crate::node::{AdaptPolicy, H264Variant, VideoFeed};
 
 /// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
 /// what we send.
@@ -63,6 +63,8 @@ pub struct RtpFrame {
     pub keyframe: bool,
     pub captured_at: SystemTime,
     pub bytes: u64,
+    /// Camera frames lost before this one upstream (the encoder or the sink was busy).
+    pub behind: u64,
 }
 
 /// Tells the sink what its connection does; runs on webrtc-rs's driver thread.
@@ -291,15 +293,38 @@ pub struct WriterMetrics {
 pub enum WriterCommand {
     /// The peer lost pictures: ask its variant for an IDR.
     Keyframe,
+    /// A receiver report: of `sent` packets since the last one, the peer lost `lost`.
+    Loss { lost: u64, sent: u64 },
     /// Go on with another variant's packets (the peer moved on its ladder).
     Switch(Option<H264Variant>, Subscriber<RtpFrame>),
+}
+
+/// A peer's position on an `adaptive` node's ladder, and where its moves go.
+pub struct Ladder {
+    pub policy: Box<dyn AdaptPolicy<H264Variant>>,
+    pub sink: Addr<WebRtcSink>,
+    pub session: String,
+}
+
+impl Ladder {
+    /// Of `total` packets meant for the peer, `lost` did not reach it; tells the sink if it moves.
+    fn observe(&mut self, lost: u64, total: u64) {
+        if let Some(variant) = self.policy.observe(Instant::now(), lost, total) {
+            self.sink.do_send(PeerStepChanged {
+                session: self.session.clone(),
+                variant,
+            });
+        }
+    }
 }
 
 /// Writes the shared packets of the peer's variant to it until the peer ends. Starts at a
 /// keyframe; after falling behind (a frame skipped) or switching variant it waits for the next
 /// keyframe and asks for one, so the others never wait for it. Sequence numbers are the peer's
 /// own: the packets it skips or the variants it switches between leave no gap for the receiver to
-/// take as loss.
+/// take as loss. Behind an `adaptive` node it keeps the peer's ladder position, fed by the
+/// receiver's reports and by the frames lost before they could be sent (an overloaded encoder,
+/// this writer behind), counted in packets.
 pub async fn write_loop(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
@@ -307,6 +332,7 @@ pub async fn write_loop(
     mut commands: mpsc::UnboundedReceiver<WriterCommand>,
     feed: Arc<dyn VideoFeed>,
     metrics: WriterMetrics,
+    mut ladder: Option<Ladder>,
 ) {
     let mut frames = Some(frames);
     let mut sequence = random_u64() as u16;
@@ -319,6 +345,11 @@ pub async fn write_loop(
                 match command {
                     None => return,
                     Some(WriterCommand::Keyframe) => feed.request_keyframe(variant),
+                    Some(WriterCommand::Loss { lost, sent }) => {
+                        if let Some(l) = ladder.as_mut() {
+                            l.observe(lost, sent);
+                        }
+                    }
                     Some(WriterCommand::Switch(to, next)) => {
                         (variant, frames) = (to, Some(next));
                         need_keyframe = true;
@@ -342,6 +373,12 @@ pub async fn write_loop(
                 }
             },
         };
+        let missed = skipped + frame.behind;
+        if let (Some(l), true) = (ladder.as_mut(), missed > 0) {
+            // Never sent: lost, and not in any receiver report.
+            let packets = missed * frame.packets.len() as u64;
+            l.observe(packets, packets);
+        }
         if skipped > 0 {
             metrics.dropped_behind.inc_by(skipped);
             if !need_keyframe {

@@ -1,8 +1,8 @@
 //! The sink actor: the camera's peers, one subscription to the H.264 encoder per variant some peer
 //! is on (held while that peer exists), and per variant the packetizer that cuts each encoded
-//! frame into RTP packets once for all its peers. Behind an `adaptive` node each peer has a ladder
-//! position fed by its receiver reports (`feedback.rs`); when it moves, the sink switches the
-//! peer's writer to the new step's packets. Peers that fail, disconnect, close or sit in
+//! frame into RTP packets once for all its peers. Behind an `adaptive` node each peer's writer keeps
+//! its ladder position, fed by its receiver reports (`feedback.rs`) and the frames lost upstream;
+//! when it moves, the sink switches the writer to the new step's packets. Peers that fail, disconnect, close or sit in
 //! `connecting` past the timeout are closed.
 
 use std::collections::{HashMap, HashSet};
@@ -112,7 +112,7 @@ struct Peer {
     connected: bool,
     /// The variant whose packets the peer gets.
     variant: VariantKey,
-    /// Its ladder position, until connected (then the feedback task owns it).
+    /// Its ladder position, until connected (then its writer keeps it).
     policy: Option<Box<dyn AdaptPolicy<H264Variant>>>,
     /// Commands to its writer, once connected.
     writer: Option<mpsc::UnboundedSender<WriterCommand>>,
@@ -327,6 +327,7 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             keyframe: frame.keyframe,
             captured_at: frame.captured_at,
             bytes: frame.data.len() as u64,
+            behind: frame.behind + skipped,
         }));
     }
 
@@ -429,6 +430,11 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 };
                 let peer = self.peers.get_mut(&msg.session).expect("looked up above");
                 let (writer, commands) = mpsc::unbounded_channel();
+                let ladder = peer.policy.take().map(|policy| peer::Ladder {
+                    policy,
+                    sink: ctx.address(),
+                    session: msg.session.clone(),
+                });
                 peer.tasks.push(actix::spawn(peer::write_loop(
                     peer.track.clone(),
                     peer.payload_type,
@@ -436,20 +442,16 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                     commands,
                     self.feed.clone(),
                     self.metrics.writer.clone(),
+                    ladder,
                 )));
                 let targets = FeedbackTargets {
-                    session: msg.session.clone(),
                     ssrc: self.ssrc,
-                    sink: ctx.address(),
                     writer: writer.clone(),
                     keyframe_requests: self.counts.keyframe_requests.clone(),
                     lost: self.metrics.rtp_lost.clone(),
                 };
-                peer.tasks.push(actix::spawn(feedback::watch(
-                    peer.track.clone(),
-                    targets,
-                    peer.policy.take(),
-                )));
+                peer.tasks
+                    .push(actix::spawn(feedback::watch(peer.track.clone(), targets)));
                 peer.writer = Some(writer);
             }
             PeerState::Gone(reason) => {
