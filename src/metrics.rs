@@ -273,6 +273,21 @@ impl Metrics {
                         t.latency_sum_seconds += m.get_histogram().get_sample_sum();
                         t.latency_count += m.get_histogram().get_sample_count() as f64;
                     }
+                    "camgraph_rtp_packets_lost_total" => {
+                        t.rtp_packets_lost += m.get_counter().get_value()
+                    }
+                    "camgraph_ladder_viewers" => {
+                        let (Some(node), Some(Ok(step))) =
+                            (label("node"), label("step").map(str::parse::<usize>))
+                        else {
+                            continue;
+                        };
+                        let steps = t.ladder.entry(node.to_string()).or_default();
+                        if steps.len() <= step {
+                            steps.resize(step + 1, 0.0);
+                        }
+                        steps[step] = m.get_gauge().get_value();
+                    }
                     _ => {}
                 }
             }
@@ -313,6 +328,10 @@ pub struct CameraTotals {
     pub latency_sum_seconds: f64,
     pub latency_count: f64,
     pub viewers: f64,
+    /// Packets WebRTC peers reported lost.
+    pub rtp_packets_lost: f64,
+    /// Viewers on each step (index 0 the best), per adaptive node.
+    pub ladder: BTreeMap<String, Vec<f64>>,
 }
 
 /// The metrics of one node.

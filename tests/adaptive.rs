@@ -174,6 +174,16 @@ fn a_slow_viewer_moves_down_and_back_up_while_a_fast_one_keeps_the_top() {
             None
         },
     );
+    // The stream manager's numbers show the same ladder.
+    let (_, stats) = server.get_json("/api/stats/front");
+    let per_step: Vec<f64> =
+        serde_json::from_value(stats["ladder_viewers_per_step"]["front_adaptive"].clone())
+            .unwrap_or_else(|e| panic!("no ladder in /api/stats ({e}): {stats}"));
+    assert_eq!(per_step.iter().sum::<f64>(), 2.0, "{stats}");
+    assert!(
+        per_step[0] >= 1.0 && per_step[2..].iter().sum::<f64>() >= 1.0,
+        "{stats}"
+    );
     // Fast again: back to the top.
     slow_rate.store(0, Ordering::Relaxed);
     let fast_from = Instant::now();

@@ -1,5 +1,5 @@
 //! `GET /api/stats[/{camera}]`: the guide's stream-manager numbers (frames, dropped, latency,
-//! bandwidth, viewers) per camera. Totals come from the metrics; rates and the recent latency come
+//! bandwidth, viewers, and where they sit on adaptive ladders) per camera. Totals come from the metrics; rates and the recent latency come
 //! from the difference between now and a sample taken a few seconds ago by a background task.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -56,6 +56,8 @@ pub fn camera_stats(now: &CameraTotals, before: Option<(&CameraTotals, f64)>) ->
         "dropped": dropped,
         "dropped_by_reason": now.dropped,
         "viewers": now.viewers,
+        "ladder_viewers_per_step": now.ladder,
+        "rtp_packets_lost": now.rtp_packets_lost,
     });
     if let Some((old, seconds)) = before.filter(|(_, s)| *s > 0.0) {
         let rate = |a: f64, b: f64| ((a - b) / seconds * 10.0).round() / 10.0;
@@ -118,6 +120,8 @@ mod tests {
             ..Default::default()
         };
         now.dropped.insert("behind".into(), 4.0);
+        now.ladder
+            .insert("front_adaptive".into(), vec![1.0, 0.0, 1.0]);
         let s = camera_stats(&now, Some((&old, 2.0)));
         assert_eq!(s["fps_in"], 30.0);
         assert_eq!(s["fps_out"], 60.0);
@@ -126,6 +130,10 @@ mod tests {
         assert_eq!(s["dropped"], 4.0);
         assert_eq!(s["dropped_by_reason"]["behind"], 4.0);
         assert_eq!(s["viewers"], 2.0);
+        assert_eq!(
+            s["ladder_viewers_per_step"]["front_adaptive"],
+            json!([1.0, 0.0, 1.0])
+        );
         assert!(camera_stats(&now, None).get("fps_in").is_none());
     }
 }
