@@ -84,7 +84,8 @@ fn default_jpeg_ladder() -> Vec<JpegVariant> {
     let v = |quality, scale| JpegVariant { quality, scale };
     vec![v(80, 1), v(60, 1), v(40, 1), v(40, 2), v(30, 4)]
 }
-fn default_h264_ladder() -> Vec<H264Variant> {
+/// The default WebRTC ladder (public for `camgraph-bench ladder`).
+pub fn default_h264_ladder() -> Vec<H264Variant> {
     let v = |bitrate_kbps, scale| H264Variant {
         bitrate_kbps,
         scale,

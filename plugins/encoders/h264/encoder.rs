@@ -136,8 +136,8 @@ impl EncoderMetrics {
     }
 }
 
-/// An openh264 encoder for one variant at one picture size.
-struct Session {
+/// An openh264 encoder for one variant at one picture size (public for `camgraph-bench ladder`).
+pub struct Session {
     encoder: Encoder,
     yuv: YUVBuffer,
     width: u32,
@@ -146,7 +146,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(
+    pub fn new(
         config: &H264EncoderConfig,
         variant: H264Variant,
         width: u32,
@@ -174,7 +174,7 @@ impl Session {
 
     /// Encodes one picture; returns the bitstream (empty if the rate control skipped it) and
     /// whether it is an IDR.
-    fn encode(&mut self, rgb: &[u8], force_idr: bool) -> Result<(Bytes, bool), String> {
+    pub fn encode(&mut self, rgb: &[u8], force_idr: bool) -> Result<(Bytes, bool), String> {
         if force_idr {
             self.encoder.force_intra_frame();
         }

@@ -24,7 +24,7 @@ use crate::node::{
     Ports,
 };
 
-pub use encoder::H264Output;
+pub use encoder::{H264Output, Session};
 
 /// Settings of an `h264_encoder` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -40,8 +40,10 @@ pub struct H264EncoderConfig {
     /// The frame rate the rate control plans for (1..=120). Default 30.
     #[serde(default = "default_max_fps")]
     pub max_fps: u32,
-    /// Most distinct variants (bitrate and size) encoded at once; a peer needing one more is
-    /// refused with a 503 naming those in use. Default 4.
+    /// Most distinct variants (bitrate and size) encoded at once, each costing one encode per
+    /// frame: a new peer needing one more is refused with a 503 naming those in use, and a peer
+    /// whose ladder step would need one more stays where it is. Default 6 (room for an adaptive
+    /// ladder of 5 and one more).
     #[serde(default = "default_max_variants")]
     pub max_variants: usize,
 }
@@ -56,7 +58,7 @@ fn default_max_fps() -> u32 {
     30
 }
 fn default_max_variants() -> usize {
-    4
+    6
 }
 
 impl Default for H264EncoderConfig {
