@@ -104,25 +104,52 @@ impl Pixels {
 /// Writes `rgb` (width x height) divided by `factor` into `out`; returns the new size, rounded down
 /// to even numbers (H.264 needs them). Edge pixels that do not fill a whole box are dropped.
 pub fn downscale(rgb: &[u8], width: u32, height: u32, factor: u8, out: &mut Vec<u8>) -> (u32, u32) {
-    let f = usize::from(factor.max(1));
-    let even = |n: usize| if n >= 2 { n & !1 } else { n.max(1) };
+    match factor {
+        0 | 1 => box_average::<1>(rgb, width, height, out),
+        2 => box_average::<2>(rgb, width, height, out),
+        4 => box_average::<4>(rgb, width, height, out),
+        f => {
+            tracing::warn!("no {f}x downscale; using 4x");
+            box_average::<4>(rgb, width, height, out)
+        }
+    }
+}
+
+/// Averages F x F boxes, a whole output row at a time: each input row of the box is added into a
+/// row of sums in one tight pass (which the compiler unrolls for the constant F), then the sums
+/// are divided once. Several times faster than summing box by box.
+fn box_average<const F: usize>(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut Vec<u8>,
+) -> (u32, u32) {
     let (w, h) = (width as usize, height as usize);
-    let (ow, oh) = (even(w / f), even(h / f));
+    if w < F || h < F {
+        // Not one whole box: keep the picture as it is.
+        return box_average::<1>(rgb, width, height, out);
+    }
+    let even = |n: usize| if n >= 2 { n & !1 } else { n };
+    let (ow, oh) = (even(w / F), even(h / F));
     out.clear();
-    out.reserve(ow * oh * 3);
-    let area = (f * f) as u32;
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let mut sum = [0u32; 3];
-            for y in oy * f..(oy * f + f).min(h) {
-                let row = &rgb[(y * w + ox * f) * 3..(y * w + (ox * f + f).min(w)) * 3];
-                for px in row.chunks_exact(3) {
-                    sum[0] += u32::from(px[0]);
-                    sum[1] += u32::from(px[1]);
-                    sum[2] += u32::from(px[2]);
+    out.resize(ow * oh * 3, 0);
+    // At most 16 x 255 per sum: u16 lanes, twice as many per SIMD register as u32.
+    let mut sums = vec![0u16; ow * 3];
+    let area = (F * F) as u16;
+    for (oy, out_row) in out.chunks_exact_mut(ow * 3).enumerate() {
+        sums.fill(0);
+        for y in oy * F..oy * F + F {
+            let row = &rgb[y * w * 3..][..ow * F * 3];
+            for (sum, pixels) in sums.chunks_exact_mut(3).zip(row.chunks_exact(3 * F)) {
+                for px in pixels.chunks_exact(3) {
+                    sum[0] += u16::from(px[0]);
+                    sum[1] += u16::from(px[1]);
+                    sum[2] += u16::from(px[2]);
                 }
             }
-            out.extend(sum.map(|s| ((s + area / 2) / area) as u8));
+        }
+        for (o, s) in out_row.iter_mut().zip(&sums) {
+            *o = ((s + area / 2) / area) as u8;
         }
     }
     (ow as u32, oh as u32)
