@@ -3,4 +3,5 @@
 #[cfg(feature = "webrtc")]
 pub mod h264;
 pub mod jpeg;
+pub mod outputs;
 pub mod pixels;

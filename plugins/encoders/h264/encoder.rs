@@ -3,9 +3,9 @@
 //! frame once per variant in use (bitrate and size), for every peer on that variant; a peer's join,
 //! switch or loss makes the next frame of its variant an IDR.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
@@ -24,57 +24,34 @@ use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, Shutdown};
 use crate::metrics::NodeMetrics;
 use crate::node::{H264Variant, VideoFeed};
+use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
 
 /// How often the encoder checks whether anyone still listens.
 const DEMAND_CHECK: Duration = Duration::from_millis(20);
 
-/// One variant's stream and its keyframe request.
-#[derive(Default)]
-struct VariantOutput {
-    out: Fanout<EncodedFrame>,
-    keyframe: AtomicBool,
-}
-
 /// The encoder's outputs: one per variant in use.
 pub struct H264Output {
-    node: String,
     default: H264Variant,
-    max: usize,
-    outputs: Mutex<BTreeMap<H264Variant, Arc<VariantOutput>>>,
+    outputs: Outputs<H264Variant>,
 }
 
 impl H264Output {
     pub fn new(node: &str, default: H264Variant, max: usize) -> Self {
         Self {
-            node: node.to_string(),
             default,
-            max,
-            outputs: Mutex::new(BTreeMap::new()),
+            outputs: Outputs::new(format!("H.264 encoder '{node}'"), max),
         }
-    }
-
-    /// Forgets variants nobody listens to; returns those still listened to.
-    fn active(&self) -> Vec<(H264Variant, Arc<VariantOutput>)> {
-        let mut outputs = self.outputs.lock().expect("variants lock");
-        outputs.retain(|_, o| o.out.has_subscribers());
-        outputs.iter().map(|(v, o)| (*v, o.clone())).collect()
     }
 
     /// The variants being encoded now, e.g. `["2000k", "300k/2"]`.
     pub fn in_use(&self) -> Vec<String> {
-        self.active()
-            .into_iter()
-            .map(|(v, _)| v.to_string())
-            .collect()
+        self.outputs.in_use()
     }
 
     /// Subscribers over all variants.
     pub fn listeners(&self) -> usize {
-        self.active()
-            .iter()
-            .map(|(_, o)| o.out.subscriber_count())
-            .sum()
+        self.outputs.listeners()
     }
 }
 
@@ -89,25 +66,11 @@ impl VideoFeed for H264Output {
                 "bitrate_kbps must be 100..=50000 and scale 1, 2 or 4 (got {variant})"
             )));
         }
-        let mut outputs = self.outputs.lock().expect("variants lock");
-        if !outputs.contains_key(&variant) {
-            outputs.retain(|_, o| o.out.has_subscribers());
-            if outputs.len() >= self.max {
-                let used: Vec<String> = outputs.keys().map(H264Variant::to_string).collect();
-                return Err(ServiceError::Busy(format!(
-                    "H.264 encoder '{}' already encodes {} variants ({}); ask for one of those",
-                    self.node,
-                    outputs.len(),
-                    used.join(", ")
-                )));
-            }
-        }
-        Ok(outputs.entry(variant).or_default().out.subscribe())
+        self.outputs.subscribe(variant)
     }
 
     fn request_keyframe(&self, variant: Option<H264Variant>) {
-        let outputs = self.outputs.lock().expect("variants lock");
-        if let Some(o) = outputs.get(&variant.unwrap_or(self.default)) {
+        if let Some(o) = self.outputs.get(&variant.unwrap_or(self.default)) {
             o.keyframe.store(true, Ordering::Relaxed);
         }
     }
@@ -220,7 +183,7 @@ impl H264Encoder {
 
     /// Subscribes to the camera while some variant has listeners, and lets go when none has.
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
-        let active = self.output.active();
+        let active = self.output.outputs.active();
         self.metrics.settings.set(active.len() as i64);
         self.sessions
             .retain(|v, _| active.iter().any(|(a, _)| a == v));
@@ -267,7 +230,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
         if skipped > 0 {
             self.metrics.dropped_behind.inc_by(skipped);
         }
-        for (variant, output) in self.output.active() {
+        for (variant, output) in self.output.outputs.active() {
             let force = output.keyframe.swap(false, Ordering::Relaxed);
             let started = Instant::now();
             let (data, keyframe, width, height) = match self.encode(&frame, variant, force) {

@@ -3,8 +3,7 @@
 //! a subscriber. Each frame is decoded (JPEG input) and scaled at most once per size (`Pixels`),
 //! and encoded once per variant in use.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
@@ -16,6 +15,7 @@ use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
 use crate::metrics::NodeMetrics;
 use crate::node::{EncodedFeed, JpegVariant};
+use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
 
 /// How often the encoder checks whether anyone still listens.
@@ -23,35 +23,21 @@ const DEMAND_CHECK: Duration = Duration::from_millis(20);
 
 /// One output per variant in use.
 pub struct Variants {
-    node: String,
     default: JpegVariant,
-    max: usize,
-    outputs: Mutex<BTreeMap<JpegVariant, Fanout<EncodedFrame>>>,
+    outputs: Outputs<JpegVariant>,
 }
 
 impl Variants {
     pub fn new(node: &str, default_quality: u8, max: usize) -> Self {
         Self {
-            node: node.to_string(),
             default: JpegVariant::full(default_quality),
-            max,
-            outputs: Mutex::new(BTreeMap::new()),
+            outputs: Outputs::new(format!("encoder '{node}'"), max),
         }
-    }
-
-    /// Forgets variants nobody listens to; returns those still listened to.
-    fn active(&self) -> Vec<(JpegVariant, Fanout<EncodedFrame>)> {
-        let mut outputs = self.outputs.lock().expect("variants lock");
-        outputs.retain(|_, out| out.has_subscribers());
-        outputs.iter().map(|(v, out)| (*v, out.clone())).collect()
     }
 
     /// The variants being encoded now, e.g. `["q50", "q80", "q40/2"]`.
     pub fn in_use(&self) -> Vec<String> {
-        self.active()
-            .into_iter()
-            .map(|(v, _)| v.to_string())
-            .collect()
+        self.outputs.in_use()
     }
 }
 
@@ -66,20 +52,7 @@ impl EncodedFeed for Variants {
                 "quality must be 1..=100 and scale 1, 2 or 4 (got {variant})"
             )));
         }
-        let mut outputs = self.outputs.lock().expect("variants lock");
-        if !outputs.contains_key(&variant) {
-            outputs.retain(|_, out| out.has_subscribers());
-            if outputs.len() >= self.max {
-                let used: Vec<String> = outputs.keys().map(JpegVariant::to_string).collect();
-                return Err(ServiceError::Busy(format!(
-                    "encoder '{}' already encodes {} variants ({}); ask for one of those",
-                    self.node,
-                    outputs.len(),
-                    used.join(", ")
-                )));
-            }
-        }
-        Ok(outputs.entry(variant).or_default().subscribe())
+        self.outputs.subscribe(variant)
     }
 }
 
@@ -146,7 +119,7 @@ impl JpegEncoder {
 
     /// Subscribes to the camera while some variant has listeners, and lets go when none has.
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
-        let active = self.variants.active().len();
+        let active = self.variants.outputs.active().len();
         self.metrics.variants.set(active as i64);
         self.input.follow(active > 0, ctx);
     }
@@ -183,7 +156,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
         if skipped > 0 {
             self.metrics.dropped_behind.inc_by(skipped);
         }
-        for (variant, out) in self.variants.active() {
+        for (variant, output) in self.variants.outputs.active() {
             let passthrough = frame.format == PixelFormat::Jpeg && variant == self.variants.default;
             let started = Instant::now();
             let (data, width, height) = if passthrough {
@@ -203,7 +176,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.encoded.inc();
             }
-            out.publish(Arc::new(EncodedFrame {
+            output.out.publish(Arc::new(EncodedFrame {
                 camera: frame.camera.clone(),
                 seq: frame.seq,
                 captured_at: frame.captured_at,
