@@ -34,11 +34,16 @@ fn need(tool: &str) {
     );
 }
 
+/// Two MJPEG cameras; front also has a WebRTC chain behind an adaptive node, so the ladder and
+/// RTP-loss series exist.
 fn two_cameras() -> Server {
     Server::start(&format!(
-        "nodes:\n{}{}",
+        "nodes:\n{}{}{}",
         test_camera_yaml("front", 320, 240, 30),
-        test_camera_yaml("back", 320, 240, 30)
+        test_camera_yaml("back", 320, 240, 30),
+        "  front_h264: { type: h264_encoder, inputs: [front] }\n  \
+         front_adaptive: { type: adaptive, inputs: [front_h264] }\n  \
+         front_rtc: { type: webrtc_sink, inputs: [front_adaptive] }\n"
     ))
 }
 
@@ -390,14 +395,14 @@ fn a_real_prometheus_has_data_for_every_dashboard_panel_and_counts_frames_exactl
         |p| {
             p.value("up{job=\"camgraph\"}") == Some(1.0)
                 && p.value(&format!(
-                    "count_over_time(camgraph_frames_sent_total{{camera=\"front\"}}[{RATE_WINDOW}])"
+                    "count_over_time(camgraph_frames_sent_total{{camera=\"front\",node=\"front_mjpeg\"}}[{RATE_WINDOW}])"
                 ))
                 .is_some_and(|n| n >= 4.0)
                 && p.value(&format!(
-                    "rate(camgraph_frames_sent_total{{camera=\"front\"}}[{RATE_WINDOW}])"
+                    "rate(camgraph_frames_sent_total{{camera=\"front\",node=\"front_mjpeg\"}}[{RATE_WINDOW}])"
                 ))
                 .is_some_and(|r| r > 0.0)
-                && p.value("camgraph_encoder_active_settings{camera=\"front\"}") == Some(2.0)
+                && p.value("camgraph_encoder_active_settings{camera=\"front\",node=\"front_jpeg\"}") == Some(2.0)
                 && p.value("camgraph_config_reloads_total{result=\"success\"}") == Some(1.0)
         },
     );
