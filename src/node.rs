@@ -145,6 +145,9 @@ pub trait AdaptPolicy<V>: Send {
     /// slow for (MJPEG), or packets its receiver reports lost (WebRTC). Returns the variant to
     /// switch to, if the viewer should move.
     fn observe(&mut self, now: Instant, lost: u64, total: u64) -> Option<V>;
+    /// The move `observe` just returned could not be made (the encoder has no room for another
+    /// variant): the viewer is back where it was.
+    fn refused(&mut self);
 }
 
 /// One viewer's frames from a feed, following the feed's policy if it has one.
@@ -186,7 +189,12 @@ impl FeedReader {
         {
             match self.feed.upgrade()?.subscribe(Some(variant)) {
                 Ok(frames) => self.frames = frames,
-                Err(e) => tracing::warn!("viewer stays on its variant: {e}"),
+                Err(e) => {
+                    tracing::warn!("viewer stays on its variant: {e}");
+                    if let Some(p) = self.policy.as_mut() {
+                        p.refused();
+                    }
+                }
             }
         }
         Some((frame, skipped))

@@ -125,9 +125,11 @@ fn box_average<const F: usize>(
     out: &mut Vec<u8>,
 ) -> (u32, u32) {
     let (w, h) = (width as usize, height as usize);
-    if w < F || h < F {
-        // Not one whole box: keep the picture as it is.
-        return box_average::<1>(rgb, width, height, out);
+    if w < F || h < F || F == 1 {
+        // Not one whole box (or nothing to average): the picture as it is.
+        out.clear();
+        out.extend_from_slice(&rgb[..(w * h * 3).min(rgb.len())]);
+        return (width, height);
     }
     let even = |n: usize| if n >= 2 { n & !1 } else { n };
     let (ow, oh) = (even(w / F), even(h / F));

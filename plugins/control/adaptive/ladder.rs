@@ -25,6 +25,8 @@ const WINDOW: Duration = Duration::from_millis(500);
 pub struct LadderPosition {
     steps: usize,
     step: usize,
+    /// Where the last move came from, for `undo`.
+    previous: usize,
     t: Thresholds,
     window_start: Option<Instant>,
     total: u64,
@@ -41,6 +43,7 @@ impl LadderPosition {
         Self {
             steps,
             step: 0,
+            previous: 0,
             t,
             window_start: None,
             total: 0,
@@ -87,7 +90,13 @@ impl LadderPosition {
         None
     }
 
+    /// The last move could not be made: back to the step before it (the counts start over).
+    pub fn undo(&mut self) {
+        self.step = self.previous;
+    }
+
     fn moved(&mut self, step: usize) -> usize {
+        self.previous = self.step;
         self.step = step;
         (self.bad_since, self.good_since) = (None, None);
         self.settling = true;

@@ -152,38 +152,46 @@ impl AdaptiveConfig {
         }
     }
 
+    /// Every problem of every step, each step's problems on one line.
     fn validate_ladder(&self, issues: &mut Vec<FieldIssue>) {
         let Some(steps) = &self.ladder else { return };
         check_range(issues, "ladder", steps.len(), 1..=8);
         let kind = self.ladder_kind();
         for (i, step) in steps.iter().enumerate() {
-            let problem = match (step.quality, step.bitrate_kbps) {
+            let mut problems = Vec::new();
+            match (step.quality, step.bitrate_kbps) {
                 (Some(_), Some(_)) | (None, None) => {
-                    Some("give either 'quality' (MJPEG) or 'bitrate_kbps' (WebRTC)".to_string())
+                    problems.push("give either 'quality' (MJPEG) or 'bitrate_kbps' (WebRTC)".into())
                 }
-                (Some(_), None) if kind == Some(PortKind::H264) => Some(
+                (Some(_), None) if kind == Some(PortKind::H264) => problems.push(
                     "a 'quality' step in a ladder of 'bitrate_kbps' steps: one kind per ladder"
-                        .to_string(),
+                        .into(),
                 ),
-                (None, Some(_)) if kind == Some(PortKind::Jpeg) => Some(
+                (None, Some(_)) if kind == Some(PortKind::Jpeg) => problems.push(
                     "a 'bitrate_kbps' step in a ladder of 'quality' steps: one kind per ladder"
-                        .to_string(),
+                        .into(),
                 ),
                 (Some(q), None) if !(1..=100).contains(&q) => {
-                    Some(format!("quality must be 1..=100 (got {q})"))
+                    problems.push(format!("quality must be 1..=100 (got {q})"))
                 }
                 (None, Some(b)) if !(100..=50_000).contains(&b) => {
-                    Some(format!("bitrate_kbps must be 100..=50000 (got {b})"))
+                    problems.push(format!("bitrate_kbps must be 100..=50000 (got {b})"))
                 }
-                _ if ![1, 2, 4].contains(&step.scale) => {
-                    Some(format!("scale must be 1, 2 or 4 (got {})", step.scale))
-                }
-                _ => None,
+                _ => {}
+            }
+            if ![1, 2, 4].contains(&step.scale) {
+                problems.push(format!("scale must be 1, 2 or 4 (got {})", step.scale));
+            }
+            let same = |a: &LadderStep, b: &LadderStep| {
+                (a.quality, a.bitrate_kbps, a.scale) == (b.quality, b.bitrate_kbps, b.scale)
             };
-            if let Some(problem) = problem {
+            if let Some(j) = steps[..i].iter().position(|earlier| same(earlier, step)) {
+                problems.push(format!("the same as step {j}"));
+            }
+            if !problems.is_empty() {
                 issues.push(FieldIssue::new(
                     "ladder",
-                    format!("'ladder' step {i}: {problem}"),
+                    format!("'ladder' step {i}: {}", problems.join("; ")),
                 ));
             }
         }
@@ -383,6 +391,15 @@ impl<V: Copy + Send + Sync> AdaptPolicy<V> for ViewerPolicy<V> {
         });
         Some(self.ladder[to])
     }
+
+    fn refused(&mut self) {
+        let from = self.position.step();
+        self.position.undo();
+        self.tracker.do_send(StepChanged {
+            from: Some(from),
+            to: Some(self.position.step()),
+        });
+    }
 }
 
 impl<V> Drop for ViewerPolicy<V> {
@@ -442,9 +459,14 @@ mod tests {
     use crate::messages::Codec;
     use crate::node::FeedReader;
 
-    /// An encoder stand-in: one fan-out per variant asked for.
+    /// An encoder stand-in: one fan-out per variant asked for; with `full`, it refuses every
+    /// variant but the first.
     #[derive(Default)]
-    struct Encoder(Mutex<BTreeMap<JpegVariant, Fanout<EncodedFrame>>>);
+    struct Encoder {
+        outputs: Mutex<BTreeMap<JpegVariant, Fanout<EncodedFrame>>>,
+        full: bool,
+        asked: Mutex<Vec<u8>>,
+    }
 
     impl EncodedFeed for Encoder {
         fn subscribe(
@@ -452,13 +474,12 @@ mod tests {
             variant: Option<JpegVariant>,
         ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
             let variant = variant.expect("the adaptive node always names a variant");
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .entry(variant)
-                .or_default()
-                .subscribe())
+            self.asked.lock().unwrap().push(variant.quality);
+            let mut outputs = self.outputs.lock().unwrap();
+            if self.full && !outputs.is_empty() && !outputs.contains_key(&variant) {
+                return Err(ServiceError::Busy("no room for another variant".into()));
+            }
+            Ok(outputs.entry(variant).or_default().subscribe())
         }
     }
 
@@ -466,7 +487,7 @@ mod tests {
         /// Publishes frame `seq` on every variant listened to, as an encoder that skipped `behind`
         /// camera frames before it.
         fn publish(&self, seq: u64, behind: u64) {
-            for (variant, out) in self.0.lock().unwrap().iter() {
+            for (variant, out) in self.outputs.lock().unwrap().iter() {
                 if out.has_subscribers() {
                     out.publish(Arc::new(EncodedFrame {
                         camera: "cam".into(),
@@ -526,6 +547,45 @@ mod tests {
             [80, 60],
             "the viewer moved one step down when the encoder fell behind"
         );
+        (handle.stop)();
+    }
+
+    #[actix_rt::test]
+    async fn a_step_the_encoder_refuses_leaves_the_viewer_where_it_is() {
+        let encoder = Arc::new(Encoder {
+            full: true,
+            ..Default::default()
+        });
+        let (cx, _) = crate::testing::context("adaptive", "adaptive", Port::Jpeg(encoder.clone()));
+        let config: AdaptiveConfig = serde_yaml::from_str("hold_down_s: 0.5").unwrap();
+        let handle = config.build(cx).unwrap();
+        let Some(Port::Jpeg(feed)) = handle.output.clone() else {
+            panic!("a jpeg output")
+        };
+        let mut reader = FeedReader::open(feed, None).unwrap();
+        let publisher = {
+            let encoder = encoder.clone();
+            tokio::spawn(async move {
+                for seq in 0u64.. {
+                    encoder.publish(seq, 2);
+                    tokio::time::sleep(Duration::from_millis(33)).await;
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while encoder.asked.lock().unwrap().len() < 3 && Instant::now() < deadline {
+            let (frame, _) = reader.next().await.expect("frames");
+            assert_eq!(frame.data[0], 80, "the viewer stays on the variant it has");
+        }
+        publisher.abort();
+        // Without the refusal undone, the second try would be one step further down (q40).
+        assert_eq!(*encoder.asked.lock().unwrap(), [80, 60, 60]);
+        // The tracker runs on this thread: let it take its messages before reading its counts.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let stats = (handle.stats.as_ref().unwrap())();
+        assert_eq!(stats["viewers_per_step"], json!([1, 0, 0, 0, 0]), "{stats}");
         (handle.stop)();
     }
 }

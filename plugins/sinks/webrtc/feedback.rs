@@ -94,21 +94,24 @@ impl Interceptor for PeerFeedback {
 /// Packets sent and lost between two receiver reports, from their cumulative counters.
 #[derive(Default)]
 pub struct LossCounter {
-    last: Option<(u32, u32)>,
+    /// The last report's extended highest sequence number and cumulative lost count.
+    last: Option<(u32, i64)>,
 }
 
 impl LossCounter {
     /// `(lost, sent)` since the previous report; `None` for the first report (nothing to compare
-    /// it with). The highest sequence number is extended (it wraps at 2^32); the lost count can
-    /// shrink when late packets arrive, which counts as none lost.
+    /// it with). The highest sequence number is extended (it wraps at 2^32). The lost count is a
+    /// signed 24-bit number (RFC 3550: duplicates can make it negative) and can shrink when late
+    /// packets arrive, which counts as none lost.
     pub fn report(&mut self, highest_seq: u32, total_lost: u32) -> Option<(u64, u64)> {
-        let previous = self.last.replace((highest_seq, total_lost))?;
+        let lost_so_far = i64::from(((total_lost << 8) as i32) >> 8);
+        let previous = self.last.replace((highest_seq, lost_so_far))?;
         let sent = u64::from(highest_seq.wrapping_sub(previous.0));
         if sent > u64::from(u16::MAX) {
             // Older than the previous report (reordered), or a restart: start over.
             return None;
         }
-        let lost = u64::from(total_lost.saturating_sub(previous.1)).min(sent);
+        let lost = (lost_so_far - previous.1).clamp(0, sent as i64) as u64;
         Some((lost, sent))
     }
 }
@@ -175,5 +178,8 @@ mod tests {
         assert_eq!(c.report(65_536 + 100, 40), Some((10, 64_036)));
         assert_eq!(c.report(10, 40), None, "reordered or restarted: start over");
         assert_eq!(c.report(310, 40), Some((0, 300)));
+        // Duplicates made the count negative: -1 is 0xFFFFFF on the wire, not 16.7 million lost.
+        assert_eq!(c.report(610, 0xFF_FFFF), Some((0, 300)));
+        assert_eq!(c.report(910, 2), Some((3, 300)));
     }
 }

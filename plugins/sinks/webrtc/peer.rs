@@ -65,6 +65,9 @@ pub struct RtpFrame {
     pub bytes: u64,
     /// Camera frames lost before this one upstream (the encoder or the sink was busy).
     pub behind: u64,
+    /// Encoded frames before this one were never packetized (the sink was busy): unless this is a
+    /// keyframe, peers cannot decode it.
+    pub after_gap: bool,
 }
 
 /// Tells the sink what its connection does; runs on webrtc-rs's driver thread.
@@ -297,6 +300,8 @@ pub enum WriterCommand {
     Loss { lost: u64, sent: u64 },
     /// Go on with another variant's packets (the peer moved on its ladder).
     Switch(Option<H264Variant>, Subscriber<RtpFrame>),
+    /// The move could not be made (the encoder has no room for another variant).
+    Refused,
 }
 
 /// A peer's position on an `adaptive` node's ladder, and where its moves go.
@@ -336,6 +341,9 @@ pub async fn write_loop(
 ) {
     let mut frames = Some(frames);
     let mut sequence = random_u64() as u16;
+    // The RTP time of the last frame written: after a switch, the new variant's stream may still
+    // hand out a frame no newer than it, which the receiver would merge or drop.
+    let mut last_timestamp: Option<u32> = None;
     let mut need_keyframe = true;
     let mut asked = Instant::now();
     feed.request_keyframe(variant);
@@ -348,6 +356,11 @@ pub async fn write_loop(
                     Some(WriterCommand::Loss { lost, sent }) => {
                         if let Some(l) = ladder.as_mut() {
                             l.observe(lost, sent);
+                        }
+                    }
+                    Some(WriterCommand::Refused) => {
+                        if let Some(l) = ladder.as_mut() {
+                            l.policy.refused();
                         }
                     }
                     Some(WriterCommand::Switch(to, next)) => {
@@ -379,7 +392,7 @@ pub async fn write_loop(
             let packets = missed * frame.packets.len() as u64;
             l.observe(packets, packets);
         }
-        if skipped > 0 {
+        if skipped > 0 || frame.after_gap {
             metrics.dropped_behind.inc_by(skipped);
             if !need_keyframe {
                 need_keyframe = true;
@@ -393,6 +406,13 @@ pub async fn write_loop(
                 feed.request_keyframe(variant);
             }
             continue;
+        }
+        let timestamp = frame.packets.first().map(|p| p.header.timestamp);
+        if let (Some(last), Some(ts)) = (last_timestamp, timestamp) {
+            if ts.wrapping_sub(last) as i32 <= 0 {
+                need_keyframe = true;
+                continue;
+            }
         }
         let mut ok = true;
         for packet in &frame.packets {
@@ -411,6 +431,7 @@ pub async fn write_loop(
             continue;
         }
         need_keyframe = false;
+        last_timestamp = timestamp.or(last_timestamp);
         metrics.sent.inc();
         metrics.bytes.inc_by(frame.bytes);
         if let Ok(age) = SystemTime::now().duration_since(frame.captured_at) {

@@ -299,15 +299,19 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
         _: &mut Self::Context,
     ) {
         if skipped > 0 {
+            // Every peer on this variant misses those frames: the pictures after them cannot be
+            // decoded until a keyframe.
             self.metrics.dropped_behind.inc_by(skipped);
+            self.feed.request_keyframe(variant);
         }
-        // One RTP clock for every variant: a peer switching between them sees time go on.
+        // One RTP clock for every variant: a peer switching between them sees time go on. Integer
+        // ticks, wrapping as RTP time does (a float cast would stick at u32::MAX after 13 hours).
         let (origin, base) = *self
             .origin
             .get_or_insert((frame.captured_at, random_u64() as u32));
         let elapsed = frame.captured_at.duration_since(origin).unwrap_or_default();
-        let timestamp =
-            base.wrapping_add((elapsed.as_secs_f64() * f64::from(H264_CLOCK_RATE)) as u32);
+        let ticks = elapsed.as_nanos() * u128::from(H264_CLOCK_RATE) / 1_000_000_000;
+        let timestamp = base.wrapping_add(ticks as u32);
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
@@ -328,6 +332,7 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             captured_at: frame.captured_at,
             bytes: frame.data.len() as u64,
             behind: frame.behind + skipped,
+            after_gap: skipped > 0,
         }));
     }
 
@@ -473,6 +478,9 @@ impl Handler<PeerStepChanged> for WebRtcSink {
             Ok(stream) => stream.packets.subscribe(),
             Err(e) => {
                 tracing::warn!(camera = %self.camera, session = %msg.session, "WebRTC peer stays on its step: {e}");
+                if let Some(writer) = self.peers.get(&msg.session).and_then(|p| p.writer.as_ref()) {
+                    let _ = writer.send(WriterCommand::Refused);
+                }
                 return;
             }
         };
