@@ -51,10 +51,10 @@ pub struct AdaptiveConfig {
     /// 1000 and 500 kbit/s, 300 at 1/2 size, 150 at 1/4 size.
     #[serde(default)]
     pub ladder: Option<Vec<LadderStep>>,
-    /// Share lost (frames missed, packets reported lost) above which a viewer moves down.
-    /// Default 0.2.
-    #[serde(default = "default_down_loss")]
-    pub down_loss: f64,
+    /// Share lost above which a viewer moves down. Default 0.2 for MJPEG (frames a viewer is too
+    /// slow for), 0.1 for WebRTC (packets lost: video suffers well before a fifth of them go).
+    #[serde(default)]
+    pub down_loss: Option<f64>,
     /// Share lost at or below which it moves up. Default 0.02.
     #[serde(default = "default_up_loss")]
     pub up_loss: f64,
@@ -92,8 +92,11 @@ pub fn default_h264_ladder() -> Vec<H264Variant> {
     };
     vec![v(2000, 1), v(1000, 1), v(500, 1), v(300, 2), v(150, 4)]
 }
-fn default_down_loss() -> f64 {
-    0.2
+fn default_down_loss(kind: PortKind) -> f64 {
+    match kind {
+        PortKind::H264 => 0.1,
+        _ => 0.2,
+    }
 }
 fn default_up_loss() -> f64 {
     0.02
@@ -143,9 +146,9 @@ impl AdaptiveConfig {
         }
     }
 
-    fn thresholds(&self) -> Thresholds {
+    fn thresholds(&self, kind: PortKind) -> Thresholds {
         Thresholds {
-            down_loss: self.down_loss,
+            down_loss: self.down_loss.unwrap_or(default_down_loss(kind)),
             up_loss: self.up_loss,
             hold_down: Duration::from_secs_f64(self.hold_down_s),
             hold_up: Duration::from_secs_f64(self.hold_up_s),
@@ -211,14 +214,30 @@ impl NodeConfig for AdaptiveConfig {
     fn validate(&self) -> Vec<FieldIssue> {
         let mut issues = Vec::new();
         self.validate_ladder(&mut issues);
-        check_range(&mut issues, "down_loss", self.down_loss, 0.01..=1.0);
+        if let Some(down) = self.down_loss {
+            check_range(&mut issues, "down_loss", down, 0.01..=1.0);
+        }
         check_range(&mut issues, "up_loss", self.up_loss, 0.0..=1.0);
-        if self.up_loss >= self.down_loss {
+        // Against the down_loss that applies: given, or the default of each kind it may be.
+        let kinds = match self.ladder_kind() {
+            Some(kind) => vec![kind],
+            None => vec![PortKind::Jpeg, PortKind::H264],
+        };
+        let lowest_down = kinds
+            .into_iter()
+            .map(|k| self.thresholds(k).down_loss)
+            .fold(f64::INFINITY, f64::min);
+        if self.up_loss >= lowest_down {
+            let down = match (self.down_loss, self.ladder_kind()) {
+                (Some(d), _) => d.to_string(),
+                (None, Some(_)) => format!("{lowest_down}, its default"),
+                (None, None) => "not given: 0.2 for MJPEG and 0.1 for WebRTC".into(),
+            };
             issues.push(FieldIssue::new(
                 "up_loss",
                 format!(
-                    "'up_loss' ({}) must be below 'down_loss' ({})",
-                    self.up_loss, self.down_loss
+                    "'up_loss' ({}) must be below 'down_loss' ({down})",
+                    self.up_loss
                 ),
             ));
         }
@@ -230,7 +249,7 @@ impl NodeConfig for AdaptiveConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let (output, names, tracker) = match cx.inputs.first() {
             Some(Port::Jpeg(upstream)) => {
-                let steps = Steps::start(self.jpeg_ladder(), self.thresholds(), &cx);
+                let steps = Steps::start(self.jpeg_ladder(), self.thresholds(PortKind::Jpeg), &cx);
                 let names = steps.names();
                 let tracker = steps.tracker.clone();
                 let feed = AdaptiveJpeg {
@@ -240,7 +259,7 @@ impl NodeConfig for AdaptiveConfig {
                 (Port::Jpeg(Arc::new(feed)), names, tracker)
             }
             Some(Port::H264(upstream)) => {
-                let steps = Steps::start(self.h264_ladder(), self.thresholds(), &cx);
+                let steps = Steps::start(self.h264_ladder(), self.thresholds(PortKind::H264), &cx);
                 let names = steps.names();
                 let tracker = steps.tracker.clone();
                 let feed = AdaptiveVideo {
