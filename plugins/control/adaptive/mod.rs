@@ -524,27 +524,35 @@ mod tests {
         }
     }
 
-    #[actix_rt::test]
-    async fn an_encoder_that_falls_behind_moves_its_viewers_down() {
-        let encoder = Arc::new(Encoder::default());
+    /// An adaptive node (hold_down_s 0.5) over `encoder`, one viewer reading it, and frames
+    /// published at 30 fps, frame `seq` after `behind(seq)` frames the encoder skipped.
+    fn viewer_of(
+        encoder: &Arc<Encoder>,
+        behind: fn(u64) -> u64,
+    ) -> (NodeHandle, FeedReader, tokio::task::JoinHandle<()>) {
         let (cx, _) = crate::testing::context("adaptive", "adaptive", Port::Jpeg(encoder.clone()));
         let config: AdaptiveConfig = serde_yaml::from_str("hold_down_s: 0.5").unwrap();
         let handle = config.build(cx).unwrap();
         let Some(Port::Jpeg(feed)) = handle.output.clone() else {
             panic!("a jpeg output")
         };
-        let mut reader = FeedReader::open(feed, None).unwrap();
-        let publisher = {
-            let encoder = encoder.clone();
-            tokio::spawn(async move {
-                // 1 s keeping up, then an encoder that manages one camera frame in three.
-                for seq in 0u64.. {
-                    let behind = if seq < 30 { 0 } else { 2 };
-                    encoder.publish(seq, behind);
-                    tokio::time::sleep(Duration::from_millis(33)).await;
-                }
-            })
-        };
+        let reader = FeedReader::open(feed, None).unwrap();
+        let encoder = encoder.clone();
+        let publisher = tokio::spawn(async move {
+            for seq in 0u64.. {
+                encoder.publish(seq, behind(seq));
+                tokio::time::sleep(Duration::from_millis(33)).await;
+            }
+        });
+        (handle, reader, publisher)
+    }
+
+    #[actix_rt::test]
+    async fn an_encoder_that_falls_behind_moves_its_viewers_down() {
+        let encoder = Arc::new(Encoder::default());
+        // 1 s keeping up, then an encoder that manages one camera frame in three.
+        let (handle, mut reader, publisher) =
+            viewer_of(&encoder, |seq| if seq < 30 { 0 } else { 2 });
         let mut qualities = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -575,22 +583,7 @@ mod tests {
             full: true,
             ..Default::default()
         });
-        let (cx, _) = crate::testing::context("adaptive", "adaptive", Port::Jpeg(encoder.clone()));
-        let config: AdaptiveConfig = serde_yaml::from_str("hold_down_s: 0.5").unwrap();
-        let handle = config.build(cx).unwrap();
-        let Some(Port::Jpeg(feed)) = handle.output.clone() else {
-            panic!("a jpeg output")
-        };
-        let mut reader = FeedReader::open(feed, None).unwrap();
-        let publisher = {
-            let encoder = encoder.clone();
-            tokio::spawn(async move {
-                for seq in 0u64.. {
-                    encoder.publish(seq, 2);
-                    tokio::time::sleep(Duration::from_millis(33)).await;
-                }
-            })
-        };
+        let (handle, mut reader, publisher) = viewer_of(&encoder, |_| 2);
         let deadline = Instant::now() + Duration::from_secs(6);
         while encoder.asked.lock().unwrap().len() < 3 && Instant::now() < deadline {
             let (frame, _) = reader.next().await.expect("frames");
