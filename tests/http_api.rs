@@ -70,6 +70,46 @@ fn the_stream_carries_decodable_frames_whose_number_advances_at_the_camera_fps()
 }
 
 #[test]
+fn a_cameras_second_sink_is_reached_by_its_node_id() {
+    // front has two MJPEG sinks: the full rate, and one behind a 10 fps dropper.
+    let server = Server::start(&format!(
+        "nodes:\n{}  \
+         front_10fps: {{ type: frame_dropper, inputs: [front], target_fps: 10 }}\n  \
+         front_10fps_jpeg: {{ type: jpeg_encoder, inputs: [front_10fps] }}\n  \
+         front_10fps_mjpeg: {{ type: mjpeg_sink, inputs: [front_10fps_jpeg] }}\n",
+        test_camera_yaml("front", 640, 360, 30)
+    ));
+    let rate = |v: &[(u32, SystemTime, usize)]| {
+        let span = v.last().unwrap().1.duration_since(v[0].1).unwrap();
+        (v.len() - 1) as f64 / span.as_secs_f64()
+    };
+    let by_camera = rate(&read_for(&server, "/api/camera/stream/front", 2.0));
+    let by_sink = rate(&read_for(
+        &server,
+        "/api/camera/stream/front_10fps_mjpeg",
+        2.0,
+    ));
+    assert!(
+        by_camera >= 27.0,
+        "the camera's first sink: {by_camera:.1} fps"
+    );
+    assert!(
+        (9.0..=10.6).contains(&by_sink),
+        "the sink behind the dropper: {by_sink:.1} fps"
+    );
+    let snapshot = client::get(&server.url("/api/camera/snapshot/front_10fps_mjpeg")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    assert_eq!(decode(&snapshot.bytes().unwrap()).1, 640);
+    // Any other node id is no camera.
+    let (status, body) = server.get_json("/api/camera/stream/front_jpeg");
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown camera 'front_jpeg'"));
+}
+
+#[test]
 fn fps_thins_frames_evenly_for_that_viewer_only() {
     let server = one_camera(30);
     let (tx, rx) = mpsc::channel();

@@ -247,11 +247,28 @@ impl Graph {
         }
     }
 
-    fn services<'a>(&'a self, camera: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+    /// The services of camera `name`'s nodes; or, when `name` is no camera, those of the node
+    /// with that id (a camera's second sink, reached by its own id).
+    fn services<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        let is_camera = self.nodes.iter().any(|n| &*n.camera == name);
         self.nodes
             .iter()
-            .filter(move |n| &*n.camera == camera)
+            .filter(move |n| {
+                if is_camera {
+                    &*n.camera == name
+                } else {
+                    n.spec.id == name
+                }
+            })
             .flat_map(|n| n.handle.services.iter())
+    }
+
+    /// The camera of node `id`, if it runs.
+    pub fn camera_of(&self, id: &str) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.id == id)
+            .map(|n| n.camera.to_string())
     }
 
     pub fn capture(&self, camera: &str) -> Option<Recipient<SetCapture>> {

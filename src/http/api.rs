@@ -159,7 +159,16 @@ async fn stop(state: State, query: Query) -> Result<HttpResponse, ApiError> {
     set_capture(state, query, false).await
 }
 
+/// The MJPEG sink of a camera (named, or the default one), or the `mjpeg_sink` node of that id
+/// (so a camera's second sink, e.g. behind a frame_dropper, can be reached too).
 fn mjpeg_service(state: &AppState, name: Option<&str>) -> Result<(String, MjpegService), ApiError> {
+    if let Some(id) = name {
+        let live = state.live.read().expect("graph lock");
+        let graph = &live.graph;
+        if let (Some(camera), Some(service)) = (graph.camera_of(id), graph.mjpeg(id)) {
+            return Ok((camera, service));
+        }
+    }
     let name = camera(state, name)?;
     let service = state.live.read().expect("graph lock").graph.mjpeg(&name);
     let service =

@@ -51,10 +51,16 @@ async fn page() -> HttpResponse {
         .body(PAGE_HTML)
 }
 
-/// The camera (named, or the default one) and its WebRTC service.
+/// The camera (named, or the default one) and its WebRTC service; or the `webrtc_sink` node of
+/// that id (a camera's second sink).
 fn service(state: &AppState, name: Option<&str>) -> Result<(String, WebRtcService), ApiError> {
     let live = state.live.read().expect("graph lock");
     let graph = &live.graph;
+    if let Some(id) = name {
+        if let (Some(camera), Some(service)) = (graph.camera_of(id), graph.webrtc(id)) {
+            return Ok((camera, service));
+        }
+    }
     let camera = graph.resolve_camera(name).ok_or_else(|| {
         let known = graph.cameras().join(", ");
         match name {
