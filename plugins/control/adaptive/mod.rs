@@ -247,26 +247,22 @@ impl NodeConfig for AdaptiveConfig {
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
-        let (output, names, tracker) = match cx.inputs.first() {
+        // The step names and the tracker outlive the feed, for the node's stats and stop.
+        let (output, (names, tracker)) = match cx.inputs.first() {
             Some(Port::Jpeg(upstream)) => {
                 let steps = Steps::start(self.jpeg_ladder(), self.thresholds(PortKind::Jpeg), &cx);
-                let names = steps.names();
-                let tracker = steps.tracker.clone();
-                let feed = AdaptiveJpeg {
-                    upstream: upstream.clone(),
-                    steps,
-                };
-                (Port::Jpeg(Arc::new(feed)), names, tracker)
+                let kept = steps.kept();
+                let upstream = upstream.clone();
+                (Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps })), kept)
             }
             Some(Port::H264(upstream)) => {
                 let steps = Steps::start(self.h264_ladder(), self.thresholds(PortKind::H264), &cx);
-                let names = steps.names();
-                let tracker = steps.tracker.clone();
-                let feed = AdaptiveVideo {
-                    upstream: upstream.clone(),
-                    steps,
-                };
-                (Port::H264(Arc::new(feed)), names, tracker)
+                let kept = steps.kept();
+                let upstream = upstream.clone();
+                (
+                    Port::H264(Arc::new(AdaptiveVideo { upstream, steps })),
+                    kept,
+                )
             }
             _ => {
                 return Err(BuildError::new(
@@ -320,8 +316,10 @@ impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
         }
     }
 
-    fn names(&self) -> Vec<String> {
-        self.ladder.iter().map(V::to_string).collect()
+    /// The step names and the tracker, for the node's stats and stop.
+    fn kept(&self) -> (Vec<String>, TrackerHandle) {
+        let names = self.ladder.iter().map(V::to_string).collect();
+        (names, self.tracker.clone())
     }
 
     fn top(&self) -> V {
