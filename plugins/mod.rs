@@ -1,8 +1,10 @@
-//! Every node type camgraph knows, registered in one list. Adding a type is one folder here and one
-//! line in `registry()`.
+//! Every node type camgraph knows, registered in one list, and the short form of `cameras:`.
+//! Adding a type, HTTP-facing or not, is one folder here and one line in `registry()`; main.rs
+//! hands the registry to the core, which never names a plugin.
 
 pub mod control;
 pub mod encoders;
+pub mod short_form;
 pub mod sinks;
 pub mod sources;
 
@@ -20,5 +22,6 @@ pub fn registry() -> Registry {
     r.register::<encoders::h264::H264EncoderConfig>();
     #[cfg(feature = "webrtc")]
     r.register::<sinks::webrtc::WebRtcSinkConfig>();
+    r.set_short_form(short_form::UsualChain);
     r
 }

@@ -6,17 +6,19 @@
 //! Work happens only while someone downstream is subscribed. `http` exposes the guide's API, the
 //! viewer page and `/metrics`; every node reports through the one `metrics` module.
 
+pub mod adapt;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod frame;
 pub mod graph;
 pub mod http;
-pub mod messages;
 pub mod metrics;
 pub mod mjpeg;
 pub mod node;
 pub mod pacing;
+pub mod port;
 pub mod registry;
 #[cfg(test)]
 pub mod testing;

@@ -4,19 +4,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use actix::Actor;
+use arc_swap::ArcSwap;
 use camgraph::config::{self, GraphSpec};
-use camgraph::graph::live::{LiveGraph, Supervisor};
+use camgraph::graph::live::{LiveGraph, Reload, StopGraph, Supervisor};
+use camgraph::graph::view::GraphView;
 use camgraph::graph::watch;
 use camgraph::http::{self, AppState};
-use camgraph::messages::Reload;
 use camgraph::metrics::Metrics;
 use camgraph::plugins;
+use camgraph::registry::Registry;
 
 /// Streams cameras to browsers (MJPEG, WebRTC) and to monitoring (Prometheus), as an actor graph
 /// described by a YAML file that is reloaded when it changes. Without --config it runs a 1280x720 30 fps test-pattern camera; the viewer is at
@@ -106,31 +108,32 @@ fn devices() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn load(config: Option<&PathBuf>) -> anyhow::Result<GraphSpec> {
-    let registry = plugins::registry();
+fn load(config: Option<&PathBuf>, registry: &Registry) -> anyhow::Result<GraphSpec> {
     let spec = match config {
-        Some(path) => config::load_file(path, &registry),
+        Some(path) => config::load_file(path, registry),
         None => config::parse(
             "configs/default.yaml (embedded)",
             camgraph::DEFAULT_CONFIG,
-            &registry,
+            registry,
         ),
     };
     spec.map_err(|errors| anyhow::anyhow!("invalid configuration, nothing started:\n{errors}"))
 }
 
 fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut spec = load(config.as_ref())?;
+    // The one place the core meets the plugins: everything else gets the registry from here.
+    let registry = Arc::new(plugins::registry());
+    let mut spec = load(config.as_ref(), &registry)?;
     if let Some(addr) = listen {
         spec.server.listen = addr;
     }
     let server_config = spec.server.clone();
     actix_web::rt::System::new().block_on(async move {
         let metrics = Metrics::new();
-        let live =
-            LiveGraph::start(spec, config.clone(), &metrics).context("cannot start the graph")?;
-        let live = Arc::new(RwLock::new(live));
-        let supervisor = Supervisor::new(live.clone()).start();
+        let live = LiveGraph::start(spec, config.clone(), registry.clone(), &metrics)
+            .context("cannot start the graph")?;
+        let view = Arc::new(ArcSwap::from_pointee(GraphView::default()));
+        let supervisor = Supervisor::new(live, view.clone()).start();
         let _watcher = match &config {
             Some(path) => Some(
                 watch::watch_file(path, supervisor.clone().recipient())
@@ -141,8 +144,9 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
         let stats = Arc::new(http::stats::StatsWindow::default());
         http::stats::spawn_sampler(stats.clone(), metrics.clone());
         let state = Arc::new(AppState {
-            live: live.clone(),
+            view,
             supervisor: supervisor.clone(),
+            registry,
             metrics,
             stats,
         });
@@ -157,13 +161,14 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             handle.stop(true).await;
         });
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloads = supervisor.clone();
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {
-                supervisor.do_send(Reload { trigger: "SIGHUP" });
+                reloads.do_send(Reload { trigger: "SIGHUP" });
             }
         });
         server.await.context("HTTP server failed")?;
-        live.write().expect("graph lock").graph.stop();
+        let _ = supervisor.send(StopGraph).await;
         Ok(())
     })
 }

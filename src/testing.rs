@@ -19,7 +19,7 @@ pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
 pub fn context(
     id: &str,
     type_name: &str,
-    input: crate::node::Port,
+    input: crate::port::Port,
 ) -> (
     crate::node::BuildContext,
     std::sync::Arc<crate::metrics::Metrics>,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, Subscriber};
-use crate::messages::EncodedFrame;
+use crate::frame::EncodedFrame;
 
 /// One variant's stream.
 #[derive(Default)]

@@ -2,7 +2,7 @@
 //! the camera's RGB as it is, or its JPEG decoded once, and box-filtered copies at 1/2 and 1/4
 //! size. Buffers are reused from frame to frame.
 
-use crate::messages::{Frame, PixelFormat};
+use crate::frame::{Frame, PixelFormat};
 
 /// Packed RGB at one size.
 struct Scaled {

@@ -8,6 +8,7 @@
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
 //! ```
 
+pub mod api;
 pub mod files;
 pub mod http_mjpeg;
 pub mod nosignal;
@@ -28,10 +29,11 @@ use serde_json::json;
 
 use crate::error::BuildError;
 use crate::fanout::Fanout;
-use crate::messages::{Frame, PixelFormat, SetCapture, Shutdown};
-use crate::node::{
-    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports, Service,
-};
+use crate::frame::{Frame, PixelFormat};
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
+use crate::port::{Port, PortKind, Ports};
+use api::{CaptureSwitch, SetCapture};
 
 /// Settings of a `camera` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -160,6 +162,26 @@ impl NodeConfig for CameraConfig {
             }
         }
         issues
+    }
+
+    /// A device added through the API must exist (in the file, a missing device is a camera
+    /// that is down until it appears).
+    fn validate_added(&self) -> Vec<FieldIssue> {
+        match SourceKind::parse(&self.source) {
+            SourceKind::Device(index)
+                if !std::path::Path::new(&format!("/dev/video{index}")).exists() =>
+            {
+                vec![FieldIssue::new(
+                    "source",
+                    format!("no such device /dev/video{index}"),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+        api::routes(cfg);
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
@@ -332,7 +354,7 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
     let stats_out = out.clone();
     NodeHandle {
         output: Some(Port::Frames(out)),
-        services: vec![Service::Capture(addr.clone().recipient())],
+        services: Services::new().with(CaptureSwitch(addr.clone().recipient())),
         stats: Some(Box::new(move || {
             json!({
                 "captured": captured.get(),

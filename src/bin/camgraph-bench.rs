@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 use camgraph::client;
-use camgraph::messages::{Frame, PixelFormat};
+use camgraph::frame::{Frame, PixelFormat};
 use camgraph::mjpeg::{self, PartReader};
 use camgraph::plugins::control::adaptive::default_h264_ladder;
 use camgraph::plugins::encoders::h264::{H264EncoderConfig, Session};

@@ -7,9 +7,9 @@ use std::path::Path;
 use serde_yaml::{Mapping, Value};
 
 use super::locate::Locator;
-use super::short::{self, CameraShortForm};
 use super::{ConfigError, ConfigErrors, GraphSpec, NodeSpec, ServerConfig};
-use crate::node::{PortKind, Ports};
+use crate::node::NodeId;
+use crate::port::{PortKind, Ports};
 use crate::registry::Registry;
 
 /// Reads and parses `path`; errors name the path as given.
@@ -25,18 +25,6 @@ pub fn load_file(path: &Path, registry: &Registry) -> Result<GraphSpec, ConfigEr
             message: format!("cannot read the file: {err}"),
         }])),
     }
-}
-
-/// Longest node id; ids become URL path segments and metric labels.
-const MAX_ID_LEN: usize = 64;
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        && !id.starts_with('-')
 }
 
 struct Collector<'a> {
@@ -149,7 +137,7 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
             Some("cameras") => {
                 has_nodes = true;
                 match value {
-                    Value::Mapping(m) => entries.extend(expand_cameras(&mut c, m)),
+                    Value::Mapping(m) => entries.extend(expand_cameras(&mut c, m, registry)),
                     Value::Null => {}
                     _ => {
                         let at = c.locator.top_key("cameras");
@@ -205,8 +193,16 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
 }
 
 /// Expands short-form cameras into node entries; remembers where each node was written.
-fn expand_cameras(c: &mut Collector, cameras: Mapping) -> Vec<(Value, Value)> {
+fn expand_cameras(c: &mut Collector, cameras: Mapping, registry: &Registry) -> Vec<(Value, Value)> {
     let mut entries = Vec::new();
+    let Some(short_form) = registry.short_form() else {
+        c.push(
+            c.locator.top_key("cameras"),
+            None,
+            "this build has no short form for 'cameras:': declare the nodes under 'nodes:'",
+        );
+        return entries;
+    };
     for (key, value) in cameras {
         let Some(name) = key.as_str().map(str::to_string) else {
             c.push(
@@ -216,21 +212,21 @@ fn expand_cameras(c: &mut Collector, cameras: Mapping) -> Vec<(Value, Value)> {
             );
             continue;
         };
-        match serde_path_to_error::deserialize::<_, CameraShortForm>(value) {
-            Ok(camera) => {
-                for (id, settings) in short::expand(&name, &camera) {
+        match short_form.expand(&name, value) {
+            Ok(nodes) => {
+                for (id, settings) in nodes {
                     c.written_as.insert(id.clone(), name.clone());
                     entries.push((Value::String(id), Value::Mapping(settings)));
                 }
             }
             Err(err) => {
-                let path = err.path().to_string();
-                let message = tidy(&err.into_inner().to_string());
+                let path = err.path;
+                let message = tidy(&err.message);
                 let field = message
                     .strip_prefix("unknown field '")
                     .and_then(|r| r.split('\'').next())
                     .map(str::to_string)
-                    .or_else(|| (path != ".").then(|| path.clone()));
+                    .or_else(|| (!path.is_empty()).then(|| path.clone()));
                 let at = match field.as_deref() {
                     Some(f) => c.locator.field(&name, f),
                     None => c.locator.node(&name),
@@ -264,11 +260,14 @@ fn parse_nodes(
             );
             continue;
         };
-        if !valid_id(&id) {
+        if NodeId::parse(&id).is_err() {
             c.node(
                 &id,
                 None,
-                format!("invalid node id: use 1 to {MAX_ID_LEN} letters, digits, '_' or '-'"),
+                format!(
+                    "invalid node id: use 1 to {} letters, digits, '_' or '-'",
+                    NodeId::MAX_LEN
+                ),
             );
             continue;
         }

@@ -3,7 +3,6 @@
 
 mod load;
 mod locate;
-pub mod short;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -1,27 +1,56 @@
 //! The graph as operators change it while it runs: the configuration file (reloaded on change,
-//! SIGHUP or `POST /api/graph/reload`) plus the cameras added through the API. Every change goes
-//! through the `Supervisor` actor on the main arbiter, so nodes always start there.
+//! SIGHUP or `POST /api/graph/reload`) plus the cameras added through the API. One actor, the
+//! `Supervisor` on the main arbiter, owns it: every change is a message to it (so nodes always
+//! start there), and after each change it publishes an immutable `GraphView` that readers load
+//! without a lock.
 //!
 //! Cameras added through the API are not written to the file. They survive file reloads; if the
 //! file comes to declare a node with the same id, the file wins and the API camera is removed.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix::{Actor, Context, Handler};
+use actix::{Actor, Context, Handler, Message};
 use serde::Serialize;
-use serde_json::json;
 
+use super::view::{GraphView, Published};
 use super::{Changes, Graph};
-use crate::config::short::CameraShortForm;
 use crate::config::{self, GraphSpec, NodeSpec, ServerConfig};
 use crate::error::{BuildError, ServiceError};
-use crate::messages::{AddCamera, Reload, RemoveCamera};
 use crate::metrics::Metrics;
 use crate::mjpeg::format_timestamp;
-use crate::plugins::sources::SourceKind;
+use crate::node::NodeId;
 use crate::registry::Registry;
+
+/// Re-reads the configuration file and applies the difference.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "Result<Changes, ServiceError>")]
+pub struct Reload {
+    /// What asked for it, for logs and `GET /api/graph`: `file`, `SIGHUP`, `api`.
+    pub trigger: &'static str,
+}
+
+/// Adds a camera at run time, written as a `cameras:` entry of the file would be.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct AddCamera {
+    pub name: String,
+    /// The entry's settings (`source`, `width`, ...), as the registry's short form reads them.
+    pub entry: serde_yaml::Value,
+}
+
+/// Removes a camera added at run time, and its chain.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct RemoveCamera {
+    pub name: String,
+}
+
+/// Stops every node: the process is ending.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct StopGraph;
 
 /// The outcome of the last reload, shown by `GET /api/graph`.
 #[derive(Clone, Debug, Serialize)]
@@ -41,8 +70,8 @@ struct ApiCamera {
 }
 
 pub struct LiveGraph {
-    pub graph: Graph,
-    registry: Registry,
+    graph: Graph,
+    registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     config_path: Option<PathBuf>,
     server: ServerConfig,
@@ -51,20 +80,18 @@ pub struct LiveGraph {
     last_reload: Option<ReloadStatus>,
 }
 
-/// Longest camera name accepted by the API (names become URL segments and metric labels).
-const MAX_NAME_LEN: usize = 64;
-
 impl LiveGraph {
     /// Starts `spec`, read from `config_path` (`None`: the embedded default, nothing to reload).
     pub fn start(
         spec: GraphSpec,
         config_path: Option<PathBuf>,
+        registry: Arc<Registry>,
         metrics: &Arc<Metrics>,
     ) -> Result<Self, BuildError> {
         let graph = Graph::start(spec.clone(), metrics)?;
         Ok(LiveGraph {
             graph,
-            registry: crate::plugins::registry(),
+            registry,
             metrics: metrics.clone(),
             config_path,
             server: spec.server,
@@ -143,33 +170,10 @@ impl LiveGraph {
         Ok(changes)
     }
 
-    /// Adds a camera with the usual chain (`name`, `name_jpeg`, `name_mjpeg`).
-    pub fn add_camera(&mut self, name: &str, camera: CameraShortForm) -> Result<(), ServiceError> {
-        let bad = |m: String| Err(ServiceError::BadRequest(m));
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return bad(format!(
-                "camera name must be 1 to {MAX_NAME_LEN} characters (got {})",
-                name.len()
-            ));
-        }
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            || name.starts_with('-')
-        {
-            return bad(format!(
-                "camera name '{name}' may only hold letters, digits, '_' and '-'"
-            ));
-        }
-        if camera.source.trim().is_empty() {
-            return bad("missing 'source' (test, a device index or /dev/videoN, an http:// MJPEG URL, a file or folder)".into());
-        }
-        if let SourceKind::Device(index) = SourceKind::parse(&camera.source) {
-            if !std::path::Path::new(&format!("/dev/video{index}")).exists() {
-                return bad(format!("no such device /dev/video{index}"));
-            }
-        }
-        let nodes = self.expand(name, &camera)?;
+    /// Adds a camera written as a `cameras:` entry (the registry's short form expands it).
+    pub fn add_camera(&mut self, name: &str, entry: serde_yaml::Value) -> Result<(), ServiceError> {
+        NodeId::parse(name).map_err(|e| ServiceError::BadRequest(format!("camera name {e}")))?;
+        let nodes = self.expand(name, entry)?;
         let existing: Vec<String> = self.merged().into_iter().map(|n| n.id).collect();
         if let Some(taken) = nodes.iter().find(|n| existing.contains(&n.id)) {
             return Err(ServiceError::Conflict(if taken.id == name {
@@ -195,16 +199,32 @@ impl LiveGraph {
             self.graph.apply(self.merged());
             return Err(ServiceError::BadRequest(message));
         }
-        tracing::info!(camera = name, source = %camera.source, "camera added through the API");
+        tracing::info!(camera = name, "camera added through the API");
         Ok(())
     }
 
-    /// Parses and validates a short-form camera through the same path as the file.
-    fn expand(&self, name: &str, camera: &CameraShortForm) -> Result<Vec<NodeSpec>, ServiceError> {
-        let entry = serde_yaml::to_string(&json!({ "cameras": { name: camera } }))
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        match config::parse("request", &entry, &self.registry) {
-            Ok(spec) => Ok(spec.nodes),
+    /// Parses and validates a camera entry through the same path as the file, plus the checks a
+    /// node added at run time must pass.
+    fn expand(&self, name: &str, entry: serde_yaml::Value) -> Result<Vec<NodeSpec>, ServiceError> {
+        let mut cameras = serde_yaml::Mapping::new();
+        cameras.insert(name.into(), entry);
+        let mut file = serde_yaml::Mapping::new();
+        file.insert("cameras".into(), serde_yaml::Value::Mapping(cameras));
+        let text =
+            serde_yaml::to_string(&file).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        match config::parse("request", &text, &self.registry) {
+            Ok(spec) => {
+                let problems: Vec<String> = spec
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.config.validate_added().into_iter().map(|i| i.message))
+                    .collect();
+                if problems.is_empty() {
+                    Ok(spec.nodes)
+                } else {
+                    Err(ServiceError::BadRequest(problems.join("; ")))
+                }
+            }
             Err(errors) => {
                 let messages: Vec<String> = errors
                     .0
@@ -236,23 +256,34 @@ impl LiveGraph {
         Ok(())
     }
 
-    pub fn describe(&self) -> serde_json::Value {
-        let mut d = self.graph.describe();
-        d["config_file"] = json!(self.config_path.as_ref().map(|p| p.display().to_string()));
-        d["api_cameras"] = json!(self.api_cameras.iter().map(|c| &c.name).collect::<Vec<_>>());
-        d["last_reload"] = json!(self.last_reload);
-        d
+    /// The graph as it is now, for readers.
+    pub fn view(&self) -> GraphView {
+        GraphView {
+            nodes: self.graph.view(),
+            config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
+            api_cameras: self.api_cameras.iter().map(|c| c.name.clone()).collect(),
+            last_reload: self.last_reload.clone(),
+        }
     }
 }
 
-/// Applies changes to the live graph on the main arbiter.
+/// The one owner of the live graph: applies every change on the main arbiter and publishes the
+/// view after it.
 pub struct Supervisor {
-    live: Arc<RwLock<LiveGraph>>,
+    live: LiveGraph,
+    published: Published,
 }
 
 impl Supervisor {
-    pub fn new(live: Arc<RwLock<LiveGraph>>) -> Self {
-        Self { live }
+    /// Takes `live` over and publishes its first view to `published`.
+    pub fn new(live: LiveGraph, published: Published) -> Self {
+        let owner = Self { live, published };
+        owner.publish();
+        owner
+    }
+
+    fn publish(&self) {
+        self.published.store(Arc::new(self.live.view()));
     }
 }
 
@@ -263,26 +294,34 @@ impl Actor for Supervisor {
 impl Handler<Reload> for Supervisor {
     type Result = Result<Changes, ServiceError>;
     fn handle(&mut self, msg: Reload, _: &mut Self::Context) -> Self::Result {
-        self.live.write().expect("graph lock").reload(msg.trigger)
+        let result = self.live.reload(msg.trigger);
+        self.publish();
+        result
     }
 }
 
 impl Handler<AddCamera> for Supervisor {
     type Result = Result<(), ServiceError>;
     fn handle(&mut self, msg: AddCamera, _: &mut Self::Context) -> Self::Result {
-        self.live
-            .write()
-            .expect("graph lock")
-            .add_camera(&msg.name, msg.camera)
+        let result = self.live.add_camera(&msg.name, msg.entry);
+        self.publish();
+        result
     }
 }
 
 impl Handler<RemoveCamera> for Supervisor {
     type Result = Result<(), ServiceError>;
     fn handle(&mut self, msg: RemoveCamera, _: &mut Self::Context) -> Self::Result {
-        self.live
-            .write()
-            .expect("graph lock")
-            .remove_camera(&msg.name)
+        let result = self.live.remove_camera(&msg.name);
+        self.publish();
+        result
+    }
+}
+
+impl Handler<StopGraph> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _: StopGraph, _: &mut Self::Context) {
+        self.live.graph.stop();
+        self.publish();
     }
 }

@@ -4,45 +4,31 @@
 //! touched. `live` adds the configuration file and the cameras added through the API on top.
 
 pub mod live;
+pub mod view;
 pub mod watch;
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix::Recipient;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::config::{GraphSpec, NodeSpec};
 use crate::error::BuildError;
-use crate::messages::{
-    AddPeerCandidate, ClosePeer, OpenPeer, OpenStream, SaveSnapshot, SetCapture, TakeSnapshot,
-};
 use crate::metrics::Metrics;
-use crate::mjpeg::format_timestamp;
-use crate::node::{BuildContext, NodeHandle, Port, Service};
+use crate::node::{BuildContext, Services, StatsFn};
+use crate::port::Port;
+pub use view::{GraphView, Lookup, NodeView};
 
 struct RunningNode {
     spec: NodeSpec,
     camera: Arc<str>,
     started_at: SystemTime,
-    handle: NodeHandle,
-}
-
-/// The MJPEG service of one camera.
-#[derive(Clone)]
-pub struct MjpegService {
-    pub stream: Recipient<OpenStream>,
-    pub snapshot: Recipient<TakeSnapshot>,
-}
-
-/// The WebRTC service of one camera.
-#[derive(Clone)]
-pub struct WebRtcService {
-    pub open: Recipient<OpenPeer>,
-    pub candidate: Recipient<AddPeerCandidate>,
-    pub close: Recipient<ClosePeer>,
+    output: Option<Port>,
+    services: Services,
+    stats: Option<Arc<StatsFn>>,
+    stop: Box<dyn FnOnce() + Send + Sync>,
 }
 
 /// What applying a spec did.
@@ -74,6 +60,8 @@ pub struct Graph {
     spec: Vec<NodeSpec>,
     /// In start order: every node after its inputs.
     nodes: Vec<RunningNode>,
+    /// Why each node of `spec` that is not running did not start.
+    failures: HashMap<String, String>,
 }
 
 /// Whether two declarations of a node are the same.
@@ -87,6 +75,7 @@ impl Graph {
             metrics,
             spec: Vec::new(),
             nodes: Vec::new(),
+            failures: HashMap::new(),
         }
     }
 
@@ -126,7 +115,7 @@ impl Graph {
         let mut kept = Vec::new();
         for running in std::mem::take(&mut self.nodes).into_iter().rev() {
             if stopping.contains(&running.spec.id) {
-                (running.handle.stop)();
+                (running.stop)();
                 self.metrics.forget_node(&running.spec.id);
                 tracing::info!(node = %running.spec.id, "node stopped");
             } else {
@@ -183,6 +172,11 @@ impl Graph {
                 }
             }
         }
+        self.failures = changes
+            .failed
+            .iter()
+            .map(|f| (f.node.clone(), f.error.clone()))
+            .collect();
         self.spec = nodes;
         changes
     }
@@ -191,7 +185,7 @@ impl Graph {
         self.nodes
             .iter()
             .find(|n| n.spec.id == id)
-            .and_then(|n| n.handle.output.clone())
+            .and_then(|n| n.output.clone())
     }
 
     fn start_node(&mut self, node: &NodeSpec) -> Result<(), BuildError> {
@@ -218,13 +212,27 @@ impl Graph {
             inputs,
             metrics: self.metrics.node(&camera, &node.id, &node.type_name),
         };
-        let handle = node.config.build(cx)?;
+        // A plugin that panics while starting fails its node, not the graph or the server.
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| node.config.build(cx))).map_err(
+            |panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown cause".into());
+                BuildError::new(&node.id, format!("panicked while starting: {why}"))
+            },
+        )?;
+        let handle = built?;
         tracing::info!(node = %node.id, r#type = %node.type_name, camera = %camera, "node started");
         self.nodes.push(RunningNode {
             spec: node.clone(),
             camera,
             started_at: SystemTime::now(),
-            handle,
+            output: handle.output,
+            services: handle.services,
+            stats: handle.stats.map(Arc::new),
+            stop: handle.stop,
         });
         Ok(())
     }
@@ -238,114 +246,30 @@ impl Graph {
             .collect()
     }
 
-    /// `name`, or the first camera when `None`; `None` if there is no such camera.
-    pub fn resolve_camera(&self, name: Option<&str>) -> Option<String> {
-        let cameras = self.cameras();
-        match name {
-            Some(n) => cameras.into_iter().find(|c| c == n),
-            None => cameras.into_iter().next(),
-        }
-    }
-
-    /// The services of camera `name`'s nodes; or, when `name` is no camera, those of the node
-    /// with that id (a camera's second sink, reached by its own id).
-    fn services<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
-        let is_camera = self.nodes.iter().any(|n| &*n.camera == name);
-        self.nodes
-            .iter()
-            .filter(move |n| {
-                if is_camera {
-                    &*n.camera == name
-                } else {
-                    n.spec.id == name
-                }
-            })
-            .flat_map(|n| n.handle.services.iter())
-    }
-
-    /// The camera of node `id`, if it runs.
-    pub fn camera_of(&self, id: &str) -> Option<String> {
-        self.nodes
-            .iter()
-            .find(|n| n.spec.id == id)
-            .map(|n| n.camera.to_string())
-    }
-
-    pub fn capture(&self, camera: &str) -> Option<Recipient<SetCapture>> {
-        self.services(camera).find_map(|s| match s {
-            Service::Capture(r) => Some(r.clone()),
-            _ => None,
-        })
-    }
-
-    pub fn snapshot_saver(&self, camera: &str) -> Option<Recipient<SaveSnapshot>> {
-        self.services(camera).find_map(|s| match s {
-            Service::SaveSnapshot(r) => Some(r.clone()),
-            _ => None,
-        })
-    }
-
-    pub fn mjpeg(&self, camera: &str) -> Option<MjpegService> {
-        self.services(camera).find_map(|s| match s {
-            Service::Mjpeg { stream, snapshot } => Some(MjpegService {
-                stream: stream.clone(),
-                snapshot: snapshot.clone(),
-            }),
-            _ => None,
-        })
-    }
-
-    pub fn webrtc(&self, camera: &str) -> Option<WebRtcService> {
-        self.services(camera).find_map(|s| match s {
-            Service::WebRtc {
-                open,
-                candidate,
-                close,
-            } => Some(WebRtcService {
-                open: open.clone(),
-                candidate: candidate.clone(),
-                close: close.clone(),
-            }),
-            _ => None,
-        })
-    }
-
-    /// Nodes, edges and each node's live statistics, for `GET /api/graph`.
-    pub fn describe(&self) -> serde_json::Value {
-        let nodes: Vec<_> = self
-            .spec
+    /// What runs now, as an immutable view for readers.
+    pub fn view(&self) -> Vec<NodeView> {
+        self.spec
             .iter()
             .map(|spec| {
                 let running = self.nodes.iter().find(|n| n.spec.id == spec.id);
-                let stats = running.and_then(|n| n.handle.stats.as_ref().map(|s| s()));
-                let state = match (&running, &stats) {
-                    (None, _) => "failed",
-                    (Some(_), Some(s)) if s.get("up") == Some(&json!(false)) => "down",
-                    _ => "running",
-                };
-                json!({
-                    "id": spec.id,
-                    "type": spec.type_name,
-                    "camera": running.map(|n| n.camera.to_string()),
-                    "inputs": spec.inputs,
-                    "state": state,
-                    "started_at": running.map(|n| format_timestamp(n.started_at)),
-                    "stats": stats,
-                })
+                NodeView {
+                    id: spec.id.clone(),
+                    type_name: spec.type_name.clone(),
+                    inputs: spec.inputs.clone(),
+                    camera: running.map(|n| n.camera.clone()),
+                    started_at: running.map(|n| n.started_at),
+                    error: self.failures.get(&spec.id).cloned(),
+                    stats: running.and_then(|n| n.stats.clone()),
+                    services: running.map(|n| n.services.clone()).unwrap_or_default(),
+                }
             })
-            .collect();
-        let edges: Vec<_> = self
-            .spec
-            .iter()
-            .flat_map(|n| n.inputs.iter().map(move |i| json!({"from": i, "to": n.id})))
-            .collect();
-        json!({ "cameras": self.cameras(), "nodes": nodes, "edges": edges })
+            .collect()
     }
 
     /// Stops every node, consumers first.
     pub fn stop(&mut self) {
         while let Some(node) = self.nodes.pop() {
-            (node.handle.stop)();
+            (node.stop)();
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::Recipient;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
-use crate::messages::Reload;
+use super::live::Reload;
 
 /// Quiet time after the last event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(200);

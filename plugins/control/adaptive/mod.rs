@@ -33,13 +33,13 @@ use serde_json::json;
 
 pub use ladder::{LadderPosition, Thresholds};
 
+use crate::adapt::AdaptPolicy;
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::Subscriber;
-use crate::messages::{EncodedFrame, Shutdown};
-use crate::node::{
-    check_range, AdaptPolicy, BuildContext, EncodedFeed, FieldIssue, H264Variant, JpegVariant,
-    NodeConfig, NodeHandle, Port, PortKind, Ports, VideoFeed,
-};
+use crate::frame::EncodedFrame;
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
+use crate::port::{Feed, H264Feed, H264Variant, JpegFeed, JpegVariant, Port, PortKind, Ports};
 
 /// Settings of an `adaptive` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -164,7 +164,11 @@ impl AdaptiveConfig {
             let mut problems = Vec::new();
             match (step.quality, step.bitrate_kbps) {
                 (Some(_), Some(_)) | (None, None) => {
-                    problems.push("give either 'quality' (MJPEG) or 'bitrate_kbps' (WebRTC)".into())
+                    problems
+                        .push("give either 'quality' (MJPEG) or 'bitrate_kbps' (WebRTC)".into());
+                    if !crate::port::SCALES.contains(&step.scale) {
+                        problems.push(format!("scale must be 1, 2 or 4 (got {})", step.scale));
+                    }
                 }
                 (Some(_), None) if kind == Some(PortKind::H264) => problems.push(
                     "a 'quality' step in a ladder of 'bitrate_kbps' steps: one kind per ladder"
@@ -174,16 +178,20 @@ impl AdaptiveConfig {
                     "a 'bitrate_kbps' step in a ladder of 'quality' steps: one kind per ladder"
                         .into(),
                 ),
-                (Some(q), None) if !(1..=100).contains(&q) => {
-                    problems.push(format!("quality must be 1..=100 (got {q})"))
-                }
-                (None, Some(b)) if !(100..=50_000).contains(&b) => {
-                    problems.push(format!("bitrate_kbps must be 100..=50000 (got {b})"))
-                }
-                _ => {}
-            }
-            if ![1, 2, 4].contains(&step.scale) {
-                problems.push(format!("scale must be 1, 2 or 4 (got {})", step.scale));
+                (Some(quality), None) => problems.extend(
+                    JpegVariant {
+                        quality,
+                        scale: step.scale,
+                    }
+                    .problems(),
+                ),
+                (None, Some(bitrate_kbps)) => problems.extend(
+                    H264Variant {
+                        bitrate_kbps,
+                        scale: step.scale,
+                    }
+                    .problems(),
+                ),
             }
             let same = |a: &LadderStep, b: &LadderStep| {
                 (a.quality, a.bitrate_kbps, a.scale) == (b.quality, b.bitrate_kbps, b.scale)
@@ -274,7 +282,7 @@ impl NodeConfig for AdaptiveConfig {
         let counts = tracker.counts.clone();
         Ok(NodeHandle {
             output: Some(output),
-            services: Vec::new(),
+            services: Default::default(),
             stats: Some(Box::new(move || {
                 let viewers: Vec<i64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
                 json!({ "ladder": names, "viewers_per_step": viewers })
@@ -342,11 +350,11 @@ impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
 }
 
 struct AdaptiveJpeg {
-    upstream: Arc<dyn EncodedFeed>,
+    upstream: Arc<JpegFeed>,
     steps: Steps<JpegVariant>,
 }
 
-impl EncodedFeed for AdaptiveJpeg {
+impl Feed<JpegVariant> for AdaptiveJpeg {
     /// Without a variant: the top of the ladder.
     fn subscribe(
         &self,
@@ -362,11 +370,11 @@ impl EncodedFeed for AdaptiveJpeg {
 }
 
 struct AdaptiveVideo {
-    upstream: Arc<dyn VideoFeed>,
+    upstream: Arc<H264Feed>,
     steps: Steps<H264Variant>,
 }
 
-impl VideoFeed for AdaptiveVideo {
+impl Feed<H264Variant> for AdaptiveVideo {
     /// Without a variant: the top of the ladder.
     fn subscribe(
         &self,
@@ -472,9 +480,9 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::adapt::FeedReader;
     use crate::fanout::Fanout;
-    use crate::messages::Codec;
-    use crate::node::FeedReader;
+    use crate::frame::Codec;
 
     /// An encoder stand-in: one fan-out per variant asked for; with `full`, it refuses every
     /// variant but the first.
@@ -485,7 +493,7 @@ mod tests {
         asked: Mutex<Vec<u8>>,
     }
 
-    impl EncodedFeed for Encoder {
+    impl Feed<JpegVariant> for Encoder {
         fn subscribe(
             &self,
             variant: Option<JpegVariant>,
@@ -527,7 +535,11 @@ mod tests {
     fn viewer_of(
         encoder: &Arc<Encoder>,
         behind: fn(u64) -> u64,
-    ) -> (NodeHandle, FeedReader, tokio::task::JoinHandle<()>) {
+    ) -> (
+        NodeHandle,
+        FeedReader<JpegVariant>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (cx, _) = crate::testing::context("adaptive", "adaptive", Port::Jpeg(encoder.clone()));
         let config: AdaptiveConfig = serde_yaml::from_str("hold_down_s: 0.5").unwrap();
         let handle = config.build(cx).unwrap();

@@ -18,11 +18,11 @@ use serde_json::json;
 
 use crate::error::BuildError;
 use crate::fanout::{Fanout, InputLink};
-use crate::messages::{Frame, Shutdown};
-use crate::node::{
-    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports,
-};
+use crate::frame::Frame;
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::pacing::RateLimiter;
+use crate::port::{Port, PortKind, Ports};
 
 /// Settings of a `frame_dropper` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -64,7 +64,7 @@ impl NodeConfig for FrameDropperConfig {
         let addr = dropper.start();
         Ok(NodeHandle {
             output: Some(Port::Frames(output)),
-            services: Vec::new(),
+            services: Default::default(),
             stats: Some(Box::new(
                 move || json!({ "passed": passed.get(), "dropped": dropped.get() }),
             )),
@@ -119,7 +119,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::messages::PixelFormat;
+    use crate::frame::PixelFormat;
 
     #[actix_rt::test]
     async fn thirty_in_ten_out_the_same_frames_not_copies() {

@@ -21,11 +21,12 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use super::H264EncoderConfig;
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
-use crate::messages::{Codec, EncodedFrame, Frame, Shutdown};
+use crate::frame::{Codec, EncodedFrame, Frame};
 use crate::metrics::NodeMetrics;
-use crate::node::{H264Variant, VideoFeed};
+use crate::node::Shutdown;
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
+use crate::port::{Feed, H264Variant};
 
 /// How often the encoder checks whether anyone still listens.
 const DEMAND_CHECK: Duration = Duration::from_millis(20);
@@ -55,16 +56,15 @@ impl H264Output {
     }
 }
 
-impl VideoFeed for H264Output {
+impl Feed<H264Variant> for H264Output {
     fn subscribe(
         &self,
         variant: Option<H264Variant>,
     ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
         let variant = variant.unwrap_or(self.default);
-        if !(100..=50_000).contains(&variant.bitrate_kbps) || ![1, 2, 4].contains(&variant.scale) {
-            return Err(ServiceError::BadRequest(format!(
-                "bitrate_kbps must be 100..=50000 and scale 1, 2 or 4 (got {variant})"
-            )));
+        let problems = variant.problems();
+        if !problems.is_empty() {
+            return Err(ServiceError::BadRequest(problems.join("; ")));
         }
         self.outputs.subscribe(variant)
     }

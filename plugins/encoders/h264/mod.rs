@@ -18,11 +18,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::messages::Shutdown;
-use crate::node::{
-    check_range, BuildContext, FieldIssue, H264Variant, NodeConfig, NodeHandle, Port, PortKind,
-    Ports,
-};
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
+use crate::port::{H264Variant, Port, PortKind, Ports};
 
 pub use encoder::{H264Output, Session};
 
@@ -110,7 +108,7 @@ impl NodeConfig for H264EncoderConfig {
         let stats_output = output.clone();
         Ok(NodeHandle {
             output: Some(Port::H264(output)),
-            services: Vec::new(),
+            services: Default::default(),
             stats: Some(Box::new(move || {
                 json!({
                     "encoded": stats_metrics.encoded.get(),
@@ -134,7 +132,7 @@ mod tests {
 
     use super::*;
     use crate::fanout::Fanout;
-    use crate::messages::{Codec, Frame, PixelFormat};
+    use crate::frame::{Codec, Frame, PixelFormat};
     use crate::plugins::sources::testsrc::{read_marks, TestPattern};
     use crate::testing::wait_for;
 

@@ -12,11 +12,12 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
-use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
+use crate::frame::{Codec, EncodedFrame, Frame, PixelFormat};
 use crate::metrics::NodeMetrics;
-use crate::node::{EncodedFeed, JpegVariant};
+use crate::node::Shutdown;
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
+use crate::port::{Feed, JpegVariant};
 
 /// How often the encoder checks whether anyone still listens.
 const DEMAND_CHECK: Duration = Duration::from_millis(20);
@@ -41,16 +42,15 @@ impl Variants {
     }
 }
 
-impl EncodedFeed for Variants {
+impl Feed<JpegVariant> for Variants {
     fn subscribe(
         &self,
         variant: Option<JpegVariant>,
     ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
         let variant = variant.unwrap_or(self.default);
-        if !(1..=100).contains(&variant.quality) || ![1, 2, 4].contains(&variant.scale) {
-            return Err(ServiceError::BadRequest(format!(
-                "quality must be 1..=100 and scale 1, 2 or 4 (got {variant})"
-            )));
+        let problems = variant.problems();
+        if !problems.is_empty() {
+            return Err(ServiceError::BadRequest(problems.join("; ")));
         }
         self.outputs.subscribe(variant)
     }

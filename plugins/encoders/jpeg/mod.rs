@@ -16,10 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::messages::Shutdown;
-use crate::node::{
-    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports,
-};
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
+use crate::port::{Port, PortKind, Ports};
 
 pub use encoder::{encode_rgb, Variants};
 
@@ -70,7 +69,7 @@ impl NodeConfig for JpegEncoderConfig {
         let stats_qualities = qualities.clone();
         Ok(NodeHandle {
             output: Some(Port::Jpeg(qualities)),
-            services: Vec::new(),
+            services: Default::default(),
             stats: Some(Box::new(move || {
                 json!({
                     "encoded": stats_metrics.encoded.get(),
@@ -93,9 +92,9 @@ mod tests {
     use super::*;
     use crate::error::ServiceError;
     use crate::fanout::Fanout;
-    use crate::messages::{Frame, PixelFormat};
-    use crate::node::JpegVariant;
+    use crate::frame::{Frame, PixelFormat};
     use crate::plugins::sources::testsrc::TestPattern;
+    use crate::port::JpegVariant;
     use crate::testing::wait_for;
 
     fn frame(seq: u64) -> Arc<Frame> {

@@ -7,6 +7,7 @@
 //! front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 200 }
 //! ```
 
+pub mod api;
 mod viewer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,12 +19,13 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::adapt::FeedReader;
 use crate::error::{BuildError, ServiceError};
-use crate::messages::{ByteStream, EncodedFrame, OpenStream, Shutdown, TakeSnapshot};
-use crate::node::{
-    check_range, BuildContext, EncodedFeed, FeedReader, FieldIssue, JpegVariant, NodeConfig,
-    NodeHandle, PortKind, Ports, Service,
-};
+use crate::frame::EncodedFrame;
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
+use crate::port::{JpegFeed, JpegVariant, PortKind, Ports};
+use api::{ByteStream, MjpegStreams, OpenStream, Snapshots, TakeSnapshot};
 
 /// Settings of an `mjpeg_sink` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -66,6 +68,10 @@ impl NodeConfig for MjpegSinkConfig {
         issues
     }
 
+    fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+        api::routes(cfg);
+    }
+
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let sink = MjpegSink {
             camera: cx.camera.to_string(),
@@ -78,10 +84,9 @@ impl NodeConfig for MjpegSinkConfig {
         let addr = sink.start();
         Ok(NodeHandle {
             output: None,
-            services: vec![Service::Mjpeg {
-                stream: addr.clone().recipient(),
-                snapshot: addr.clone().recipient(),
-            }],
+            services: Services::new()
+                .with(MjpegStreams(addr.clone().recipient()))
+                .with(Snapshots(addr.clone().recipient())),
             stats: Some(Box::new(move || {
                 json!({
                     "viewers": viewers.load(Ordering::Relaxed),
@@ -98,7 +103,7 @@ impl NodeConfig for MjpegSinkConfig {
 
 struct MjpegSink {
     camera: String,
-    feed: Arc<dyn EncodedFeed>,
+    feed: Arc<JpegFeed>,
     config: MjpegSinkConfig,
     viewers: Arc<AtomicUsize>,
     metrics: viewer::ViewerMetrics,
@@ -167,16 +172,16 @@ mod tests {
 
     use super::*;
     use crate::fanout::{Fanout, Subscriber};
-    use crate::messages::Codec;
-    use crate::node::Port;
+    use crate::frame::Codec;
+    use crate::port::{Feed, Port};
 
     /// A feed that hands out one fan-out point, whatever the quality.
     struct OneQuality(Fanout<EncodedFrame>);
 
-    impl EncodedFeed for OneQuality {
+    impl Feed<JpegVariant> for OneQuality {
         fn subscribe(
             &self,
-            _: Option<crate::node::JpegVariant>,
+            _: Option<JpegVariant>,
         ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
             Ok(self.0.subscribe())
         }
@@ -196,7 +201,7 @@ mod tests {
         })
     }
 
-    fn sink(feed: &Fanout<EncodedFrame>, max_viewers: usize) -> (Service, NodeHandle) {
+    fn sink(feed: &Fanout<EncodedFrame>, max_viewers: usize) -> (Services, NodeHandle) {
         let (cx, _) = crate::testing::context(
             "sink",
             "mjpeg_sink",
@@ -208,15 +213,14 @@ mod tests {
         }
         .build(cx)
         .unwrap();
-        (handle.services[0].clone(), handle)
+        (handle.services.clone(), handle)
     }
 
     #[actix_rt::test]
     async fn a_viewer_gets_header_shared_bytes_and_part_end_and_the_limit_holds() {
         let feed = Fanout::new();
-        let (Service::Mjpeg { stream, .. }, handle) = sink(&feed, 1) else {
-            panic!("mjpeg service")
-        };
+        let (services, handle) = sink(&feed, 1);
+        let MjpegStreams(stream) = services.get().expect("mjpeg streams");
         let mut body = stream
             .send(OpenStream {
                 quality: None,
@@ -266,9 +270,8 @@ mod tests {
     #[actix_rt::test]
     async fn a_snapshot_waits_for_a_frame_or_says_why_not() {
         let feed = Fanout::new();
-        let (Service::Mjpeg { snapshot, .. }, handle) = sink(&feed, 10) else {
-            panic!("mjpeg service")
-        };
+        let (services, handle) = sink(&feed, 10);
+        let Snapshots(snapshot) = services.get().expect("snapshots");
         let err = snapshot.send(TakeSnapshot).await.unwrap().unwrap_err();
         assert!(
             err.to_string()

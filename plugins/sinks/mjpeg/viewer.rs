@@ -10,11 +10,12 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use crate::messages::EncodedFrame;
+use crate::adapt::FeedReader;
+use crate::frame::EncodedFrame;
 use crate::metrics::NodeMetrics;
 use crate::mjpeg;
-use crate::node::FeedReader;
 use crate::pacing::RateLimiter;
+use crate::port::JpegVariant;
 
 #[derive(Clone)]
 pub(super) struct ViewerMetrics {
@@ -61,7 +62,7 @@ impl Drop for ViewerGuard {
 }
 
 struct Viewer {
-    frames: FeedReader,
+    frames: FeedReader<JpegVariant>,
     limiter: Option<RateLimiter>,
     /// Chunks of the current part still to yield.
     pending: VecDeque<Bytes>,
@@ -75,7 +76,7 @@ struct Viewer {
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) fn mjpeg_body(
-    frames: FeedReader,
+    frames: FeedReader<JpegVariant>,
     fps: Option<f64>,
     guard: ViewerGuard,
     metrics: ViewerMetrics,

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::messages::{EncodedFrame, SavedSnapshot};
+use super::api::SavedSnapshot;
+use crate::frame::EncodedFrame;
 
 /// `20261124T153000.123Z` for a capture time (UTC), so names sort by time.
 pub fn utc_stamp(t: SystemTime) -> String {
@@ -106,7 +107,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::messages::Codec;
+    use crate::frame::Codec;
 
     fn frame(ms: u64, size: usize) -> EncodedFrame {
         EncodedFrame {

@@ -10,6 +10,7 @@
 //! front_snapshots: { type: snapshot_sink, inputs: [front_jpeg], folder: /var/lib/camgraph/snapshots, interval_s: 60 }
 //! ```
 
+pub mod api;
 mod files;
 
 use std::path::PathBuf;
@@ -25,11 +26,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{BuildError, ServiceError};
-use crate::messages::{EncodedFrame, SaveSnapshot, SavedSnapshot, Shutdown};
-use crate::node::{
-    check_range, BuildContext, EncodedFeed, FieldIssue, NodeConfig, NodeHandle, PortKind, Ports,
-    Service,
-};
+use crate::frame::EncodedFrame;
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
+use crate::port::{JpegFeed, PortKind, Ports};
+use api::{DiskSnapshots, SaveSnapshot, SavedSnapshot};
 
 /// Settings of a `snapshot_sink` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -78,6 +79,10 @@ impl NodeConfig for SnapshotSinkConfig {
         issues
     }
 
+    fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+        api::routes(cfg);
+    }
+
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let status = Arc::new(Mutex::new(Status::default()));
         let saved = cx.metrics.frames_sent();
@@ -94,7 +99,7 @@ impl NodeConfig for SnapshotSinkConfig {
         let addr = SnapshotSink::start_in_arbiter(&arbiter.handle(), move |_| sink);
         Ok(NodeHandle {
             output: None,
-            services: vec![Service::SaveSnapshot(addr.clone().recipient())],
+            services: Services::new().with(DiskSnapshots(addr.clone().recipient())),
             stats: Some(Box::new(move || {
                 let s = status.lock().expect("snapshot status");
                 json!({ "saved": saved.get(), "failed": failed.get(), "last_file": s.last_file, "error": s.error })
@@ -115,7 +120,7 @@ struct Status {
 
 struct SnapshotSink {
     camera: String,
-    feed: Arc<dyn EncodedFeed>,
+    feed: Arc<JpegFeed>,
     config: SnapshotSinkConfig,
     status: Arc<Mutex<Status>>,
     saved: IntCounter,

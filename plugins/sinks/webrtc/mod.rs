@@ -1,6 +1,6 @@
 //! The `webrtc_sink` node: plays a camera's H.264 to browsers over WebRTC (webrtc-rs). Peers come
 //! through the guide's WebSocket signalling (`/api/webrtc/ws?camera=NAME`) or WHEP (`POST
-//! /api/webrtc/whep/{camera}`); every peer gets the same encoded frames, packetized once; a peer
+//! /api/webrtc/whep/{camera}`), both in `api.rs`; every peer gets the same encoded frames, packetized once; a peer
 //! that joins or falls behind gets a fresh keyframe without stalling the others. Wired to an
 //! `adaptive` node, each peer moves along its ladder (bitrate, then size) from the loss its
 //! receiver reports, and peers on one step share that step's encode.
@@ -13,9 +13,11 @@
 //! ICE defaults work on loopback and on a LAN: host candidates on 127.0.0.1 and on every other
 //! interface, mDNS off. Behind NAT, give `ice.nat_1to1_ips` or STUN/TURN `ice.servers`.
 
+pub mod api;
 mod feedback;
 mod peer;
 mod sink;
+mod ws;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -26,10 +28,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::messages::Shutdown;
-use crate::node::{
-    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, PortKind, Ports, Service,
-};
+use crate::node::Shutdown;
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
+use crate::port::{PortKind, Ports};
 
 pub use peer::H264_FMTP;
 
@@ -180,6 +181,10 @@ impl NodeConfig for WebRtcSinkConfig {
         issues
     }
 
+    fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+        api::routes(cfg);
+    }
+
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let feed = cx.h264_input()?;
         let metrics = sink::SinkMetrics::new(&cx.metrics);
@@ -194,11 +199,11 @@ impl NodeConfig for WebRtcSinkConfig {
         });
         Ok(NodeHandle {
             output: None,
-            services: vec![Service::WebRtc {
+            services: Services::new().with(api::WebRtcPeers {
                 open: addr.clone().recipient(),
                 candidate: addr.clone().recipient(),
                 close: addr.clone().recipient(),
-            }],
+            }),
             stats: Some(Box::new(move || {
                 json!({
                     "peers": counts.peers.load(Ordering::Relaxed),

@@ -27,12 +27,13 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder,
 };
 
+use super::api::PeerEvent;
 use super::sink::{random_u64, PeerState, PeerStepChanged, WebRtcSink};
 use super::IceConfig;
+use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Subscriber;
-use crate::messages::PeerEvent;
-use crate::node::{AdaptPolicy, H264Variant, VideoFeed};
+use crate::port::{H264Feed, H264Variant};
 
 /// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
 /// what we send.
@@ -335,7 +336,7 @@ pub async fn write_loop(
     payload_type: u8,
     (mut variant, frames): (Option<H264Variant>, Subscriber<RtpFrame>),
     mut commands: mpsc::UnboundedReceiver<WriterCommand>,
-    feed: Arc<dyn VideoFeed>,
+    feed: Arc<H264Feed>,
     metrics: WriterMetrics,
     mut ladder: Option<Ladder>,
 ) {

@@ -22,16 +22,17 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
+use super::api::{AddPeerCandidate, ClosePeer, OpenPeer, PeerAnswer, PeerEvent};
 use super::feedback::{self, FeedbackTargets};
 use super::peer::{self, PeerSetup, RtpFrame, WriterCommand, WriterMetrics, H264_CLOCK_RATE};
 use super::WebRtcSinkConfig;
+use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Fanout;
-use crate::messages::{
-    AddPeerCandidate, ClosePeer, EncodedFrame, OpenPeer, PeerAnswer, PeerEvent, Shutdown,
-};
+use crate::frame::EncodedFrame;
 use crate::metrics::NodeMetrics;
-use crate::node::{AdaptPolicy, H264Variant, VideoFeed};
+use crate::node::Shutdown;
+use crate::port::{H264Feed, H264Variant};
 
 /// RTP payload size limit, as webrtc-rs uses for its own tracks.
 const RTP_MTU: usize = 1200;
@@ -131,7 +132,7 @@ struct VariantStream {
 pub struct WebRtcSink {
     camera: String,
     config: WebRtcSinkConfig,
-    feed: Arc<dyn VideoFeed>,
+    feed: Arc<H264Feed>,
     peers: HashMap<String, Peer>,
     /// The variants of offers being answered; they count against `max_peers`.
     pending: Vec<VariantKey>,
@@ -161,7 +162,7 @@ impl WebRtcSink {
     pub fn new(
         camera: String,
         config: WebRtcSinkConfig,
-        feed: Arc<dyn VideoFeed>,
+        feed: Arc<H264Feed>,
         metrics: SinkMetrics,
         counts: Arc<SinkCounts>,
     ) -> Self {

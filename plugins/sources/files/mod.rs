@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::{Captured, FrameSource, Pacer};
-use crate::messages::PixelFormat;
+use crate::frame::PixelFormat;
 
 /// Refuse to load more than this into memory.
 const MAX_TOTAL_BYTES: usize = 512 << 20;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::{Captured, FrameSource};
 use crate::client;
-use crate::messages::PixelFormat;
+use crate::frame::PixelFormat;
 use crate::mjpeg::PartReader;
 
 /// A camera that sends nothing for this long is considered gone.

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use super::{Captured, FrameSource, Pacer};
-use crate::messages::PixelFormat;
+use crate::frame::PixelFormat;
 
 /// Smallest size that fits the marks (32 blocks of 8 pixels, three rows).
 pub const MIN_WIDTH: u32 = 256;

@@ -12,7 +12,7 @@ use nokhwa::utils::{
 use nokhwa::Camera;
 
 use super::{Captured, FrameSource};
-use crate::messages::PixelFormat;
+use crate::frame::PixelFormat;
 
 /// Formats we can use, best first.
 static FORMATS: [FrameFormat; 2] = [FrameFormat::MJPEG, FrameFormat::YUYV];

@@ -1,14 +1,20 @@
 //! The short form for the common case: an entry under `cameras:` expands to the usual chain
 //! `NAME` (camera) -> `NAME_jpeg` (jpeg_encoder) -> `NAME_mjpeg` (mjpeg_sink). Cameras added through
-//! the API are expanded the same way.
+//! the API (`POST /api/camera/cameras/NAME?source=...`) are expanded the same way. Registered
+//! with the registry as its `ShortForm`.
 //!
 //! ```yaml
 //! cameras:
 //!   front: { source: test, width: 1280, height: 720, fps: 30, quality: 80 }
 //! ```
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
+
+use crate::http::face::param;
+use crate::registry::{path_error, ParseError, ShortForm};
 
 /// One camera in short form. Every field but `source` is optional and defaults as in the node types.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -58,8 +64,37 @@ fn set<T: Into<Value>>(
     }
 }
 
+/// The usual chain of a camera: what `cameras:` entries stand for.
+pub struct UsualChain;
+
+impl ShortForm for UsualChain {
+    fn expand(&self, name: &str, entry: Value) -> Result<Vec<(String, Mapping)>, ParseError> {
+        let camera: CameraShortForm =
+            serde_path_to_error::deserialize(entry).map_err(path_error)?;
+        Ok(expand(name, &camera))
+    }
+
+    fn from_query(&self, query: &HashMap<String, String>) -> Result<Value, String> {
+        let source = query
+            .get("source")
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .ok_or("missing query parameter 'source' (test, a device index or /dev/videoN, an http:// MJPEG URL, a file or folder)")?;
+        let bad = |e: crate::http::face::BadParam| e.to_string();
+        let camera = CameraShortForm {
+            source,
+            width: param(query, "width", 16..=7680).map_err(bad)?,
+            height: param(query, "height", 16..=4320).map_err(bad)?,
+            fps: param(query, "fps", 1..=120).map_err(bad)?,
+            quality: param(query, "quality", 1..=100).map_err(bad)?,
+            ..Default::default()
+        };
+        serde_yaml::to_value(camera).map_err(|e| e.to_string())
+    }
+}
+
 /// The node entries (id, settings with `type` and `inputs`) a short-form camera stands for.
-pub fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
+fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
     let mut camera = vec![("source", Value::from(c.source.clone()))];
     set(&mut camera, "width", c.width);
     set(&mut camera, "height", c.height);

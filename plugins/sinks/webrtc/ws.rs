@@ -1,149 +1,28 @@
-//! WebRTC signalling, both ways, for the cameras that have a `webrtc_sink`:
-//!
-//! - `GET /api/webrtc/ws[?camera=NAME]`: the guide's WebSocket protocol, one session actor per
-//!   socket. `{"type":"offer","sdp"}` -> `{"type":"answer","sdp"}` (the answer already holds the
-//!   server's candidates); `{"type":"ice-candidate","candidate":{...}}` both ways; anything else
-//!   gets `{"type":"error","error"}` and the socket stays open; closing the socket closes the peer.
-//! - WHEP (RFC 9725): `POST /api/webrtc/whep/{camera}` with an `application/sdp` offer -> `201`,
-//!   the answer and the session's `Location`; `DELETE` that location ends it; `OPTIONS` answers.
+//! The guide's WebSocket signalling, one session actor per socket: `{"type":"offer","sdp"}` ->
+//! `{"type":"answer","sdp"}` (the answer already holds the server's candidates);
+//! `{"type":"ice-candidate","candidate":{...}}` both ways; anything else gets
+//! `{"type":"error","error"}` and the socket stays open; closing the socket closes the peer.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
-use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{ApiError, AppState};
-use crate::graph::WebRtcService;
-use crate::messages::{AddPeerCandidate, ClosePeer, OpenPeer, PeerEvent};
+use super::api::{peers, AddPeerCandidate, ClosePeer, OpenPeer, PeerEvent, WebRtcPeers};
+use crate::http::face::{Live, Query};
 
-type State = web::Data<AppState>;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/webrtc", web::get().to(page))
-        .route("/api/webrtc/ws", web::get().to(ws_open))
-        .route("/api/webrtc/whep/{camera}", web::post().to(whep_offer))
-        .route(
-            "/api/webrtc/whep/{camera}",
-            web::method(actix_web::http::Method::OPTIONS).to(whep_options),
-        )
-        .route(
-            "/api/webrtc/whep/{camera}/{session}",
-            web::delete().to(whep_delete),
-        )
-        .route(
-            "/api/webrtc/whep/{camera}/{session}",
-            web::method(actix_web::http::Method::PATCH).to(whep_patch),
-        );
-}
-
-const PAGE_HTML: &str = include_str!("../../web/webrtc.html");
-
-/// The minimal WebRTC player (`/webrtc?camera=NAME&signalling=ws|whep`), MJPEG as its fallback.
-async fn page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(PAGE_HTML)
-}
-
-/// The camera (named, or the default one) and its WebRTC service; or the `webrtc_sink` node of
-/// that id (a camera's second sink).
-fn service(state: &AppState, name: Option<&str>) -> Result<(String, WebRtcService), ApiError> {
-    let live = state.live.read().expect("graph lock");
-    let graph = &live.graph;
-    if let Some(id) = name {
-        if let (Some(camera), Some(service)) = (graph.camera_of(id), graph.webrtc(id)) {
-            return Ok((camera, service));
-        }
-    }
-    let camera = graph.resolve_camera(name).ok_or_else(|| {
-        let known = graph.cameras().join(", ");
-        match name {
-            Some(n) => ApiError::not_found(format!("unknown camera '{n}' (cameras: {known})")),
-            None => ApiError::not_found("no camera is configured"),
-        }
-    })?;
-    let service = graph.webrtc(&camera).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "camera '{camera}' has no webrtc_sink (add an h264_encoder and a webrtc_sink)"
-        ))
-    })?;
-    Ok((camera, service))
-}
-
-async fn whep_offer(
-    state: State,
+/// `GET /api/webrtc/ws[?camera=NAME]`: upgrades to a signalling session for that camera.
+pub(super) async fn open(
+    live: Live,
     req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let (camera, service) = service(&state, Some(&path))?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("WHEP offers are 'application/sdp' (got '{content_type}')"),
-        ));
-    }
-    let sdp = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("the SDP offer is not UTF-8"))?;
-    let answer = service
-        .open
-        .send(OpenPeer {
-            sdp,
-            signalling: "whep",
-            events: None,
-        })
-        .await??;
-    let location = format!("/api/webrtc/whep/{camera}/{}", answer.session);
-    Ok(HttpResponse::Created()
-        .content_type("application/sdp")
-        .insert_header((header::LOCATION, location))
-        .insert_header(("Access-Control-Expose-Headers", "Location"))
-        .body(answer.sdp))
-}
-
-async fn whep_options(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    service(&state, Some(&path))?;
-    Ok(HttpResponse::NoContent()
-        .insert_header((header::ALLOW, "OPTIONS, POST"))
-        .insert_header(("Accept-Post", "application/sdp"))
-        .finish())
-}
-
-async fn whep_delete(
-    state: State,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let (camera, session) = path.into_inner();
-    let (_, service) = service(&state, Some(&camera))?;
-    service.close.send(ClosePeer { session }).await??;
-    Ok(HttpResponse::Ok().json(json!({"status": "closed"})))
-}
-
-async fn whep_patch() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "trickle ICE over WHEP is not supported: the answer already holds every server candidate",
-    ))
-}
-
-async fn ws_open(
-    state: State,
-    req: HttpRequest,
-    query: web::Query<HashMap<String, String>>,
+    query: Query,
     stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (camera, service) = service(&state, query.get("camera").map(String::as_str))?;
+    let (camera, service) = peers(&live, query.get("camera").map(String::as_str))?;
     ws::start(
         WsSession {
             camera,
@@ -163,7 +42,7 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// One signalling socket and the peer it opened, if any.
 struct WsSession {
     camera: String,
-    service: WebRtcService,
+    service: WebRtcPeers,
     session: Option<String>,
     last_seen: Instant,
 }

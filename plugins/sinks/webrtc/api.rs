@@ -1,0 +1,172 @@
+//! The webrtc_sink's HTTP face, both ways of signalling for the cameras that have one:
+//!
+//! - `GET /api/webrtc/ws[?camera=NAME]`: the guide's WebSocket protocol (`ws.rs`).
+//! - WHEP (draft-ietf-wish-whep; the POST/201/Location/DELETE shape of WHIP, RFC 9725):
+//!   `POST /api/webrtc/whep/{camera}` with an `application/sdp` offer -> `201`, the answer and
+//!   the session's `Location`; `DELETE` that location ends it; `OPTIONS` answers.
+//! - `GET /webrtc`: the minimal WebRTC player page.
+//!
+//! Also the messages both send the sink, and the capability by which they find it.
+
+use actix::{Message, Recipient};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::ws;
+use crate::error::ServiceError;
+use crate::http::face::{ApiError, Live};
+use crate::node::Capability;
+
+/// Opens a WebRTC peer for a camera: the remote offer in, the complete answer out (non-trickle:
+/// the server's ICE candidates are already in it).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<PeerAnswer, ServiceError>")]
+pub struct OpenPeer {
+    /// The remote SDP offer.
+    pub sdp: String,
+    /// `ws` or `whep`, for logs.
+    pub signalling: &'static str,
+    /// Where the peer reports later events (WS signalling); `None` for WHEP.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+}
+
+/// The answer to an [`OpenPeer`].
+#[derive(Clone, Debug)]
+pub struct PeerAnswer {
+    /// The session id, for candidates and closing.
+    pub session: String,
+    pub sdp: String,
+}
+
+/// Something a peer tells its signalling channel after the answer.
+#[derive(Clone, Debug)]
+pub enum PeerEvent {
+    /// A local ICE candidate gathered late (JSON as `RTCIceCandidateInit`).
+    Candidate(serde_json::Value),
+    /// The peer was closed by the server (failed, disconnected, timed out, node stopped).
+    Closed(String),
+}
+
+/// A remote ICE candidate for an open peer (`RTCIceCandidateInit` as JSON).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct AddPeerCandidate {
+    pub session: String,
+    pub candidate: serde_json::Value,
+}
+
+/// Closes a peer (WS closed, WHEP DELETE).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct ClosePeer {
+    pub session: String,
+}
+
+/// WebRTC peers of a camera (WS signalling and WHEP).
+#[derive(Clone)]
+pub struct WebRtcPeers {
+    pub open: Recipient<OpenPeer>,
+    pub candidate: Recipient<AddPeerCandidate>,
+    pub close: Recipient<ClosePeer>,
+}
+
+impl Capability for WebRtcPeers {
+    const NAME: &'static str = "webrtc";
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webrtc", web::get().to(page))
+        .route("/api/webrtc/ws", web::get().to(ws::open))
+        .route("/api/webrtc/whep/{camera}", web::post().to(whep_offer))
+        .route(
+            "/api/webrtc/whep/{camera}",
+            web::method(Method::OPTIONS).to(whep_options),
+        )
+        .route(
+            "/api/webrtc/whep/{camera}/{session}",
+            web::delete().to(whep_delete),
+        )
+        .route(
+            "/api/webrtc/whep/{camera}/{session}",
+            web::method(Method::PATCH).to(whep_patch),
+        );
+}
+
+const PAGE_HTML: &str = include_str!("../../../web/webrtc.html");
+
+/// The minimal WebRTC player (`/webrtc?camera=NAME&signalling=ws|whep`), MJPEG as its fallback.
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PAGE_HTML)
+}
+
+/// The camera (named, or the default one) and its peers; or the `webrtc_sink` node of that id
+/// (a camera's second sink).
+pub(super) fn peers(live: &Live, name: Option<&str>) -> Result<(String, WebRtcPeers), ApiError> {
+    live.find(name, |camera| {
+        format!("camera '{camera}' has no webrtc_sink (add an h264_encoder and a webrtc_sink)")
+    })
+}
+
+async fn whep_offer(
+    live: Live,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (camera, service) = peers(&live, Some(&path))?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("WHEP offers are 'application/sdp' (got '{content_type}')"),
+        ));
+    }
+    let sdp = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("the SDP offer is not UTF-8"))?;
+    let answer = service
+        .open
+        .send(OpenPeer {
+            sdp,
+            signalling: "whep",
+            events: None,
+        })
+        .await??;
+    let location = format!("/api/webrtc/whep/{camera}/{}", answer.session);
+    Ok(HttpResponse::Created()
+        .content_type("application/sdp")
+        .insert_header((header::LOCATION, location))
+        .insert_header(("Access-Control-Expose-Headers", "Location"))
+        .body(answer.sdp))
+}
+
+async fn whep_options(live: Live, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    peers(&live, Some(&path))?;
+    Ok(HttpResponse::NoContent()
+        .insert_header((header::ALLOW, "OPTIONS, POST"))
+        .insert_header(("Accept-Post", "application/sdp"))
+        .finish())
+}
+
+async fn whep_delete(
+    live: Live,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (camera, session) = path.into_inner();
+    let (_, service) = peers(&live, Some(&camera))?;
+    service.close.send(ClosePeer { session }).await??;
+    Ok(HttpResponse::Ok().json(json!({"status": "closed"})))
+}
+
+async fn whep_patch() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE over WHEP is not supported: the answer already holds every server candidate",
+    ))
+}
