@@ -22,7 +22,7 @@ use super::H264EncoderConfig;
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, Shutdown};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::node::{H264Variant, VideoFeed};
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
@@ -91,8 +91,8 @@ impl EncoderMetrics {
         Self {
             encoded: m.frames_encoded(),
             keyframes: Default::default(),
-            dropped_behind: m.frames_dropped("behind"),
-            dropped_failed: m.frames_dropped("encode_failed"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
+            dropped_failed: m.frames_dropped(DropReason::EncodeFailed),
             seconds: m.encode_seconds(),
             settings: m.encoder_settings(),
         }

@@ -13,7 +13,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::node::{EncodedFeed, JpegVariant};
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
@@ -68,7 +68,7 @@ impl EncoderMetrics {
     pub fn new(m: &NodeMetrics) -> Self {
         Self {
             encoded: m.frames_encoded(),
-            dropped_behind: m.frames_dropped("behind"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
             seconds: m.encode_seconds(),
             variants: m.encoder_settings(),
         }

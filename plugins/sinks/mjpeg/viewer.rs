@@ -11,7 +11,7 @@ use futures_util::stream::{self, Stream};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::messages::EncodedFrame;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::mjpeg;
 use crate::node::FeedReader;
 use crate::pacing::RateLimiter;
@@ -31,8 +31,8 @@ impl ViewerMetrics {
         Self {
             sent: m.frames_sent(),
             bytes: m.bytes_sent(),
-            dropped_behind: m.frames_dropped("behind"),
-            dropped_rate_limit: m.frames_dropped("rate_limit"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
+            dropped_rate_limit: m.frames_dropped(DropReason::RateLimit),
             latency: m.latency_seconds(),
             viewers: m.viewers("mjpeg"),
         }

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::error::{BuildError, ServiceError};
 use crate::messages::{EncodedFrame, SaveSnapshot, SavedSnapshot, Shutdown};
+use crate::metrics::DropReason;
 use crate::node::{
     check_range, BuildContext, EncodedFeed, FieldIssue, NodeConfig, NodeHandle, PortKind, Ports,
     Service,
@@ -81,7 +82,7 @@ impl NodeConfig for SnapshotSinkConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let status = Arc::new(Mutex::new(Status::default()));
         let saved = cx.metrics.frames_sent();
-        let failed = cx.metrics.frames_dropped("write_failed");
+        let failed = cx.metrics.frames_dropped(DropReason::WriteFailed);
         let sink = SnapshotSink {
             camera: cx.camera.to_string(),
             feed: cx.jpeg_input()?,

@@ -30,7 +30,7 @@ use crate::fanout::Fanout;
 use crate::messages::{
     AddPeerCandidate, ClosePeer, EncodedFrame, OpenPeer, PeerAnswer, PeerEvent, Shutdown,
 };
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::node::{AdaptPolicy, H264Variant, VideoFeed};
 
 /// RTP payload size limit, as webrtc-rs uses for its own tracks.
@@ -94,11 +94,11 @@ impl SinkMetrics {
             writer: WriterMetrics {
                 sent: m.frames_sent(),
                 bytes: m.bytes_sent(),
-                dropped_behind: m.frames_dropped("behind"),
+                dropped_behind: m.frames_dropped(DropReason::Behind),
                 latency: m.latency_seconds(),
             },
             viewers: m.viewers("webrtc"),
-            dropped_behind: m.frames_dropped("behind"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
             rtp_lost: m.rtp_packets_lost(),
         }
     }
