@@ -161,6 +161,7 @@ impl SnapshotSink {
                 Ok(saved)
             }
             Err(error) => {
+                let error = error.to_string();
                 self.failed.inc();
                 if status.error.as_deref() != Some(error.as_str()) {
                     tracing::error!(camera = %self.camera, "snapshot not saved: {error}");
