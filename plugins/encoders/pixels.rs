@@ -3,6 +3,23 @@
 //! size. Buffers are reused from frame to frame.
 
 use crate::frame::{Frame, PixelFormat};
+use thiserror::Error;
+
+/// Why a frame's pixels could not be had.
+#[derive(Debug, Error)]
+pub enum PixelsError {
+    #[error("cannot start the JPEG decoder: {0}")]
+    Decoder(turbojpeg::Error),
+    #[error("cannot decode camera JPEG: {0}")]
+    Decode(turbojpeg::Error),
+    #[error("frame has {got} bytes, {width}x{height} RGB needs {needed}")]
+    Short {
+        got: usize,
+        width: u32,
+        height: u32,
+        needed: usize,
+    },
+}
 
 /// Packed RGB at one size.
 struct Scaled {
@@ -30,7 +47,7 @@ impl Pixels {
         &'a mut self,
         frame: &'a Frame,
         scale: u8,
-    ) -> Result<(&'a [u8], u32, u32), String> {
+    ) -> Result<(&'a [u8], u32, u32), PixelsError> {
         self.decode_once(frame)?;
         let full: &[u8] = match frame.format {
             PixelFormat::Rgb24 => &frame.data,
@@ -38,12 +55,12 @@ impl Pixels {
         };
         let needed = frame.width as usize * frame.height as usize * 3;
         if full.len() < needed {
-            return Err(format!(
-                "frame has {} bytes, {}x{} RGB needs {needed}",
-                full.len(),
-                frame.width,
-                frame.height
-            ));
+            return Err(PixelsError::Short {
+                got: full.len(),
+                width: frame.width,
+                height: frame.height,
+                needed,
+            });
         }
         if scale <= 1 {
             return Ok((&full[..needed], frame.width, frame.height));
@@ -74,7 +91,7 @@ impl Pixels {
         Ok((&s.rgb, s.width, s.height))
     }
 
-    fn decode_once(&mut self, frame: &Frame) -> Result<(), String> {
+    fn decode_once(&mut self, frame: &Frame) -> Result<(), PixelsError> {
         if frame.format == PixelFormat::Rgb24 || self.decoded_seq == Some(frame.seq) {
             return Ok(());
         }
@@ -82,7 +99,7 @@ impl Pixels {
             Some(d) => d,
             None => self
                 .decompressor
-                .insert(turbojpeg::Decompressor::new().map_err(|e| e.to_string())?),
+                .insert(turbojpeg::Decompressor::new().map_err(PixelsError::Decoder)?),
         };
         let (w, h) = (frame.width as usize, frame.height as usize);
         self.decoded.resize(w * h * 3, 0);
@@ -95,7 +112,7 @@ impl Pixels {
         };
         self.decoded_seq = None;
         d.decompress(&frame.data, image)
-            .map_err(|e| format!("cannot decode camera JPEG: {e}"))?;
+            .map_err(PixelsError::Decode)?;
         self.decoded_seq = Some(frame.seq);
         Ok(())
     }
@@ -197,8 +214,9 @@ mod tests {
         };
         let mut p = Pixels::default();
         let one = frame(1, vec![10; 8 * 4 * 3]);
-        assert_eq!(p.rgb(&one, 1).map(|(_, w, h)| (w, h)), Ok((8, 4)));
-        assert_eq!(p.rgb(&one, 2).map(|(_, w, h)| (w, h)), Ok((4, 2)));
+        let size = |p: &mut Pixels, scale| p.rgb(&one, scale).map(|(_, w, h)| (w, h)).unwrap();
+        assert_eq!(size(&mut p, 1), (8, 4));
+        assert_eq!(size(&mut p, 2), (4, 2));
         let first = p.rgb(&one, 2).unwrap().0.as_ptr();
         assert_eq!(p.rgb(&one, 2).unwrap().0.as_ptr(), first, "made once");
         let two = frame(2, vec![20; 8 * 4 * 3]);
@@ -207,6 +225,17 @@ mod tests {
             "a new frame is scaled anew"
         );
         let err = p.rgb(&frame(3, vec![0; 10]), 1).unwrap_err();
-        assert!(err.contains("needs 96"), "{err}");
+        assert!(
+            matches!(
+                err,
+                PixelsError::Short {
+                    got: 10,
+                    needed: 96,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("needs 96"), "{err}");
     }
 }

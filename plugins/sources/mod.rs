@@ -26,6 +26,7 @@ use actix::{Actor, Context, Handler};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use thiserror::Error;
 
 use crate::error::BuildError;
 use crate::fanout::Fanout;
@@ -144,7 +145,7 @@ impl NodeConfig for CameraConfig {
             }
             SourceKind::Url(url) => {
                 if let Err(e) = http_mjpeg::check_url(&url) {
-                    issues.push(FieldIssue::new("source", e));
+                    issues.push(FieldIssue::new("source", e.to_string()));
                 }
                 check_range(&mut issues, "width", self.width, 16..=7680);
                 check_range(&mut issues, "height", self.height, 16..=4320);
@@ -200,17 +201,34 @@ pub struct Captured {
     pub data: Bytes,
 }
 
+/// Why a source could not be opened or could not deliver a frame; the camera shows it as its
+/// `error` and retries.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
+    #[error(transparent)]
+    HttpMjpeg(#[from] http_mjpeg::HttpMjpegError),
+    #[cfg(feature = "v4l")]
+    #[error(transparent)]
+    Device(#[from] v4l::DeviceError),
+    /// A device was named, but camgraph was built without the `v4l` feature.
+    #[cfg(not(feature = "v4l"))]
+    #[error("/dev/video{0}: built without V4L2 support")]
+    NoV4l(u32),
+}
+
 /// Something frames can be pulled from. It runs on the camera's capture thread and may block.
 pub trait FrameSource {
     /// Blocks until the next frame is due, then returns it. `seq` is the number the frame will carry.
-    fn next_frame(&mut self, seq: u64) -> Result<Captured, String>;
+    fn next_frame(&mut self, seq: u64) -> Result<Captured, SourceError>;
     /// Nobody wants frames for now: release what can be released (a device's stream).
     fn pause(&mut self) {}
 }
 
-type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, String> + Send>;
+type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
 
-fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, String> {
+fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, SourceError> {
     match SourceKind::parse(&config.source) {
         SourceKind::Test => Ok(Box::new(
             testsrc::TestPattern::new(config.width, config.height, config.fps)
@@ -225,7 +243,7 @@ fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, String> {
             config.fps,
         )?)),
         #[cfg(not(feature = "v4l"))]
-        SourceKind::Device(_) => Err("built without V4L2 support".into()),
+        SourceKind::Device(index) => Err(SourceError::NoV4l(index)),
         SourceKind::Url(url) => Ok(Box::new(http_mjpeg::HttpMjpeg::open(&url)?)),
     }
 }
@@ -437,7 +455,7 @@ impl Capture {
                         *self.control.last_error.lock().expect("camera status") = None;
                     }
                     Err(e) => {
-                        self.down(e);
+                        self.down(e.to_string());
                         retry_at = Instant::now() + backoff.next_wait();
                     }
                 }
@@ -474,7 +492,7 @@ impl Capture {
                 }
                 Err(e) => {
                     source = None; // closes the device or connection
-                    self.down(e);
+                    self.down(e.to_string());
                     retry_at = Instant::now() + backoff.next_wait();
                 }
             }

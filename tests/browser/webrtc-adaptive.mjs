@@ -31,10 +31,10 @@ const QUEUE_MS = 150;
 function parseArgs(argv) {
   const positional = [];
   const opts = {
-    camera: 'front', sink: 'front_rtc', encoder: 'front_h264', width: 640, height: 360, fps: 30,
+    camera: 'front', sink: 'front_rtc', encoder: 'front_h264', adaptive: 'front_adaptive', width: 640, height: 360, fps: 30,
     'limit-kbps': 350, 'clean-s': 3, 'limited-s': 12, 'recover-s': 16,
   };
-  const text = new Set(['camera', 'sink', 'encoder']);
+  const text = new Set(['camera', 'sink', 'encoder', 'adaptive']);
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].startsWith('--') ? argv[i].slice(2) : null;
     if (key && key in opts) opts[key] = text.has(key) ? argv[++i] : Number(argv[++i]);
@@ -155,7 +155,11 @@ async function graphStats(opts) {
   const r = await fetch(`${opts.base}/api/graph`);
   const graph = await r.json();
   const node = (id) => (graph.nodes || []).find((n) => n.id === id)?.stats ?? {};
-  return { peers: node(opts.sink).peer_variants ?? {}, variants: node(opts.encoder).variants ?? [] };
+  return {
+    peers: node(opts.sink).peer_variants ?? {},
+    variants: node(opts.encoder).variants ?? [],
+    top: (node(opts.adaptive).ladder ?? [])[0] ?? null,
+  };
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -227,7 +231,9 @@ async function main() {
     }
 
     const inPhase = (p) => summary.timeline.filter((s) => s.phase === p);
-    const top = summary.timeline[0].fast.step;
+    // The top of the ladder as the adaptive node defines it (not where some peer happens to be).
+    const top = (await graphStats(opts)).top;
+    check(top, `node '${opts.adaptive}' reports no ladder`);
     const slowSteps = inPhase('limited').map((s) => s.slow.step);
     const firstMove = inPhase('limited').find((s) => s.slow.step !== top);
     summary.slowMovedDownAfterS = firstMove ? +(firstMove.t - inPhase('limited')[0].t + SAMPLE_MS / 1000).toFixed(1) : null;
@@ -242,7 +248,9 @@ async function main() {
     const mismatched = summary.timeline.filter((s) => s.encoderVariants.length !== s.distinctSteps);
     summary.variantMismatchSamples = mismatched.length;
 
-    check(inPhase('clean').every((s) => s.slow.step === top), `the slow peer moved before the link was limited: ${JSON.stringify(inPhase('clean').map((s) => s.slow.step))}`);
+    for (const peer of ['slow', 'fast']) {
+      check(inPhase('clean').every((s) => s[peer].step === top), `the ${peer} peer moved before the link was limited: ${JSON.stringify(inPhase('clean').map((s) => s[peer].step))} (top ${top})`);
+    }
     check(firstMove, `the slow peer never left the top step while limited to ${opts['limit-kbps']} kbit/s: ${JSON.stringify(slowSteps)}`);
     check(summary.slowLowestWidth <= opts.width / 2, `the slow peer's picture stayed ${summary.slowLowestWidth} wide: the ladder never reached a smaller size`);
     check(back, `the slow peer did not get back to the top step within ${opts['recover-s']} s: ${JSON.stringify(inPhase('recover').map((s) => s.slow.step))}`);

@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::error::BuildError;
 use crate::fanout::{Fanout, InputLink};
 use crate::frame::Frame;
+use crate::metrics::DropReason;
 use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::pacing::RateLimiter;
@@ -51,8 +52,8 @@ impl NodeConfig for FrameDropperConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let output = Fanout::new();
         let passed = cx.metrics.frames_sent();
-        let dropped = cx.metrics.frames_dropped("rate_limit");
-        let behind = cx.metrics.frames_dropped("behind");
+        let dropped = cx.metrics.frames_dropped(DropReason::RateLimit);
+        let behind = cx.metrics.frames_dropped(DropReason::Behind);
         let dropper = Dropper {
             input: InputLink::new(cx.frames_input()?),
             output: output.clone(),

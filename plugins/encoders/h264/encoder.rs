@@ -17,15 +17,16 @@ use openh264::encoder::{
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 use openh264::{OpenH264API, Timestamp};
 use prometheus::{Histogram, IntCounter, IntGauge};
+use thiserror::Error;
 
 use super::H264EncoderConfig;
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::frame::{Codec, EncodedFrame, Frame};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::node::Shutdown;
 use crate::plugins::encoders::outputs::Outputs;
-use crate::plugins::encoders::pixels::Pixels;
+use crate::plugins::encoders::pixels::{Pixels, PixelsError};
 use crate::port::{Feed, H264Variant};
 
 /// How often the encoder checks whether anyone still listens.
@@ -91,12 +92,31 @@ impl EncoderMetrics {
         Self {
             encoded: m.frames_encoded(),
             keyframes: Default::default(),
-            dropped_behind: m.frames_dropped("behind"),
-            dropped_failed: m.frames_dropped("encode_failed"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
+            dropped_failed: m.frames_dropped(DropReason::EncodeFailed),
             seconds: m.encode_seconds(),
             settings: m.encoder_settings(),
         }
     }
+}
+
+/// Why a picture could not be encoded to H.264.
+#[derive(Debug, Error)]
+pub enum H264Error {
+    #[error(transparent)]
+    Pixels(#[from] PixelsError),
+    /// H.264 needs even sizes; warned about once, then only counted.
+    #[error("odd size {width}x{height}")]
+    OddSize { width: u32, height: u32 },
+    #[error("cannot start openh264 for {variant} at {width}x{height}: {source}")]
+    Start {
+        variant: H264Variant,
+        width: u32,
+        height: u32,
+        source: openh264::Error,
+    },
+    #[error("openh264: {0}")]
+    Encode(openh264::Error),
 }
 
 /// An openh264 encoder for one variant at one picture size (public for `camgraph-bench ladder`).
@@ -114,7 +134,7 @@ impl Session {
         variant: H264Variant,
         width: u32,
         height: u32,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, H264Error> {
         let settings = EncoderConfig::new()
             .bitrate(BitRate::from_bps(variant.bitrate_kbps * 1000))
             .max_frame_rate(FrameRate::from_hz(config.max_fps as f32))
@@ -124,8 +144,15 @@ impl Session {
             .skip_frames(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(config.keyframe_interval))
             .num_threads(1);
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)
-            .map_err(|e| format!("cannot start openh264: {e}"))?;
+        let encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), settings).map_err(|source| {
+                H264Error::Start {
+                    variant,
+                    width,
+                    height,
+                    source,
+                }
+            })?;
         Ok(Self {
             encoder,
             yuv: YUVBuffer::new(width as usize, height as usize),
@@ -137,7 +164,7 @@ impl Session {
 
     /// Encodes one picture; returns the bitstream (empty if the rate control skipped it) and
     /// whether it is an IDR.
-    pub fn encode(&mut self, rgb: &[u8], force_idr: bool) -> Result<(Bytes, bool), String> {
+    pub fn encode(&mut self, rgb: &[u8], force_idr: bool) -> Result<(Bytes, bool), H264Error> {
         if force_idr {
             self.encoder.force_intra_frame();
         }
@@ -147,7 +174,7 @@ impl Session {
         let stream = self
             .encoder
             .encode_at(&self.yuv, at)
-            .map_err(|e| format!("openh264: {e}"))?;
+            .map_err(H264Error::Encode)?;
         let keyframe = matches!(stream.frame_type(), FrameType::IDR);
         Ok((Bytes::from(stream.to_vec()), keyframe))
     }
@@ -196,14 +223,14 @@ impl H264Encoder {
         frame: &Frame,
         variant: H264Variant,
         force_idr: bool,
-    ) -> Result<(Bytes, bool, u32, u32), String> {
+    ) -> Result<(Bytes, bool, u32, u32), H264Error> {
         let (rgb, width, height) = self.pixels.rgb(frame, variant.scale)?;
         if width % 2 == 1 || height % 2 == 1 {
             if !self.warned_odd {
                 tracing::warn!(camera = %frame.camera, "H.264 needs even width and height (got {width}x{height})");
                 self.warned_odd = true;
             }
-            return Err(format!("odd size {width}x{height}"));
+            return Err(H264Error::OddSize { width, height });
         }
         let fits = matches!(self.sessions.get(&variant), Some(s) if (s.width, s.height) == (width, height));
         if !fits {
@@ -236,7 +263,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
             let (data, keyframe, width, height) = match self.encode(&frame, variant, force) {
                 Ok(r) => r,
                 Err(e) => {
-                    if !e.starts_with("odd size") {
+                    if !matches!(e, H264Error::OddSize { .. }) {
                         tracing::warn!(camera = %frame.camera, %variant, "H.264 encode failed: {e}");
                     }
                     if force {
@@ -279,5 +306,51 @@ impl Handler<Shutdown> for H264Encoder {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn an_odd_size_is_its_own_error_and_an_even_one_encodes() {
+        let metrics = Metrics::new().node("cam", "enc", "h264_encoder");
+        let default = H264Variant {
+            bitrate_kbps: 500,
+            scale: 1,
+        };
+        let mut encoder = H264Encoder::new(
+            Fanout::new(),
+            Arc::new(H264Output::new("enc", default, 2)),
+            H264EncoderConfig::default(),
+            EncoderMetrics::new(&metrics),
+        );
+        let frame = |width: u32| Frame {
+            camera: "cam".into(),
+            seq: u64::from(width),
+            captured_at: SystemTime::now(),
+            width,
+            height: 64,
+            format: crate::frame::PixelFormat::Rgb24,
+            data: vec![128; width as usize * 64 * 3].into(),
+        };
+        let err = encoder.encode(&frame(65), default, false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                H264Error::OddSize {
+                    width: 65,
+                    height: 64
+                }
+            ),
+            "{err:?}"
+        );
+        let (data, keyframe, width, height) = encoder.encode(&frame(64), default, false).unwrap();
+        assert!(!data.is_empty() && keyframe, "the first picture is an IDR");
+        assert_eq!((width, height), (64, 64));
     }
 }

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter, IntGauge};
+use thiserror::Error;
 
 use crate::error::ServiceError;
 use crate::fanout::{Fanout, InputLink, Subscriber};
 use crate::frame::{Codec, EncodedFrame, Frame, PixelFormat};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::node::Shutdown;
 use crate::plugins::encoders::outputs::Outputs;
-use crate::plugins::encoders::pixels::Pixels;
+use crate::plugins::encoders::pixels::{Pixels, PixelsError};
 use crate::port::{Feed, JpegVariant};
 
 /// How often the encoder checks whether anyone still listens.
@@ -68,11 +69,31 @@ impl EncoderMetrics {
     pub fn new(m: &NodeMetrics) -> Self {
         Self {
             encoded: m.frames_encoded(),
-            dropped_behind: m.frames_dropped("behind"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
             seconds: m.encode_seconds(),
             variants: m.encoder_settings(),
         }
     }
+}
+
+/// Why a JPEG could not be made.
+#[derive(Debug, Error)]
+pub enum JpegError {
+    #[error("cannot start the JPEG compressor: {0}")]
+    Compressor(turbojpeg::Error),
+    #[error("cannot set JPEG quality {quality}: {source}")]
+    Quality {
+        quality: u8,
+        source: turbojpeg::Error,
+    },
+    #[error("cannot compress {width}x{height} to JPEG: {source}")]
+    Compress {
+        width: u32,
+        height: u32,
+        source: turbojpeg::Error,
+    },
+    #[error(transparent)]
+    Pixels(#[from] PixelsError),
 }
 
 /// Compresses packed RGB at `quality`, 4:2:0.
@@ -82,9 +103,9 @@ pub fn encode_rgb(
     width: u32,
     height: u32,
     quality: u8,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, JpegError> {
     c.set_quality(i32::from(quality))
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| JpegError::Quality { quality, source })?;
     let (w, h) = (width as usize, height as usize);
     let image = turbojpeg::Image {
         pixels: rgb,
@@ -95,7 +116,11 @@ pub fn encode_rgb(
     };
     c.compress_to_vec(image)
         .map(Bytes::from)
-        .map_err(|e| e.to_string())
+        .map_err(|source| JpegError::Compress {
+            width,
+            height,
+            source,
+        })
 }
 
 pub(super) struct JpegEncoder {
@@ -124,7 +149,11 @@ impl JpegEncoder {
         self.input.follow(active > 0, ctx);
     }
 
-    fn encode(&mut self, frame: &Frame, variant: JpegVariant) -> Result<(Bytes, u32, u32), String> {
+    fn encode(
+        &mut self,
+        frame: &Frame,
+        variant: JpegVariant,
+    ) -> Result<(Bytes, u32, u32), JpegError> {
         if self.compressor.is_none() {
             self.compressor = Some(compressor()?);
         }
@@ -135,10 +164,10 @@ impl JpegEncoder {
     }
 }
 
-fn compressor() -> Result<turbojpeg::Compressor, String> {
-    let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
+fn compressor() -> Result<turbojpeg::Compressor, JpegError> {
+    let mut c = turbojpeg::Compressor::new().map_err(JpegError::Compressor)?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
-        .map_err(|e| e.to_string())?;
+        .map_err(JpegError::Compressor)?;
     Ok(c)
 }
 

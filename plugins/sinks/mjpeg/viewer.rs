@@ -12,7 +12,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::adapt::FeedReader;
 use crate::frame::EncodedFrame;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::mjpeg;
 use crate::pacing::RateLimiter;
 use crate::port::JpegVariant;
@@ -32,8 +32,8 @@ impl ViewerMetrics {
         Self {
             sent: m.frames_sent(),
             bytes: m.bytes_sent(),
-            dropped_behind: m.frames_dropped("behind"),
-            dropped_rate_limit: m.frames_dropped("rate_limit"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
+            dropped_rate_limit: m.frames_dropped(DropReason::RateLimit),
             latency: m.latency_seconds(),
             viewers: m.viewers("mjpeg"),
         }

@@ -1,11 +1,29 @@
 //! Writing a snapshot safely and keeping the folder within its limits.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::api::SavedSnapshot;
 use crate::frame::EncodedFrame;
+use thiserror::Error;
+
+/// Why a snapshot was not saved.
+#[derive(Debug, Error)]
+pub enum SaveError {
+    #[error("camera name '{0}' cannot be used in a file name")]
+    BadName(String),
+    #[error("cannot create {}: {source}", .folder.display())]
+    CreateFolder {
+        folder: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// `20261124T153000.123Z` for a capture time (UTC), so names sort by time.
 pub fn utc_stamp(t: SystemTime) -> String {
@@ -37,7 +55,7 @@ pub fn save(
     frame: &EncodedFrame,
     max_files: usize,
     max_bytes: u64,
-) -> Result<SavedSnapshot, String> {
+) -> Result<SavedSnapshot, SaveError> {
     // Camera names are node ids (letters, digits, '_' and '-'), so this cannot leave the folder;
     // checked anyway so that no future change can make it.
     if camera.is_empty()
@@ -45,12 +63,12 @@ pub fn save(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(format!(
-            "camera name '{camera}' cannot be used in a file name"
-        ));
+        return Err(SaveError::BadName(camera.into()));
     }
-    std::fs::create_dir_all(folder)
-        .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    std::fs::create_dir_all(folder).map_err(|source| SaveError::CreateFolder {
+        folder: folder.into(),
+        source,
+    })?;
     let name = format!("{camera}-{}.jpg", utc_stamp(frame.captured_at));
     let path = folder.join(&name);
     let tmp = folder.join(format!(".{name}.tmp"));
@@ -60,9 +78,9 @@ pub fn save(
         file.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
-    if let Err(e) = write() {
+    if let Err(source) = write() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot write {}: {e}", path.display()));
+        return Err(SaveError::Write { path, source });
     }
     prune(folder, camera, max_files, max_bytes);
     Ok(SavedSnapshot {
@@ -190,10 +208,17 @@ mod tests {
         let not_a_folder = dir.path().join("file");
         std::fs::write(&not_a_folder, b"x").unwrap();
         let err = save(&not_a_folder, "front", &frame(0, 10), 10, 1000).unwrap_err();
-        assert!(err.starts_with("cannot create"), "{err}");
-        assert!(save(dir.path(), "../x", &frame(0, 10), 10, 1000)
-            .unwrap_err()
-            .contains("cannot be used"));
+        assert!(
+            matches!(&err, SaveError::CreateFolder { folder, .. } if *folder == not_a_folder),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("cannot create"), "{err}");
+        let err = save(dir.path(), "../x", &frame(0, 10), 10, 1000).unwrap_err();
+        assert!(
+            matches!(&err, SaveError::BadName(name) if name == "../x"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("cannot be used"), "{err}");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,

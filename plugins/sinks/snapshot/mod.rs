@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::error::{BuildError, ServiceError};
 use crate::frame::EncodedFrame;
+use crate::metrics::DropReason;
 use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
 use crate::port::{JpegFeed, PortKind, Ports};
@@ -86,7 +87,7 @@ impl NodeConfig for SnapshotSinkConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let status = Arc::new(Mutex::new(Status::default()));
         let saved = cx.metrics.frames_sent();
-        let failed = cx.metrics.frames_dropped("write_failed");
+        let failed = cx.metrics.frames_dropped(DropReason::WriteFailed);
         let sink = SnapshotSink {
             camera: cx.camera.to_string(),
             feed: cx.jpeg_input()?,
@@ -165,6 +166,7 @@ impl SnapshotSink {
                 Ok(saved)
             }
             Err(error) => {
+                let error = error.to_string();
                 self.failed.inc();
                 if status.error.as_deref() != Some(error.as_str()) {
                     tracing::error!(camera = %self.camera, "snapshot not saved: {error}");

@@ -30,7 +30,7 @@ use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Fanout;
 use crate::frame::EncodedFrame;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{DropReason, NodeMetrics};
 use crate::node::Shutdown;
 use crate::port::{H264Feed, H264Variant};
 
@@ -95,11 +95,11 @@ impl SinkMetrics {
             writer: WriterMetrics {
                 sent: m.frames_sent(),
                 bytes: m.bytes_sent(),
-                dropped_behind: m.frames_dropped("behind"),
+                dropped_behind: m.frames_dropped(DropReason::Behind),
                 latency: m.latency_seconds(),
             },
             viewers: m.viewers("webrtc"),
-            dropped_behind: m.frames_dropped("behind"),
+            dropped_behind: m.frames_dropped(DropReason::Behind),
             rtp_lost: m.rtp_packets_lost(),
         }
     }

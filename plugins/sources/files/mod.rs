@@ -2,16 +2,44 @@
 //! file (JPEGs back to back, as `ffmpeg -f mjpeg` writes), looped at the camera's fps. Frames are
 //! passed on as JPEG, so a JPEG encoder at its default quality forwards them without re-encoding.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use thiserror::Error;
 
-use super::{Captured, FrameSource, Pacer};
+use super::{Captured, FrameSource, Pacer, SourceError};
 use crate::frame::PixelFormat;
 
 /// Refuse to load more than this into memory.
 const MAX_TOTAL_BYTES: usize = 512 << 20;
+
+/// Why a file or folder cannot be played.
+#[derive(Debug, Error)]
+pub enum FilesError {
+    #[error("cannot read folder {}: {source}", .path.display())]
+    ReadFolder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: more than {} MiB of JPEGs", .path.display(), MAX_TOTAL_BYTES >> 20)]
+    FolderTooLarge { path: PathBuf },
+    #[error("{}: larger than {} MiB", .path.display(), MAX_TOTAL_BYTES >> 20)]
+    FileTooLarge { path: PathBuf },
+    #[error("{}: no JPEG images found", .path.display())]
+    NoImages { path: PathBuf },
+    /// `image` names the file, or the file and the image's place in it.
+    #[error("{image}: not a valid JPEG: {source}")]
+    NotJpeg {
+        image: String,
+        source: turbojpeg::Error,
+    },
+}
 
 struct Picture {
     width: u32,
@@ -26,12 +54,14 @@ pub struct FilePlayer {
 }
 
 impl FilePlayer {
-    pub fn open(path: &Path, fps: u32) -> Result<Self, String> {
-        let shown = path.display();
+    pub fn open(path: &Path, fps: u32) -> Result<Self, FilesError> {
         let mut images: Vec<(String, Bytes)> = Vec::new();
         if path.is_dir() {
             let mut names: Vec<_> = std::fs::read_dir(path)
-                .map_err(|e| format!("cannot read folder {shown}: {e}"))?
+                .map_err(|source| FilesError::ReadFolder {
+                    path: path.into(),
+                    source,
+                })?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
@@ -43,37 +73,37 @@ impl FilePlayer {
             names.sort();
             let mut total = 0;
             for p in names {
-                let data =
-                    std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                let data = std::fs::read(&p).map_err(|source| FilesError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
                 total += data.len();
                 if total > MAX_TOTAL_BYTES {
-                    return Err(format!(
-                        "{shown}: more than {} MiB of JPEGs",
-                        MAX_TOTAL_BYTES >> 20
-                    ));
+                    return Err(FilesError::FolderTooLarge { path: path.into() });
                 }
                 images.push((p.display().to_string(), Bytes::from(data)));
             }
         } else {
-            let data = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+            let data = std::fs::read(path).map_err(|source| FilesError::Read {
+                path: path.into(),
+                source,
+            })?;
             if data.len() > MAX_TOTAL_BYTES {
-                return Err(format!(
-                    "{shown}: larger than {} MiB",
-                    MAX_TOTAL_BYTES >> 20
-                ));
+                return Err(FilesError::FileTooLarge { path: path.into() });
             }
             let data = Bytes::from(data);
             for (i, range) in split_jpegs(&data).into_iter().enumerate() {
-                images.push((format!("{shown} (image {})", i + 1), data.slice(range)));
+                let image = format!("{} (image {})", path.display(), i + 1);
+                images.push((image, data.slice(range)));
             }
         }
         if images.is_empty() {
-            return Err(format!("{shown}: no JPEG images found"));
+            return Err(FilesError::NoImages { path: path.into() });
         }
         let mut pictures = Vec::with_capacity(images.len());
-        for (name, data) in images {
+        for (image, data) in images {
             let header = turbojpeg::read_header(&data)
-                .map_err(|e| format!("{name}: not a valid JPEG: {e}"))?;
+                .map_err(|source| FilesError::NotJpeg { image, source })?;
             pictures.push(Picture {
                 width: header.width as u32,
                 height: header.height as u32,
@@ -97,7 +127,7 @@ impl FilePlayer {
 }
 
 impl FrameSource for FilePlayer {
-    fn next_frame(&mut self, _seq: u64) -> Result<Captured, String> {
+    fn next_frame(&mut self, _seq: u64) -> Result<Captured, SourceError> {
         self.pacer.wait();
         let p = &self.pictures[self.next];
         self.next = (self.next + 1) % self.pictures.len();
@@ -230,8 +260,13 @@ mod tests {
         std::fs::write(&path, [0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
         let err = FilePlayer::open(dir.path(), 30).err().unwrap();
         assert!(
-            err.contains("bad.jpg") && err.contains("not a valid JPEG"),
-            "{err}"
+            matches!(&err, FilesError::NotJpeg { image, .. } if image.ends_with("bad.jpg")),
+            "{err:?}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("bad.jpg") && shown.contains("not a valid JPEG"),
+            "{shown}"
         );
     }
 }

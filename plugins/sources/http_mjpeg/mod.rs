@@ -6,8 +6,9 @@ use std::io::BufRead;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use thiserror::Error;
 
-use super::{Captured, FrameSource};
+use super::{Captured, FrameSource, SourceError};
 use crate::client;
 use crate::frame::PixelFormat;
 use crate::mjpeg::PartReader;
@@ -15,24 +16,56 @@ use crate::mjpeg::PartReader;
 /// A camera that sends nothing for this long is considered gone.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What is wrong with a source URL's form.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("'{0}': https is not supported; use an http:// URL")]
+    Https(String),
+    #[error("'{0}' is not an http:// URL")]
+    NotHttp(String),
+    #[error("'{0}': expected http://host[:port]/path")]
+    NoHost(String),
+}
+
+/// What failed while pulling MJPEG from `url`.
+#[derive(Debug, Error)]
+pub enum HttpMjpegError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// Connecting or sending the request failed (refused, timed out, ...).
+    #[error("{url}: {source}")]
+    Connect { url: String, source: std::io::Error },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: not an MJPEG stream (Content-Type '{content_type}')")]
+    NotMjpeg { url: String, content_type: String },
+    #[error("{url}: the stream ended")]
+    Ended { url: String },
+    #[error("{url}: {source}")]
+    Read { url: String, source: std::io::Error },
+    #[error("{url}: a part is not a JPEG: {source}")]
+    NotJpeg {
+        url: String,
+        source: turbojpeg::Error,
+    },
+}
+
 pub struct HttpMjpeg {
     url: String,
     parts: Option<PartReader<Box<dyn BufRead + Send>>>,
 }
 
 /// Checks the URL's form; `Err` says what is wrong.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), UrlError> {
     if url.starts_with("https://") {
-        return Err(format!(
-            "'{url}': https is not supported; use an http:// URL"
-        ));
+        return Err(UrlError::Https(url.into()));
     }
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("'{url}' is not an http:// URL"))?;
+        .ok_or_else(|| UrlError::NotHttp(url.into()))?;
     let host = rest.split(['/', '?']).next().unwrap_or("");
     if host.is_empty() || host.contains('@') {
-        return Err(format!("'{url}': expected http://host[:port]/path"));
+        return Err(UrlError::NoHost(url.into()));
     }
     Ok(())
 }
@@ -40,7 +73,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 impl HttpMjpeg {
     /// Connects once, so that a wrong URL is reported at start, then lets go until frames are
     /// wanted (an open but unread connection would only fill up with stale frames).
-    pub fn open(url: &str) -> Result<Self, String> {
+    pub fn open(url: &str) -> Result<Self, HttpMjpegError> {
         check_url(url)?;
         let mut source = Self {
             url: url.to_string(),
@@ -51,7 +84,7 @@ impl HttpMjpeg {
         Ok(source)
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), HttpMjpegError> {
         let url = &self.url;
         let response = client::request_with(
             "GET",
@@ -63,9 +96,15 @@ impl HttpMjpeg {
                 ..Default::default()
             },
         )
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|source| HttpMjpegError::Connect {
+            url: url.clone(),
+            source,
+        })?;
         if response.status != 200 {
-            return Err(format!("{url}: HTTP status {}", response.status));
+            return Err(HttpMjpegError::Status {
+                url: url.clone(),
+                status: response.status,
+            });
         }
         let content_type = response
             .header("content-type")
@@ -76,14 +115,17 @@ impl HttpMjpeg {
             .find_map(|p| p.trim().strip_prefix("boundary="))
             .map(|b| b.trim_matches('"').to_string())
             .filter(|_| content_type.starts_with("multipart/"))
-            .ok_or_else(|| format!("{url}: not an MJPEG stream (Content-Type '{content_type}')"))?;
+            .ok_or_else(|| HttpMjpegError::NotMjpeg {
+                url: url.clone(),
+                content_type: content_type.clone(),
+            })?;
         self.parts = Some(PartReader::new(response.into_body(), &boundary));
         Ok(())
     }
 }
 
 impl FrameSource for HttpMjpeg {
-    fn next_frame(&mut self, _seq: u64) -> Result<Captured, String> {
+    fn next_frame(&mut self, _seq: u64) -> Result<Captured, SourceError> {
         if self.parts.is_none() {
             self.connect()?;
         }
@@ -92,16 +134,23 @@ impl FrameSource for HttpMjpeg {
             Some(Ok(Some(part))) => part,
             Some(Ok(None)) => {
                 self.parts = None;
-                return Err(format!("{url}: the stream ended"));
+                return Err(HttpMjpegError::Ended { url: url.clone() }.into());
             }
-            Some(Err(e)) => {
+            Some(Err(source)) => {
                 self.parts = None;
-                return Err(format!("{url}: {e}"));
+                return Err(HttpMjpegError::Read {
+                    url: url.clone(),
+                    source,
+                }
+                .into());
             }
             None => unreachable!("connected above"),
         };
-        let header = turbojpeg::read_header(&part.data)
-            .map_err(|e| format!("{url}: a part is not a JPEG: {e}"))?;
+        let header =
+            turbojpeg::read_header(&part.data).map_err(|source| HttpMjpegError::NotJpeg {
+                url: url.clone(),
+                source,
+            })?;
         Ok(Captured {
             captured_at: SystemTime::now(),
             width: header.width as u32,
@@ -123,11 +172,22 @@ mod tests {
     #[test]
     fn only_plain_http_urls_with_a_host() {
         assert!(check_url("http://127.0.0.1:8080/api/camera/stream/front").is_ok());
+        assert_eq!(
+            check_url("https://cam/x"),
+            Err(UrlError::Https("https://cam/x".into()))
+        );
         assert!(check_url("https://cam/x")
             .unwrap_err()
+            .to_string()
             .contains("https is not supported"));
-        assert!(check_url("http:///x").is_err());
-        assert!(check_url("rtsp://cam").is_err());
+        assert_eq!(
+            check_url("http:///x"),
+            Err(UrlError::NoHost("http:///x".into()))
+        );
+        assert_eq!(
+            check_url("rtsp://cam"),
+            Err(UrlError::NotHttp("rtsp://cam".into()))
+        );
     }
 
     #[test]
@@ -140,6 +200,12 @@ mod tests {
         let err = HttpMjpeg::open(&format!("http://127.0.0.1:{port}/stream"))
             .err()
             .unwrap();
+        assert!(
+            matches!(&err, HttpMjpegError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.starts_with(&format!("http://127.0.0.1:{port}/stream: ")),
             "{err}"

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Captured, FrameSource, Pacer};
+use super::{Captured, FrameSource, Pacer, SourceError};
 use crate::frame::PixelFormat;
 
 /// Smallest size that fits the marks (32 blocks of 8 pixels, three rows).
@@ -149,7 +149,7 @@ fn paint_row(buf: &mut [u8], width: usize, row: usize, value: u32) {
 }
 
 impl FrameSource for TestPattern {
-    fn next_frame(&mut self, seq: u64) -> Result<Captured, String> {
+    fn next_frame(&mut self, seq: u64) -> Result<Captured, SourceError> {
         self.pacer.wait();
         let captured_at = SystemTime::now();
         let mut buf = self.buffer();

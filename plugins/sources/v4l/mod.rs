@@ -9,13 +9,40 @@ use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
     Resolution,
 };
-use nokhwa::Camera;
+use nokhwa::{Camera, NokhwaError};
+use thiserror::Error;
 
-use super::{Captured, FrameSource};
+use super::{Captured, FrameSource, SourceError};
 use crate::frame::PixelFormat;
 
 /// Formats we can use, best first.
 static FORMATS: [FrameFormat; 2] = [FrameFormat::MJPEG, FrameFormat::YUYV];
+
+/// What failed with a V4L2 device; `index` is N of /dev/videoN.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    #[error("cannot open camera /dev/video{index}: {source}")]
+    Open { index: u32, source: NokhwaError },
+    #[error("/dev/video{index}: cannot start streaming: {source}")]
+    Stream { index: u32, source: NokhwaError },
+    #[error("/dev/video{index}: {source}")]
+    Frame { index: u32, source: NokhwaError },
+    #[error("/dev/video{index}: unsupported pixel format {format}")]
+    Format { index: u32, format: FrameFormat },
+    #[error("/dev/video{index}: {source}")]
+    Convert { index: u32, source: ShortFrame },
+    #[error("cannot list cameras: {0}")]
+    List(NokhwaError),
+}
+
+/// A YUYV frame smaller than its size says.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("short YUYV frame: {got} bytes for {width}x{height}")]
+pub struct ShortFrame {
+    pub got: usize,
+    pub width: u32,
+    pub height: u32,
+}
 
 pub struct Device {
     index: u32,
@@ -24,11 +51,11 @@ pub struct Device {
 }
 
 impl Device {
-    pub fn open(index: u32, width: u32, height: u32, fps: u32) -> Result<Self, String> {
+    pub fn open(index: u32, width: u32, height: u32, fps: u32) -> Result<Self, DeviceError> {
         let wanted = CameraFormat::new(Resolution::new(width, height), FrameFormat::MJPEG, fps);
         let request = RequestedFormat::with_formats(RequestedFormatType::Closest(wanted), &FORMATS);
         let camera = Camera::new(CameraIndex::Index(index), request)
-            .map_err(|e| format!("cannot open camera /dev/video{index}: {e}"))?;
+            .map_err(|source| DeviceError::Open { index, source })?;
         let format = camera.camera_format();
         tracing::info!(device = index, "opened /dev/video{index}: {format}");
         Ok(Self {
@@ -40,32 +67,31 @@ impl Device {
 }
 
 impl FrameSource for Device {
-    fn next_frame(&mut self, _seq: u64) -> Result<Captured, String> {
+    fn next_frame(&mut self, _seq: u64) -> Result<Captured, SourceError> {
         let index = self.index;
         if !self.streaming {
             self.camera
                 .open_stream()
-                .map_err(|e| format!("/dev/video{index}: cannot start streaming: {e}"))?;
+                .map_err(|source| DeviceError::Stream { index, source })?;
             self.streaming = true;
         }
         let format = self.camera.camera_format();
         let raw = self
             .camera
             .frame_raw()
-            .map_err(|e| format!("/dev/video{index}: {e}"))?;
+            .map_err(|source| DeviceError::Frame { index, source })?;
         let captured_at = SystemTime::now();
         let (width, height) = (format.width(), format.resolution().height());
         let (format, data) = match format.format() {
             FrameFormat::MJPEG => (PixelFormat::Jpeg, Bytes::copy_from_slice(&raw)),
             FrameFormat::YUYV => (
                 PixelFormat::Rgb24,
-                Bytes::from(yuyv_to_rgb(&raw, width, height)?),
+                Bytes::from(
+                    yuyv_to_rgb(&raw, width, height)
+                        .map_err(|source| DeviceError::Convert { index, source })?,
+                ),
             ),
-            other => {
-                return Err(format!(
-                    "/dev/video{index}: unsupported pixel format {other}"
-                ))
-            }
+            format => return Err(DeviceError::Format { index, format }.into()),
         };
         Ok(Captured {
             captured_at,
@@ -85,13 +111,14 @@ impl FrameSource for Device {
 }
 
 /// Converts packed YUYV 4:2:2 (BT.601, limited range) to RGB24.
-pub fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
+pub fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<Vec<u8>, ShortFrame> {
     let pixels = width as usize * height as usize;
     if yuyv.len() < pixels * 2 {
-        return Err(format!(
-            "short YUYV frame: {} bytes for {width}x{height}",
-            yuyv.len()
-        ));
+        return Err(ShortFrame {
+            got: yuyv.len(),
+            width,
+            height,
+        });
     }
     let mut rgb = Vec::with_capacity(pixels * 3);
     let clamp = |v: i32| v.clamp(0, 255) as u8;
@@ -108,8 +135,8 @@ pub fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Stri
 }
 
 /// Cameras the system reports, as `(index, name)`.
-pub fn devices() -> Result<Vec<(String, String)>, String> {
-    let found = nokhwa::query(ApiBackend::Auto).map_err(|e| format!("cannot list cameras: {e}"))?;
+pub fn devices() -> Result<Vec<(String, String)>, DeviceError> {
+    let found = nokhwa::query(ApiBackend::Auto).map_err(DeviceError::List)?;
     Ok(found
         .into_iter()
         .map(|c| (c.index().to_string(), c.human_name()))
@@ -124,7 +151,14 @@ mod tests {
     fn yuyv_grey_and_white_convert() {
         let rgb = yuyv_to_rgb(&[126, 128, 235, 128], 2, 1).unwrap();
         assert_eq!(rgb, vec![128, 128, 128, 255, 255, 255]);
-        assert!(yuyv_to_rgb(&[0; 3], 2, 1).is_err());
+        assert_eq!(
+            yuyv_to_rgb(&[0; 3], 2, 1),
+            Err(ShortFrame {
+                got: 3,
+                width: 2,
+                height: 1
+            })
+        );
     }
 
     #[test]
@@ -132,6 +166,10 @@ mod tests {
         let err = Device::open(99, 640, 480, 30)
             .err()
             .expect("no /dev/video99 here");
-        assert!(err.contains("/dev/video99"), "{err}");
+        assert!(
+            matches!(err, DeviceError::Open { index: 99, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/dev/video99"), "{err}");
     }
 }
