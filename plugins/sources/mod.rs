@@ -11,12 +11,12 @@
 pub mod api;
 pub mod files;
 pub mod http_mjpeg;
+pub mod kinds;
 pub mod nosignal;
 pub mod testsrc;
 #[cfg(feature = "v4l")]
 pub mod v4l;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -26,7 +26,6 @@ use actix::{Actor, Context, Handler};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
-use thiserror::Error;
 
 use crate::error::BuildError;
 use crate::fanout::Fanout;
@@ -76,35 +75,6 @@ fn default_start() -> bool {
     true
 }
 
-/// What `source:` names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    Test,
-    Device(u32),
-    Url(String),
-    Path(PathBuf),
-}
-
-impl SourceKind {
-    pub fn parse(source: &str) -> SourceKind {
-        let s = source.trim();
-        if s == "test" {
-            SourceKind::Test
-        } else if let Ok(index) = s.parse::<u32>() {
-            SourceKind::Device(index)
-        } else if let Some(index) = s
-            .strip_prefix("/dev/video")
-            .and_then(|n| n.parse::<u32>().ok())
-        {
-            SourceKind::Device(index)
-        } else if s.starts_with("http://") || s.starts_with("https://") {
-            SourceKind::Url(s.to_string())
-        } else {
-            SourceKind::Path(PathBuf::from(s))
-        }
-    }
-}
-
 impl NodeConfig for CameraConfig {
     const TYPE: &'static str = "camera";
 
@@ -116,69 +86,21 @@ impl NodeConfig for CameraConfig {
         let mut issues = Vec::new();
         check_range(&mut issues, "fps", self.fps, 1..=120);
         check_range(&mut issues, "noise", self.noise, 0..=64);
-        if self.noise > 0 && SourceKind::parse(&self.source) != SourceKind::Test {
+        let kind = kinds::kind_of(&self.source);
+        if self.noise > 0 && !kind.takes_noise {
             issues.push(FieldIssue::new(
                 "noise",
                 "'noise' is for the test pattern (source: test) only",
             ));
         }
-        match SourceKind::parse(&self.source) {
-            SourceKind::Test => {
-                check_range(&mut issues, "width", self.width, testsrc::MIN_WIDTH..=7680);
-                check_range(
-                    &mut issues,
-                    "height",
-                    self.height,
-                    testsrc::MIN_HEIGHT..=4320,
-                );
-            }
-            SourceKind::Device(_) if !cfg!(feature = "v4l") => issues.push(FieldIssue::new(
-                "source",
-                format!(
-                    "'{}' is a V4L2 device, but camgraph was built without the 'v4l' feature",
-                    self.source
-                ),
-            )),
-            SourceKind::Device(_) => {
-                check_range(&mut issues, "width", self.width, 16..=7680);
-                check_range(&mut issues, "height", self.height, 16..=4320);
-            }
-            SourceKind::Url(url) => {
-                if let Err(e) = http_mjpeg::check_url(&url) {
-                    issues.push(FieldIssue::new("source", e.to_string()));
-                }
-                check_range(&mut issues, "width", self.width, 16..=7680);
-                check_range(&mut issues, "height", self.height, 16..=4320);
-            }
-            SourceKind::Path(path) => {
-                if !path.exists() {
-                    issues.push(FieldIssue::new(
-                        "source",
-                        format!(
-                            "'{}' is not 'test', a device (/dev/videoN or an index) or an existing file or folder",
-                            self.source
-                        ),
-                    ));
-                }
-            }
-        }
+        (kind.validate)(self, &mut issues);
         issues
     }
 
-    /// A device added through the API must exist (in the file, a missing device is a camera
-    /// that is down until it appears).
     fn validate_added(&self) -> Vec<FieldIssue> {
-        match SourceKind::parse(&self.source) {
-            SourceKind::Device(index)
-                if !std::path::Path::new(&format!("/dev/video{index}")).exists() =>
-            {
-                vec![FieldIssue::new(
-                    "source",
-                    format!("no such device /dev/video{index}"),
-                )]
-            }
-            _ => Vec::new(),
-        }
+        let mut issues = Vec::new();
+        (kinds::kind_of(&self.source).validate_added)(self, &mut issues);
+        issues
     }
 
     fn routes(cfg: &mut actix_web::web::ServiceConfig) {
@@ -202,21 +124,8 @@ pub struct Captured {
 }
 
 /// Why a source could not be opened or could not deliver a frame; the camera shows it as its
-/// `error` and retries.
-#[derive(Debug, Error)]
-pub enum SourceError {
-    #[error(transparent)]
-    Files(#[from] files::FilesError),
-    #[error(transparent)]
-    HttpMjpeg(#[from] http_mjpeg::HttpMjpegError),
-    #[cfg(feature = "v4l")]
-    #[error(transparent)]
-    Device(#[from] v4l::DeviceError),
-    /// A device was named, but camgraph was built without the `v4l` feature.
-    #[cfg(not(feature = "v4l"))]
-    #[error("/dev/video{0}: built without V4L2 support")]
-    NoV4l(u32),
-}
+/// `error` and retries. Each kind has its own error enum; they meet here.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Something frames can be pulled from. It runs on the camera's capture thread and may block.
 pub trait FrameSource {
@@ -229,23 +138,7 @@ pub trait FrameSource {
 type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
 
 fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, SourceError> {
-    match SourceKind::parse(&config.source) {
-        SourceKind::Test => Ok(Box::new(
-            testsrc::TestPattern::new(config.width, config.height, config.fps)
-                .with_noise(config.noise),
-        )),
-        SourceKind::Path(path) => Ok(Box::new(files::FilePlayer::open(&path, config.fps)?)),
-        #[cfg(feature = "v4l")]
-        SourceKind::Device(index) => Ok(Box::new(v4l::Device::open(
-            index,
-            config.width,
-            config.height,
-            config.fps,
-        )?)),
-        #[cfg(not(feature = "v4l"))]
-        SourceKind::Device(index) => Err(SourceError::NoV4l(index)),
-        SourceKind::Url(url) => Ok(Box::new(http_mjpeg::HttpMjpeg::open(&url)?)),
-    }
+    (kinds::kind_of(&config.source).open)(config)
 }
 
 /// Sleeps to keep a steady frame rate; after a stall it restarts rather than bursting to catch up.
@@ -549,20 +442,5 @@ mod tests {
         );
         b.reset();
         assert!(b.next_wait() <= Duration::from_millis(120));
-    }
-
-    #[test]
-    fn sources_are_told_apart() {
-        assert_eq!(SourceKind::parse("test"), SourceKind::Test);
-        assert_eq!(SourceKind::parse("2"), SourceKind::Device(2));
-        assert_eq!(SourceKind::parse("/dev/video1"), SourceKind::Device(1));
-        assert_eq!(
-            SourceKind::parse("http://cam/x"),
-            SourceKind::Url("http://cam/x".into())
-        );
-        assert_eq!(
-            SourceKind::parse("clips/a.mjpeg"),
-            SourceKind::Path("clips/a.mjpeg".into())
-        );
     }
 }

@@ -8,7 +8,35 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::kinds::{no_checks, SourceKind};
 use super::{Captured, FrameSource, Pacer, SourceError};
+use crate::node::FieldIssue;
+
+/// A folder of JPEGs or an `.mjpeg` file, played in a loop without re-encoding. Claims every
+/// `source:` no other kind claims, so it is last in the table.
+pub const KIND: SourceKind = SourceKind {
+    name: "file or folder",
+    claims: |_| true,
+    validate: |c, issues| {
+        if !Path::new(c.source.trim()).exists() {
+            issues.push(FieldIssue::new(
+                "source",
+                format!(
+                    "'{}' is not 'test', a device (/dev/videoN or an index) or an existing file or folder",
+                    c.source
+                ),
+            ));
+        }
+    },
+    validate_added: no_checks,
+    open: |c| {
+        Ok(Box::new(FilePlayer::open(
+            Path::new(c.source.trim()),
+            c.fps,
+        )?))
+    },
+    takes_noise: false,
+};
 use crate::frame::PixelFormat;
 
 /// Refuse to load more than this into memory.

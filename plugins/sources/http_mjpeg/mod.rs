@@ -8,7 +8,24 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::kinds::{check_size, no_checks, SourceKind};
 use super::{Captured, FrameSource, SourceError};
+use crate::node::FieldIssue;
+
+/// `source: http://host/path`: an IP camera's MJPEG stream, pulled as a client.
+pub const KIND: SourceKind = SourceKind {
+    name: "HTTP MJPEG",
+    claims: |s| s.starts_with("http://") || s.starts_with("https://"),
+    validate: |c, issues| {
+        if let Err(e) = check_url(c.source.trim()) {
+            issues.push(FieldIssue::new("source", e.to_string()));
+        }
+        check_size(c, issues);
+    },
+    validate_added: no_checks,
+    open: |c| Ok(Box::new(HttpMjpeg::open(c.source.trim())?)),
+    takes_noise: false,
+};
 use crate::client;
 use crate::frame::PixelFormat;
 use crate::mjpeg::PartReader;

@@ -10,8 +10,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
+use super::kinds::{no_checks, SourceKind};
 use super::{Captured, FrameSource, Pacer, SourceError};
 use crate::frame::PixelFormat;
+use crate::node::check_range;
+
+/// `source: test`: a moving pattern with the frame number and capture time painted in.
+pub const KIND: SourceKind = SourceKind {
+    name: "test pattern",
+    claims: |s| s == "test",
+    validate: |c, issues| {
+        check_range(issues, "width", c.width, MIN_WIDTH..=7680);
+        check_range(issues, "height", c.height, MIN_HEIGHT..=4320);
+    },
+    validate_added: no_checks,
+    open: |c| {
+        Ok(Box::new(
+            TestPattern::new(c.width, c.height, c.fps).with_noise(c.noise),
+        ))
+    },
+    takes_noise: true,
+};
 
 /// Smallest size that fits the marks (32 blocks of 8 pixels, three rows).
 pub const MIN_WIDTH: u32 = 256;

@@ -12,7 +12,31 @@ use nokhwa::utils::{
 use nokhwa::{Camera, NokhwaError};
 use thiserror::Error;
 
+use super::kinds::{check_size, device_index, SourceKind};
 use super::{Captured, FrameSource, SourceError};
+use crate::node::FieldIssue;
+
+/// `source: /dev/videoN` or `N`: a V4L2 camera through nokhwa.
+pub const KIND: SourceKind = SourceKind {
+    name: "V4L2 device",
+    claims: |s| device_index(s).is_some(),
+    validate: check_size,
+    validate_added: |c, issues| {
+        if let Some(index) = device_index(c.source.trim()) {
+            if !std::path::Path::new(&format!("/dev/video{index}")).exists() {
+                issues.push(FieldIssue::new(
+                    "source",
+                    format!("no such device /dev/video{index}"),
+                ));
+            }
+        }
+    },
+    open: |c| {
+        let index = device_index(c.source.trim()).unwrap_or_default();
+        Ok(Box::new(Device::open(index, c.width, c.height, c.fps)?))
+    },
+    takes_noise: false,
+};
 use crate::frame::PixelFormat;
 
 /// Formats we can use, best first.

@@ -1,0 +1,104 @@
+//! The kinds of camera source, as one table: which `source:` strings each claims, how the
+//! camera's settings are checked for it, and how it is opened. A new source kind is one folder
+//! beside this file, holding its `KIND`, and one line in `KINDS`.
+
+use super::{CameraConfig, FrameSource, SourceError};
+use crate::node::FieldIssue;
+
+/// One kind of source.
+pub struct SourceKind {
+    /// What it is, for messages: "test pattern", "V4L2 device", ...
+    pub name: &'static str,
+    /// Whether a (trimmed) `source:` string is of this kind.
+    pub claims: fn(&str) -> bool,
+    /// Problems of a camera's settings for this kind (`source`, `width`, `height`).
+    pub validate: fn(&CameraConfig, &mut Vec<FieldIssue>),
+    /// Further problems when the camera is added through the API (in the file, a missing
+    /// device or stream is a camera that is down until it appears).
+    pub validate_added: fn(&CameraConfig, &mut Vec<FieldIssue>),
+    /// Opens the source on the camera's capture thread.
+    pub open: fn(&CameraConfig) -> Result<Box<dyn FrameSource>, SourceError>,
+    /// Whether `noise:` (grain added to each frame) applies.
+    pub takes_noise: bool,
+}
+
+/// Every kind, asked in order; the last one (files and folders) claims whatever is left.
+pub const KINDS: &[&SourceKind] = &[
+    &super::testsrc::KIND,
+    #[cfg(feature = "v4l")]
+    &super::v4l::KIND,
+    #[cfg(not(feature = "v4l"))]
+    &NO_V4L,
+    &super::http_mjpeg::KIND,
+    &super::files::KIND,
+];
+
+/// The kind of `source`.
+pub fn kind_of(source: &str) -> &'static SourceKind {
+    let s = source.trim();
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| (k.claims)(s))
+        .unwrap_or(KINDS[KINDS.len() - 1])
+}
+
+/// Nothing more to check.
+pub fn no_checks(_: &CameraConfig, _: &mut Vec<FieldIssue>) {}
+
+/// The size range of sources that scale or accept any size: 16x16 up to 8K.
+pub fn check_size(c: &CameraConfig, issues: &mut Vec<FieldIssue>) {
+    crate::node::check_range(issues, "width", c.width, 16..=7680);
+    crate::node::check_range(issues, "height", c.height, 16..=4320);
+}
+
+/// `/dev/videoN` or a bare index `N`: the device number.
+pub fn device_index(source: &str) -> Option<u32> {
+    source
+        .parse::<u32>()
+        .ok()
+        .or_else(|| source.strip_prefix("/dev/video")?.parse().ok())
+}
+
+/// Devices in a build without V4L2: claimed, so that they are refused clearly rather than taken
+/// for file names.
+#[cfg(not(feature = "v4l"))]
+const NO_V4L: SourceKind = SourceKind {
+    name: "V4L2 device",
+    claims: |s| device_index(s).is_some(),
+    validate: |c, issues| {
+        issues.push(FieldIssue::new(
+            "source",
+            format!(
+                "'{}' is a V4L2 device, but camgraph was built without the 'v4l' feature",
+                c.source
+            ),
+        ))
+    },
+    validate_added: no_checks,
+    open: |c| Err(format!("{}: built without V4L2 support", c.source.trim()).into()),
+    takes_noise: false,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_string_has_its_kind() {
+        for (source, kind) in [
+            ("test", "test pattern"),
+            (" test ", "test pattern"),
+            ("0", "V4L2 device"),
+            ("2", "V4L2 device"),
+            ("/dev/video3", "V4L2 device"),
+            ("http://cam/video", "HTTP MJPEG"),
+            ("https://cam/video", "HTTP MJPEG"),
+            ("/var/lib/frames", "file or folder"),
+            ("clips/a.mjpeg", "file or folder"),
+            ("/dev/videoX", "file or folder"),
+        ] {
+            assert_eq!(kind_of(source).name, kind, "{source}");
+        }
+    }
+}
