@@ -64,7 +64,8 @@ pub struct RtpFrame {
     pub keyframe: bool,
     pub captured_at: SystemTime,
     pub bytes: u64,
-    /// Camera frames lost before this one upstream (the encoder or the sink was busy).
+    /// Camera frames the encoder skipped before this one because it was busy: lost for every
+    /// peer of the variant, and counted against their ladder positions.
     pub behind: u64,
     /// Encoded frames before this one were never packetized (the sink was busy): unless this is a
     /// keyframe, peers cannot decode it.
