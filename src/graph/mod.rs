@@ -237,15 +237,6 @@ impl Graph {
         Ok(())
     }
 
-    /// Camera names (source nodes), in file order.
-    pub fn cameras(&self) -> Vec<String> {
-        self.spec
-            .iter()
-            .filter(|n| n.inputs.is_empty())
-            .map(|n| n.id.clone())
-            .collect()
-    }
-
     /// What runs now, as an immutable view for readers.
     pub fn view(&self) -> Vec<NodeView> {
         self.spec
