@@ -6,7 +6,11 @@
 //! latency) and what the server spent (CPU time of one core, from /proc). Build both binaries with
 //! `ladder` times each step of the default WebRTC (H.264) ladder through camgraph's own scaling and
 //! openh264 session, on grainy 720p test-pattern frames, and reports the bitrate each produces.
-//! `cargo build --release --bins`, then run `target/release/camgraph-bench <jpeg|fanout|ladder>`.
+//! `idle` starts the server with four test cameras and their usual chains and no viewer, and
+//! reports what it costs to do nothing (CPU of one core, wake-ups per second); `first-frame` times
+//! opening a stream on an idle camera until its first JPEG arrives.
+//! `cargo build --release --bins`, then run
+//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame>`.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -84,6 +88,34 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         warmup: usize,
     },
+    /// Idle cost: runs the camgraph server as a child process with four 1280x720 30 fps test
+    /// cameras, each with its usual chains (jpeg_encoder -> mjpeg_sink, h264_encoder ->
+    /// webrtc_sink), and no viewer; measures its CPU (% of one core) and wake-ups per second.
+    Idle {
+        /// Measured windows; the median is the figure.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Length of each window, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds after start before the first window (startup settles).
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
+    /// First-frame delay: on the idle four-camera server of `idle`, the time from opening an MJPEG
+    /// stream of an idle camera to receiving its first JPEG (the cameras take turns; each is idle
+    /// again before its next turn).
+    FirstFrame {
+        /// Streams opened; the median is the figure.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +134,13 @@ fn main() -> ExitCode {
         } => fanout(&viewers, seconds.max(1), warmup, server),
         #[cfg(feature = "webrtc")]
         Bench::Ladder { frames, warmup } => ladder(frames.max(1), warmup),
+        Bench::Idle {
+            rounds,
+            seconds,
+            warmup,
+            server,
+        } => idle(rounds.max(1), seconds.max(1), warmup, server),
+        Bench::FirstFrame { samples, server } => first_frame(samples.max(1), server),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,11 +434,11 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(exe: &Path) -> anyhow::Result<ServerProcess> {
+    fn start(exe: &Path, yaml: &str) -> anyhow::Result<ServerProcess> {
         let dir = std::env::temp_dir().join(format!("camgraph-bench-{}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let config = dir.join("graph.yaml");
-        fs::write(&config, GRAPH_YAML)?;
+        fs::write(&config, yaml)?;
         let log = dir.join("camgraph.log");
         let child = Command::new(exe)
             .arg("--config")
@@ -460,6 +499,21 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The server binary: the one given, or `camgraph` next to this executable.
+fn server_exe(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let exe = match given {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("camgraph"),
+    };
+    if !exe.is_file() {
+        bail!(
+            "no server binary at {}: build both binaries with `cargo build --release --bins`",
+            exe.display()
+        );
+    }
+    Ok(exe)
 }
 
 /// Clock ticks per second of /proc/<pid>/stat times.
@@ -831,19 +885,10 @@ fn fanout(
     if counts.is_empty() || counts.contains(&0) {
         bail!("--viewers needs positive counts, e.g. 1,10,100");
     }
-    let exe = match server {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("camgraph"),
-    };
-    if !exe.is_file() {
-        bail!(
-            "no server binary at {}: build both binaries with `cargo build --release --bins`",
-            exe.display()
-        );
-    }
+    let exe = server_exe(server)?;
     warn_if_busy();
     let (ticks, ticks_source) = clock_ticks();
-    let mut server = ServerProcess::start(&exe)?;
+    let mut server = ServerProcess::start(&exe, GRAPH_YAML)?;
     println!(
         "MJPEG fan-out: {} (pid {}) at {}{STREAM_PATH}",
         exe.display(),
@@ -990,5 +1035,234 @@ fn fanout(
         println!("  {line}");
     }
     drop(server);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// idle and first-frame
+
+const IDLE_CAMERAS: usize = 4;
+
+/// Four test cameras with the usual chains, as `camgraph` would run them for a robot.
+fn idle_yaml() -> String {
+    let mut yaml = String::from("server:\n  listen: 127.0.0.1:0\nnodes:\n");
+    for i in 0..IDLE_CAMERAS {
+        yaml += &format!(
+            "  cam{i}: {{ type: camera, source: test, width: 1280, height: 720, fps: 30 }}\n\
+             \x20 cam{i}_jpeg: {{ type: jpeg_encoder, inputs: [cam{i}], quality: 80 }}\n\
+             \x20 cam{i}_mjpeg: {{ type: mjpeg_sink, inputs: [cam{i}_jpeg] }}\n"
+        );
+        if cfg!(feature = "webrtc") {
+            yaml += &format!(
+                "  cam{i}_h264: {{ type: h264_encoder, inputs: [cam{i}] }}\n\
+                 \x20 cam{i}_rtc: {{ type: webrtc_sink, inputs: [cam{i}_h264] }}\n"
+            );
+        }
+    }
+    yaml
+}
+
+/// What the threads of a process have used so far: CPU nanoseconds (from
+/// /proc/<pid>/task/*/schedstat, which counts in ns where stat counts in 10 ms ticks) and context
+/// switches (voluntary and not: each is a wake-up of a sleeping thread or a preemption).
+#[derive(Default)]
+struct ThreadUse {
+    cpu_ns: u64,
+    switches: u64,
+}
+
+fn thread_use(pid: u32) -> HashMap<String, (String, ThreadUse)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let cpu_ns = fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        let status = fs::read_to_string(path.join("status")).unwrap_or_default();
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .map_or_else(String::new, |n| n.trim().to_string());
+        if let Some(cpu_ns) = cpu_ns {
+            let switches = field("voluntary_ctxt_switches:").unwrap_or(0)
+                + field("nonvoluntary_ctxt_switches:").unwrap_or(0);
+            let tid = entry.file_name().to_string_lossy().into_owned();
+            out.insert(tid, (name, ThreadUse { cpu_ns, switches }));
+        }
+    }
+    out
+}
+
+/// One idle window: CPU % of one core, wake-ups per second, and the busiest threads.
+struct IdleRound {
+    cpu: f64,
+    cpu_ticks: f64,
+    wakeups: f64,
+    threads: Vec<(String, f64, f64)>,
+}
+
+fn idle_round(server: &mut ServerProcess, seconds: u64, ticks: f64) -> anyhow::Result<IdleRound> {
+    let pid = server.pid();
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let (before, ticks_before, t0) = (thread_use(pid), stat_ticks(&stat)?.1, Instant::now());
+    thread::sleep(Duration::from_secs(seconds));
+    let (after, ticks_after, elapsed) = (
+        thread_use(pid),
+        stat_ticks(&stat)?.1,
+        t0.elapsed().as_secs_f64(),
+    );
+    server.check_alive()?;
+    let mut threads = Vec::new();
+    let (mut cpu_ns, mut switches) = (0u64, 0u64);
+    for (tid, (name, now)) in &after {
+        let (ns, sw) = match before.get(tid) {
+            Some((_, then)) => (now.cpu_ns - then.cpu_ns, now.switches - then.switches),
+            None => (now.cpu_ns, now.switches),
+        };
+        cpu_ns += ns;
+        switches += sw;
+        if sw > 0 {
+            threads.push((
+                format!("{name}[{tid}]"),
+                ns as f64 / 1e9 / elapsed * 100.0,
+                sw as f64 / elapsed,
+            ));
+        }
+    }
+    threads.sort_by(|a, b| b.2.total_cmp(&a.2));
+    threads.truncate(6);
+    Ok(IdleRound {
+        cpu: cpu_ns as f64 / 1e9 / elapsed * 100.0,
+        cpu_ticks: (ticks_after - ticks_before) as f64 / ticks / elapsed * 100.0,
+        wakeups: switches as f64 / elapsed,
+        threads,
+    })
+}
+
+fn idle(rounds: usize, seconds: u64, warmup: u64, server: Option<PathBuf>) -> anyhow::Result<()> {
+    let exe = server_exe(server)?;
+    warn_if_busy();
+    let (ticks, ticks_source) = clock_ticks();
+    let mut server = ServerProcess::start(&exe, &idle_yaml())?;
+    println!(
+        "idle cost: {} (pid {}) with {IDLE_CAMERAS} test cameras 1280x720 @ 30 fps, each \
+         -> jpeg_encoder -> mjpeg_sink{}; no viewer",
+        exe.display(),
+        server.pid(),
+        if cfg!(feature = "webrtc") {
+            " and -> h264_encoder -> webrtc_sink"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  CPU % of one core from /proc/<pid>/task/*/schedstat (ns); in brackets from \
+         /proc/<pid>/stat ({ticks} ticks/s {ticks_source}); wake-ups = context switches of all \
+         threads per second; {warmup} s warm-up, {seconds} s per window"
+    );
+    thread::sleep(Duration::from_secs(warmup));
+    let mut results = Vec::new();
+    for i in 0..rounds {
+        let r = idle_round(&mut server, seconds, ticks)?;
+        let busiest: Vec<String> = r
+            .threads
+            .iter()
+            .map(|(name, cpu, w)| format!("{name} {cpu:.2} % {w:.0}/s"))
+            .collect();
+        println!(
+            "  window {}: CPU {:.3} % ({:.1} %), {:.0} wake-ups/s; busiest: {}",
+            i + 1,
+            r.cpu,
+            r.cpu_ticks,
+            r.wakeups,
+            busiest.join(", ")
+        );
+        results.push(r);
+    }
+    let cpu = sorted(results.iter().map(|r| r.cpu).collect());
+    let wakeups = sorted(results.iter().map(|r| r.wakeups).collect());
+    println!(
+        "median of {rounds}: CPU {:.3} % of one core, {:.0} wake-ups/s (goal: CPU < 0.2 %)",
+        quantile(&cpu, 0.5),
+        quantile(&wakeups, 0.5)
+    );
+    Ok(())
+}
+
+/// The camera node's current number of consumers, from `GET /api/graph`.
+fn consumers(base: &str, camera: &str) -> Option<u64> {
+    let text = client::get(&format!("{base}/api/graph"))
+        .ok()?
+        .text()
+        .ok()?;
+    let graph: serde_json::Value = serde_json::from_str(&text).ok()?;
+    graph["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == camera)?["stats"]["consumers"]
+        .as_u64()
+}
+
+/// Waits until nobody consumes `camera` (the last stream's end has reached it).
+fn wait_idle(base: &str, camera: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumers(base, camera) != Some(0) {
+        if Instant::now() > deadline {
+            bail!("camera {camera} still has consumers 10 s after its stream closed");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn first_frame(samples: usize, server: Option<PathBuf>) -> anyhow::Result<()> {
+    let exe = server_exe(server)?;
+    warn_if_busy();
+    let mut server = ServerProcess::start(&exe, &idle_yaml())?;
+    println!(
+        "first frame: {} (pid {}), the {IDLE_CAMERAS}-camera graph of `idle`; per sample: wait \
+         until the camera has no consumer, then time GET /api/camera/stream/camN until the first \
+         part is read",
+        exe.display(),
+        server.pid()
+    );
+    let mut delays = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let camera = format!("cam{}", i % IDLE_CAMERAS);
+        wait_idle(&server.base, &camera)?;
+        // Idle for a moment: a camera that was just released is not what a new viewer meets.
+        thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let response = client::get(&format!("{}/api/camera/stream/{camera}", server.base))
+            .with_context(|| format!("cannot open the stream of {camera}"))?;
+        if response.status != 200 {
+            bail!("stream of {camera}: HTTP {}", response.status);
+        }
+        let mut parts = PartReader::new(response.into_body(), mjpeg::BOUNDARY);
+        match parts.next_part() {
+            Ok(Some(_)) => delays.push(ms(started.elapsed())),
+            Ok(None) => bail!("the stream of {camera} ended before its first part"),
+            Err(e) => bail!("reading the stream of {camera}: {e}"),
+        }
+        drop(parts);
+        server.check_alive()?;
+    }
+    let d = sorted(delays);
+    println!(
+        "{samples} streams: first JPEG after median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        quantile(&d, 0.5),
+        quantile(&d, 0.9),
+        d[0],
+        d[d.len() - 1]
+    );
     Ok(())
 }
