@@ -18,6 +18,7 @@ pub mod mjpeg;
 pub mod node;
 pub mod pacing;
 pub mod registry;
+pub mod stop;
 #[cfg(test)]
 pub mod testing;
 
