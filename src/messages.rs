@@ -64,11 +64,6 @@ pub struct SetCapture {
     pub on: bool,
 }
 
-/// Asks an actor to stop: its node is being removed or the process is ending.
-#[derive(Message, Clone, Copy, Debug)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
 /// The body of an HTTP streaming response.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 

@@ -16,6 +16,7 @@ use crate::messages::{
     SetCapture, TakeSnapshot,
 };
 use crate::metrics::NodeMetrics;
+use crate::stop::Stopper;
 
 /// The kind of data on an edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,8 +311,9 @@ pub struct NodeHandle {
     pub output: Option<Port>,
     pub services: Vec<Service>,
     pub stats: Option<StatsFn>,
-    /// Stops the node's actors and threads.
-    pub stop: Box<dyn FnOnce() + Send + Sync>,
+    /// Stops the node: every actor of the node watches a token of it (`stop::stop_on`), and
+    /// threads end with their actors. Firing it is the only way a node stops.
+    pub stop: Stopper,
 }
 
 /// One problem in a node's settings: the field it is about and what is wrong.

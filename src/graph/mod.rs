@@ -126,7 +126,7 @@ impl Graph {
         let mut kept = Vec::new();
         for running in std::mem::take(&mut self.nodes).into_iter().rev() {
             if stopping.contains(&running.spec.id) {
-                (running.handle.stop)();
+                running.handle.stop.fire();
                 self.metrics.forget_node(&running.spec.id);
                 tracing::info!(node = %running.spec.id, "node stopped");
             } else {
@@ -345,7 +345,7 @@ impl Graph {
     /// Stops every node, consumers first.
     pub fn stop(&mut self) {
         while let Some(node) = self.nodes.pop() {
-            (node.handle.stop)();
+            node.handle.stop.fire();
         }
     }
 }

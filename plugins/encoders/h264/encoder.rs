@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix::{Actor, Context, StreamHandler};
 use bytes::Bytes;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
@@ -20,15 +20,13 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 
 use super::H264EncoderConfig;
 use crate::error::ServiceError;
-use crate::fanout::{Fanout, InputLink, Subscriber};
-use crate::messages::{Codec, EncodedFrame, Frame, Shutdown};
+use crate::fanout::{watch_demand, Fanout, InputLink, Subscriber};
+use crate::messages::{Codec, EncodedFrame, Frame};
 use crate::metrics::NodeMetrics;
 use crate::node::{H264Variant, VideoFeed};
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
-
-/// How often the encoder checks whether anyone still listens.
-const DEMAND_CHECK: Duration = Duration::from_millis(20);
+use crate::stop::{stop_on, StopToken};
 
 /// The encoder's outputs: one per variant in use.
 pub struct H264Output {
@@ -161,6 +159,7 @@ pub(super) struct H264Encoder {
     sessions: HashMap<H264Variant, Session>,
     pixels: Pixels,
     warned_odd: bool,
+    stop: StopToken,
 }
 
 impl H264Encoder {
@@ -169,6 +168,7 @@ impl H264Encoder {
         output: Arc<H264Output>,
         config: H264EncoderConfig,
         metrics: EncoderMetrics,
+        stop: StopToken,
     ) -> Self {
         Self {
             input: InputLink::new(input),
@@ -178,6 +178,7 @@ impl H264Encoder {
             sessions: HashMap::new(),
             pixels: Pixels::default(),
             warned_odd: false,
+            stop,
         }
     }
 
@@ -220,8 +221,10 @@ impl Actor for H264Encoder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.follow_demand(ctx);
-        ctx.run_interval(DEMAND_CHECK, |act, ctx| act.follow_demand(ctx));
+        stop_on(&self.stop, ctx);
+        watch_demand(self.output.outputs.demand(), ctx, |act, _, ctx| {
+            act.follow_demand(ctx)
+        });
     }
 }
 
@@ -273,11 +276,4 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
 
     /// The camera stopped; the graph stops this node too.
     fn finished(&mut self, _: &mut Self::Context) {}
-}
-
-impl Handler<Shutdown> for H264Encoder {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
 }

@@ -4,22 +4,20 @@
 //! and encoded once per variant in use.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix::{Actor, Context, StreamHandler};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::error::ServiceError;
-use crate::fanout::{Fanout, InputLink, Subscriber};
-use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat, Shutdown};
+use crate::fanout::{watch_demand, Fanout, InputLink, Subscriber};
+use crate::messages::{Codec, EncodedFrame, Frame, PixelFormat};
 use crate::metrics::NodeMetrics;
 use crate::node::{EncodedFeed, JpegVariant};
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::Pixels;
-
-/// How often the encoder checks whether anyone still listens.
-const DEMAND_CHECK: Duration = Duration::from_millis(20);
+use crate::stop::{stop_on, StopToken};
 
 /// One output per variant in use.
 pub struct Variants {
@@ -104,16 +102,23 @@ pub(super) struct JpegEncoder {
     metrics: EncoderMetrics,
     compressor: Option<turbojpeg::Compressor>,
     pixels: Pixels,
+    stop: StopToken,
 }
 
 impl JpegEncoder {
-    pub fn new(input: Fanout<Frame>, variants: Arc<Variants>, metrics: EncoderMetrics) -> Self {
+    pub fn new(
+        input: Fanout<Frame>,
+        variants: Arc<Variants>,
+        metrics: EncoderMetrics,
+        stop: StopToken,
+    ) -> Self {
         Self {
             input: InputLink::new(input),
             variants,
             metrics,
             compressor: None,
             pixels: Pixels::default(),
+            stop,
         }
     }
 
@@ -146,8 +151,10 @@ impl Actor for JpegEncoder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.follow_demand(ctx);
-        ctx.run_interval(DEMAND_CHECK, |act, ctx| act.follow_demand(ctx));
+        stop_on(&self.stop, ctx);
+        watch_demand(self.variants.outputs.demand(), ctx, |act, _, ctx| {
+            act.follow_demand(ctx)
+        });
     }
 }
 
@@ -192,11 +199,4 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
 
     /// The camera stopped; the graph stops this node too.
     fn finished(&mut self, _: &mut Self::Context) {}
-}
-
-impl Handler<Shutdown> for JpegEncoder {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
 }

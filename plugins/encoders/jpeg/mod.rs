@@ -11,15 +11,14 @@ mod encoder;
 
 use std::sync::Arc;
 
-use actix::{Actor, Arbiter};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::messages::Shutdown;
 use crate::node::{
     check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Port, PortKind, Ports,
 };
+use crate::stop::{start_on_own_thread, Stopper};
 
 pub use encoder::{encode_rgb, Variants};
 
@@ -62,10 +61,11 @@ impl NodeConfig for JpegEncoderConfig {
         let qualities = Arc::new(Variants::new(&cx.id, self.quality, self.max_variants));
         let metrics = encoder::EncoderMetrics::new(&cx.metrics);
         let stats_metrics = metrics.clone();
-        let arbiter = Arbiter::new();
         let actor_qualities = qualities.clone();
-        let addr = encoder::JpegEncoder::start_in_arbiter(&arbiter.handle(), move |_| {
-            encoder::JpegEncoder::new(input, actor_qualities, metrics)
+        let stop = Stopper::new();
+        let token = stop.token();
+        start_on_own_thread(move |_| {
+            encoder::JpegEncoder::new(input, actor_qualities, metrics, token)
         });
         let stats_qualities = qualities.clone();
         Ok(NodeHandle {
@@ -78,10 +78,7 @@ impl NodeConfig for JpegEncoderConfig {
                     "variants": stats_qualities.in_use(),
                 })
             })),
-            stop: Box::new(move || {
-                addr.do_send(Shutdown);
-                arbiter.stop();
-            }),
+            stop,
         })
     }
 }
@@ -167,7 +164,7 @@ mod tests {
             !input.has_subscribers()
         })
         .await;
-        (handle.stop)();
+        handle.stop.fire();
     }
 
     #[actix_rt::test]
@@ -209,6 +206,6 @@ mod tests {
             jpeg.as_ptr(),
             "passed through without a copy"
         );
-        (handle.stop)();
+        handle.stop.fire();
     }
 }

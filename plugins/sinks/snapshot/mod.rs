@@ -16,20 +16,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, Arbiter, AsyncContext, Context, Handler,
-    ResponseActFuture, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
 use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{BuildError, ServiceError};
-use crate::messages::{EncodedFrame, SaveSnapshot, SavedSnapshot, Shutdown};
+use crate::messages::{EncodedFrame, SaveSnapshot, SavedSnapshot};
 use crate::node::{
     check_range, BuildContext, EncodedFeed, FieldIssue, NodeConfig, NodeHandle, PortKind, Ports,
     Service,
 };
+use crate::stop::{start_on_own_thread, stop_on, StopToken, Stopper};
 
 /// Settings of a `snapshot_sink` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -82,6 +80,7 @@ impl NodeConfig for SnapshotSinkConfig {
         let status = Arc::new(Mutex::new(Status::default()));
         let saved = cx.metrics.frames_sent();
         let failed = cx.metrics.frames_dropped("write_failed");
+        let stop = Stopper::new();
         let sink = SnapshotSink {
             camera: cx.camera.to_string(),
             feed: cx.jpeg_input()?,
@@ -89,9 +88,9 @@ impl NodeConfig for SnapshotSinkConfig {
             status: status.clone(),
             saved: saved.clone(),
             failed: failed.clone(),
+            stop: stop.token(),
         };
-        let arbiter = Arbiter::new();
-        let addr = SnapshotSink::start_in_arbiter(&arbiter.handle(), move |_| sink);
+        let addr = start_on_own_thread(move |_| sink);
         Ok(NodeHandle {
             output: None,
             services: vec![Service::SaveSnapshot(addr.clone().recipient())],
@@ -99,10 +98,7 @@ impl NodeConfig for SnapshotSinkConfig {
                 let s = status.lock().expect("snapshot status");
                 json!({ "saved": saved.get(), "failed": failed.get(), "last_file": s.last_file, "error": s.error })
             })),
-            stop: Box::new(move || {
-                addr.do_send(Shutdown);
-                arbiter.stop();
-            }),
+            stop,
         })
     }
 }
@@ -120,6 +116,7 @@ struct SnapshotSink {
     status: Arc<Mutex<Status>>,
     saved: IntCounter,
     failed: IntCounter,
+    stop: StopToken,
 }
 
 impl SnapshotSink {
@@ -177,6 +174,7 @@ impl Actor for SnapshotSink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        stop_on(&self.stop, ctx);
         if self.config.interval_s > 0.0 {
             ctx.run_interval(
                 Duration::from_secs_f64(self.config.interval_s),
@@ -200,12 +198,5 @@ impl Handler<SaveSnapshot> for SnapshotSink {
                 .into_actor(self)
                 .map(|frame, act, _| act.save(&*frame?)),
         )
-    }
-}
-
-impl Handler<Shutdown> for SnapshotSink {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
