@@ -97,8 +97,8 @@ impl EncoderMetrics {
     }
 }
 
-/// An openh264 encoder for one variant at one picture size (public for `camgraph-bench ladder`).
-pub struct Session {
+/// An openh264 encoder for one variant at one picture size (measured through `encoders::bench`).
+pub(crate) struct Session {
     encoder: Encoder,
     yuv: YUVBuffer,
     width: u32,

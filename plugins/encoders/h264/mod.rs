@@ -23,7 +23,8 @@ use crate::node::{
 };
 use crate::stop::{start_on_own_thread, Stopper};
 
-pub use encoder::{H264Output, Session};
+pub use encoder::H264Output;
+pub(super) use encoder::Session;
 
 /// Settings of an `h264_encoder` node.
 #[derive(Clone, Debug, Deserialize)]

@@ -74,7 +74,7 @@ impl EncoderMetrics {
 }
 
 /// Compresses packed RGB at `quality`, 4:2:0.
-pub fn encode_rgb(
+pub(crate) fn encode_rgb(
     c: &mut turbojpeg::Compressor,
     rgb: &[u8],
     width: u32,
@@ -140,7 +140,8 @@ impl JpegEncoder {
     }
 }
 
-fn compressor() -> Result<turbojpeg::Compressor, String> {
+/// A compressor set up as the encoder uses it (4:2:0).
+pub(crate) fn compressor() -> Result<turbojpeg::Compressor, String> {
     let mut c = turbojpeg::Compressor::new().map_err(|e| e.to_string())?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
         .map_err(|e| e.to_string())?;

@@ -20,7 +20,8 @@ use crate::node::{
 };
 use crate::stop::{start_on_own_thread, Stopper};
 
-pub use encoder::{encode_rgb, Variants};
+pub use encoder::Variants;
+pub(super) use encoder::{compressor, encode_rgb};
 
 /// Settings of a `jpeg_encoder` node.
 #[derive(Clone, Debug, Deserialize)]
