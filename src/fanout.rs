@@ -1,12 +1,84 @@
 //! A fan-out point: one producer publishes, any number of consumers read, and the newest value
 //! always wins. Nothing queues: a consumer that is busy when two values are published sees only the
 //! second and learns how many it skipped, so every node can count its drops. Built on
-//! `tokio::sync::watch`; the number of live subscribers is the demand that keeps producers working.
+//! `tokio::sync::watch`; the number of live subscribers is the demand that keeps producers working,
+//! and every change of it is announced (`Demand`), so producers wait for it instead of polling.
 
 use std::sync::Arc;
 
 use futures_util::stream::{self, Stream};
 use tokio::sync::watch;
+
+/// How many subscribers one or more fan-out points have, announced at every change. A fan-out
+/// point has its own unless made with [`Fanout::with_demand`], which lets several points (the
+/// variants of one encoder) share one count. Producers follow it with [`watch_demand`].
+#[derive(Clone, Default)]
+pub struct Demand {
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Demand {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribers now.
+    pub fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// The count now, then after every change (changes in quick succession may arrive as one, the
+    /// latest). Ends once the demand and every subscriber counted in it are gone.
+    pub fn changes(&self) -> impl Stream<Item = usize> + Send + 'static {
+        let rx = self.count.subscribe();
+        stream::unfold((rx, true), |(mut rx, first)| async move {
+            if !first {
+                rx.changed().await.ok()?;
+            }
+            let count = *rx.borrow_and_update();
+            Some((count, (rx, false)))
+        })
+    }
+
+    fn counted(&self) -> Counted {
+        self.count.send_modify(|c| *c += 1);
+        Counted(self.count.clone())
+    }
+}
+
+/// One subscriber's place in a `Demand`: counted when made or cloned, uncounted when dropped.
+struct Counted(Arc<watch::Sender<usize>>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.0.send_modify(|c| *c += 1);
+        Counted(self.0.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.send_modify(|c| *c -= 1);
+    }
+}
+
+/// Runs `on_change` on the actor with the demand's count now and at every change: how a node
+/// follows whether anyone wants its output, without a timer.
+pub fn watch_demand<A>(
+    demand: &Demand,
+    ctx: &mut actix::Context<A>,
+    mut on_change: impl FnMut(&mut A, usize, &mut actix::Context<A>) + 'static,
+) where
+    A: actix::Actor<Context = actix::Context<A>>,
+{
+    use actix::{ActorStreamExt, AsyncContext};
+    let changes = actix::fut::wrap_stream::<_, A>(demand.changes());
+    ctx.spawn(
+        changes
+            .map(move |count, act, ctx| on_change(act, count, ctx))
+            .finish(),
+    );
+}
 
 /// A published value with its position in the producer's sequence.
 struct Stamped<T> {
@@ -26,27 +98,40 @@ impl<T> Clone for Stamped<T> {
 /// The producer side. Cloning gives another handle to the same point.
 pub struct Fanout<T> {
     tx: Arc<watch::Sender<Option<Stamped<T>>>>,
+    demand: Demand,
 }
 
 impl<T> Clone for Fanout<T> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            demand: self.demand.clone(),
         }
     }
 }
 
 impl<T> Default for Fanout<T> {
     fn default() -> Self {
-        Self {
-            tx: Arc::new(watch::Sender::new(None)),
-        }
+        Self::with_demand(Demand::new())
     }
 }
 
 impl<T> Fanout<T> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fan-out point whose subscribers count in `demand` (shared with other points).
+    pub fn with_demand(demand: Demand) -> Self {
+        Self {
+            tx: Arc::new(watch::Sender::new(None)),
+            demand,
+        }
+    }
+
+    /// The demand this point's subscribers count in.
+    pub fn demand(&self) -> &Demand {
+        &self.demand
     }
 
     /// Replaces the current value and wakes every subscriber.
@@ -61,10 +146,14 @@ impl<T> Fanout<T> {
     pub fn subscribe(&self) -> Subscriber<T> {
         let rx = self.tx.subscribe();
         let last = rx.borrow().as_ref().map(|s| s.index);
-        Subscriber { rx, last }
+        Subscriber {
+            rx,
+            last,
+            _counted: self.demand.counted(),
+        }
     }
 
-    /// Whether anyone is subscribed, i.e. whether producing is worth the work.
+    /// Whether anyone is subscribed to this point, i.e. whether producing for it is worth the work.
     pub fn has_subscribers(&self) -> bool {
         self.tx.receiver_count() > 0
     }
@@ -79,10 +168,23 @@ impl<T> Fanout<T> {
     }
 }
 
-/// The consumer side.
+/// The consumer side. Clones count as subscribers of their own.
 pub struct Subscriber<T> {
     rx: watch::Receiver<Option<Stamped<T>>>,
     last: Option<u64>,
+    /// Declared after `rx`, so it is dropped after it: when the drop is announced, the point no
+    /// longer counts this receiver (`has_subscribers`) either.
+    _counted: Counted,
+}
+
+impl<T> Clone for Subscriber<T> {
+    fn clone(&self) -> Self {
+        Self {
+            rx: self.rx.clone(),
+            last: self.last,
+            _counted: self._counted.clone(),
+        }
+    }
 }
 
 impl<T> Subscriber<T> {
@@ -188,5 +290,69 @@ mod tests {
         assert!(out.has_subscribers());
         drop(out);
         assert!(sub.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn every_subscribe_clone_and_drop_is_announced_on_the_shared_demand() {
+        use futures_util::StreamExt;
+        let demand = Demand::new();
+        let (a, b) = (
+            Fanout::<u8>::with_demand(demand.clone()),
+            Fanout::<u8>::with_demand(demand.clone()),
+        );
+        let mut changes = Box::pin(demand.changes());
+        assert_eq!(changes.next().await, Some(0), "the count now comes first");
+
+        let sub_a = a.subscribe();
+        assert_eq!(changes.next().await, Some(1));
+        let sub_b = b.subscribe();
+        assert_eq!(changes.next().await, Some(2));
+        let copy = sub_a.clone();
+        assert_eq!(changes.next().await, Some(3), "a clone is a subscriber too");
+        assert_eq!((a.subscriber_count(), b.subscriber_count()), (2, 1));
+
+        drop(sub_a);
+        assert_eq!(changes.next().await, Some(2));
+        assert!(a.has_subscribers(), "its clone still reads");
+        drop(copy);
+        assert_eq!(changes.next().await, Some(1), "dropping is announced");
+        assert!(
+            !a.has_subscribers(),
+            "announced after the point let go of it"
+        );
+        let stream = b.subscribe().into_stream();
+        assert_eq!(changes.next().await, Some(2));
+        drop(stream);
+        assert_eq!(changes.next().await, Some(1), "a dropped stream lets go");
+        assert_eq!(demand.count(), 1);
+
+        drop((a, b, demand, sub_b));
+        assert_eq!(changes.next().await, Some(0));
+        assert_eq!(changes.next().await, None, "ends when everything is gone");
+    }
+
+    #[actix_rt::test]
+    async fn an_actor_follows_demand_without_a_timer() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Follower(Fanout<u8>, Arc<AtomicUsize>);
+        impl actix::Actor for Follower {
+            type Context = actix::Context<Self>;
+            fn started(&mut self, ctx: &mut Self::Context) {
+                watch_demand(self.0.demand(), ctx, |act, count, _| {
+                    act.1.store(count + 100, Ordering::SeqCst)
+                });
+            }
+        }
+        use actix::Actor;
+        let out = Fanout::<u8>::new();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let _addr = Follower(out.clone(), seen.clone()).start();
+        let now = || seen.load(Ordering::SeqCst);
+        crate::testing::wait_for("the count at start", || now() == 100).await;
+        let sub = out.subscribe();
+        crate::testing::wait_for("the subscribe", || now() == 101).await;
+        drop(sub);
+        crate::testing::wait_for("the drop", || now() == 100).await;
     }
 }

@@ -20,6 +20,7 @@ pub mod node;
 pub mod pacing;
 pub mod port;
 pub mod registry;
+pub mod stop;
 #[cfg(test)]
 pub mod testing;
 

@@ -14,6 +14,7 @@ use crate::fanout::Fanout;
 use crate::frame::Frame;
 use crate::metrics::NodeMetrics;
 use crate::port::{H264Feed, JpegFeed, Port, Ports};
+use crate::stop::Stopper;
 
 /// A node type: its YAML settings, and how to check and start it.
 pub trait NodeConfig: DeserializeOwned + Clone + Send + Sync + 'static {
@@ -112,11 +113,6 @@ impl BuildContext {
     }
 }
 
-/// Asks an actor to stop: its node is being removed or the process is ending.
-#[derive(actix::Message, Clone, Copy, Debug)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
 /// A live node's statistics for `GET /api/graph`.
 pub type StatsFn = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
@@ -125,8 +121,9 @@ pub struct NodeHandle {
     pub output: Option<Port>,
     pub services: Services,
     pub stats: Option<StatsFn>,
-    /// Stops the node's actors and threads.
-    pub stop: Box<dyn FnOnce() + Send + Sync>,
+    /// Stops the node: every actor of the node watches a token of it (`stop::stop_on`), and
+    /// threads end with their actors. Firing it is the only way a node stops.
+    pub stop: Stopper,
 }
 
 /// One problem in a node's settings: the field it is about and what is wrong.

@@ -462,3 +462,44 @@ fn an_http_mjpeg_camera_shows_no_signal_while_upstream_is_gone_and_recovers() {
     );
     drop(upstream);
 }
+
+#[test]
+fn an_http_mjpeg_camera_missing_at_start_logs_and_counts_coming_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = Server::start(&format!(
+        "cameras:\n  relay: {{ source: \"http://127.0.0.1:{port}/api/camera/stream/front\", width: 320, height: 240 }}\n"
+    ));
+    wait_for(
+        "the missing camera to be down",
+        Duration::from_secs(4),
+        || relay.log().contains("camera down").then_some(()),
+    );
+    assert_eq!(
+        relay.metric("camgraph_camera_up{camera=\"relay\""),
+        Some(0.0)
+    );
+    let upstream_yaml = format!("nodes:\n{}", test_camera_yaml("front", 320, 240, 30));
+    let upstream = Server::start_on(&upstream_yaml, &format!("127.0.0.1:{port}"));
+    wait_for("the camera to come up", Duration::from_secs(4), || {
+        (relay.metric("camgraph_camera_up{camera=\"relay\"") == Some(1.0)).then_some(())
+    });
+    assert_eq!(
+        relay.metric("camgraph_camera_reconnects_total{camera=\"relay\""),
+        Some(1.0),
+        "coming up after a failed start is a reconnect"
+    );
+    let log = relay.log();
+    let up = log
+        .lines()
+        .find(|l| l.contains("camera up after"))
+        .unwrap_or_else(|| panic!("no 'camera up' line in the log:\n{log}"));
+    assert!(
+        up.contains("relay") && up.contains(" s down"),
+        "the line names the camera and the outage: {up}"
+    );
+    drop(upstream);
+}

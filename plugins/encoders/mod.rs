@@ -1,7 +1,8 @@
 //! Encoders: frames in, encoded images out.
 
+pub mod bench;
 #[cfg(feature = "webrtc")]
 pub mod h264;
 pub mod jpeg;
-pub mod outputs;
-pub mod pixels;
+mod outputs;
+mod pixels;

@@ -8,11 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::error::ServiceError;
-use crate::fanout::{Fanout, Subscriber};
+use crate::fanout::{Demand, Fanout, Subscriber};
 use crate::frame::EncodedFrame;
 
 /// One variant's stream.
-#[derive(Default)]
 pub struct VariantOutput {
     pub out: Fanout<EncodedFrame>,
     /// The next frame of this variant must be a keyframe (H.264: a peer joined, switched or lost
@@ -25,6 +24,8 @@ pub struct Outputs<V> {
     owner: String,
     max: usize,
     outputs: Mutex<BTreeMap<V, Arc<VariantOutput>>>,
+    /// Subscribers over all variants: the encoder follows it.
+    demand: Demand,
 }
 
 impl<V: Ord + Copy + Display> Outputs<V> {
@@ -33,7 +34,13 @@ impl<V: Ord + Copy + Display> Outputs<V> {
             owner,
             max,
             outputs: Mutex::new(BTreeMap::new()),
+            demand: Demand::new(),
         }
+    }
+
+    /// Subscribers over all variants, announced at every change.
+    pub fn demand(&self) -> &Demand {
+        &self.demand
     }
 
     /// Forgets variants nobody listens to; returns those still listened to.
@@ -74,7 +81,13 @@ impl<V: Ord + Copy + Display> Outputs<V> {
                 )));
             }
         }
-        Ok(outputs.entry(variant).or_default().out.subscribe())
+        let output = outputs.entry(variant).or_insert_with(|| {
+            Arc::new(VariantOutput {
+                out: Fanout::with_demand(self.demand.clone()),
+                keyframe: AtomicBool::new(false),
+            })
+        });
+        Ok(output.out.subscribe())
     }
 
     /// The output of `variant`, if someone listens to it.

@@ -1,8 +1,10 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
 //! source (test pattern, files, V4L2 device, HTTP MJPEG) and publishes them. Capture runs only
-//! while capture is on (`POST /api/camera/start|stop`) and someone downstream is subscribed. A
-//! source that fails, or is missing at start, is retried with exponential backoff and jitter;
-//! meanwhile viewers get a "no signal" picture and stay connected.
+//! while capture is on (`POST /api/camera/start|stop`) and someone downstream is subscribed; until
+//! then the thread sleeps until one of them changes (no polling). A source that fails, or is
+//! missing at start, is retried with exponential backoff and jitter; meanwhile viewers get a "no
+//! signal" picture and stay connected. Recovery is logged (`camera up`, with how long it was down)
+//! and counted (`camgraph_camera_reconnects_total`).
 //!
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
@@ -17,8 +19,7 @@ pub mod testsrc;
 #[cfg(feature = "v4l")]
 pub mod v4l;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,11 +29,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::fanout::Fanout;
+use crate::fanout::{watch_demand, Demand, Fanout};
 use crate::frame::{Frame, PixelFormat};
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
 use crate::port::{Port, PortKind, Ports};
+use crate::stop::{stop_on, StopToken, Stopper};
 use api::{CaptureSwitch, SetCapture};
 
 /// Settings of a `camera` node.
@@ -172,14 +173,51 @@ impl Pacer {
 
 /// Shared between the camera actor and its capture thread.
 struct Control {
-    capture_on: AtomicBool,
-    stop: AtomicBool,
+    gate: Mutex<Gate>,
+    /// Signalled at every change of `gate`.
+    changed: Condvar,
     /// Why the source is down, if it is.
     last_error: Mutex<Option<String>>,
 }
 
-/// How often an idle capture thread looks whether it is wanted again.
-const IDLE_POLL: Duration = Duration::from_millis(10);
+/// What the capture thread waits on.
+#[derive(Clone, Copy)]
+struct Gate {
+    capture_on: bool,
+    /// Someone downstream is subscribed.
+    consumers: bool,
+    stop: bool,
+}
+
+impl Gate {
+    fn wanted(&self) -> bool {
+        self.capture_on && self.consumers
+    }
+}
+
+impl Control {
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().expect("camera gate")
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Gate)) {
+        change(&mut self.gate());
+        self.changed.notify_all();
+    }
+
+    /// Blocks until frames are wanted or stop is asked, or until `until` (if given) passes.
+    fn wait(&self, until: Option<Instant>) {
+        let idle = |g: &mut Gate| !g.wanted() && !g.stop;
+        let gate = self.gate();
+        match until {
+            None => drop(self.changed.wait_while(gate, idle)),
+            Some(t) => {
+                let timeout = t.saturating_duration_since(Instant::now());
+                drop(self.changed.wait_timeout_while(gate, timeout, idle))
+            }
+        }
+    }
+}
 /// How often the "no signal" picture is sent while the source is down.
 const NO_SIGNAL_FPS: u32 = 2;
 
@@ -229,8 +267,12 @@ struct CameraMetrics {
 fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHandle {
     let out = Fanout::<Frame>::new();
     let control = Arc::new(Control {
-        capture_on: AtomicBool::new(config.start),
-        stop: AtomicBool::new(false),
+        gate: Mutex::new(Gate {
+            capture_on: config.start,
+            consumers: false,
+            stop: false,
+        }),
+        changed: Condvar::new(),
         last_error: Mutex::new(None),
     });
     let metrics = CameraMetrics {
@@ -258,8 +300,11 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
         *control.last_error.lock().expect("camera status") =
             Some(format!("cannot start capture thread: {e}"));
     }
+    let stop = Stopper::new();
     let addr = Camera {
         control: control.clone(),
+        demand: out.demand().clone(),
+        stop: stop.token(),
     }
     .start();
     let stats_out = out.clone();
@@ -272,11 +317,11 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
                 "up": up.get() == 1,
                 "reconnects": reconnects.get(),
                 "error": *control.last_error.lock().expect("camera status"),
-                "capture_on": control.capture_on.load(Ordering::Relaxed),
+                "capture_on": control.gate().capture_on,
                 "consumers": stats_out.subscriber_count(),
             })
         })),
-        stop: Box::new(move || addr.do_send(Shutdown)),
+        stop,
     }
 }
 
@@ -312,7 +357,9 @@ impl Capture {
         }));
     }
 
-    fn down(&self, error: String) {
+    /// Notes a failure; `down_since` keeps when the outage began.
+    fn down(&self, error: String, down_since: &mut Option<Instant>) {
+        down_since.get_or_insert_with(Instant::now);
         let mut last = self.control.last_error.lock().expect("camera status");
         if last.as_deref() != Some(error.as_str()) {
             tracing::error!(camera = %self.camera, "camera down: {error}");
@@ -329,40 +376,47 @@ impl Capture {
             .as_nanos() as u64;
         let mut backoff = Backoff::new(seed);
         let mut retry_at = Instant::now();
-        let mut ever_opened = false;
+        // Since when the source is down (failed, or missing since start), if it is.
+        let mut down_since: Option<Instant> = None;
         let mut active = false;
         let mut no_signal = Pacer::new(NO_SIGNAL_FPS);
         let mut seq = 0u64;
-        while !self.control.stop.load(Ordering::Relaxed) {
+        loop {
             if source.is_none() && Instant::now() >= retry_at {
                 match (self.open)() {
                     Ok(s) => {
                         source = Some(s);
-                        if ever_opened {
+                        if let Some(since) = down_since.take() {
                             self.metrics.reconnects.inc();
-                            tracing::info!(camera = %self.camera, "camera is back");
+                            tracing::info!(
+                                camera = %self.camera,
+                                "camera up after {:.1} s down",
+                                since.elapsed().as_secs_f64()
+                            );
                         }
-                        ever_opened = true;
                         backoff.reset();
                         self.metrics.up.set(1);
                         *self.control.last_error.lock().expect("camera status") = None;
                     }
                     Err(e) => {
-                        self.down(e.to_string());
+                        self.down(e.to_string(), &mut down_since);
                         retry_at = Instant::now() + backoff.next_wait();
                     }
                 }
             }
-            let wanted =
-                self.control.capture_on.load(Ordering::Relaxed) && self.out.has_subscribers();
-            if !wanted {
+            let gate = *self.control.gate();
+            if gate.stop {
+                break;
+            }
+            if !gate.wanted() {
                 if active {
                     if let Some(s) = source.as_mut() {
                         s.pause();
                     }
                     active = false;
                 }
-                thread::sleep(IDLE_POLL);
+                // Sleeps until wanted; a source that is down is retried meanwhile.
+                self.control.wait(source.is_none().then_some(retry_at));
                 continue;
             }
             active = true;
@@ -377,7 +431,7 @@ impl Capture {
             };
             match s.next_frame(seq) {
                 // Capture may have been switched off while the source waited for the frame.
-                Ok(_) if !self.control.capture_on.load(Ordering::Relaxed) => {}
+                Ok(_) if !self.control.gate().capture_on => {}
                 Ok(c) => {
                     self.metrics.captured.inc();
                     self.publish(seq, c.captured_at, c.width, c.height, c.format, c.data);
@@ -385,7 +439,7 @@ impl Capture {
                 }
                 Err(e) => {
                     source = None; // closes the device or connection
-                    self.down(e.to_string());
+                    self.down(e.to_string(), &mut down_since);
                     retry_at = Instant::now() + backoff.next_wait();
                 }
             }
@@ -396,31 +450,34 @@ impl Capture {
     }
 }
 
-/// The control side of a camera: start/stop and shutdown. Frames never pass through it.
+/// The control side of a camera: start/stop, demand and stop, passed to the capture thread.
+/// Frames never pass through it.
 struct Camera {
     control: Arc<Control>,
+    /// The camera's consumers.
+    demand: Demand,
+    stop: StopToken,
 }
 
 impl Actor for Camera {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        stop_on(&self.stop, ctx);
+        watch_demand(&self.demand, ctx, |act, consumers, _| {
+            act.control.update(|g| g.consumers = consumers > 0)
+        });
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.control.stop.store(true, Ordering::Relaxed);
+        self.control.update(|g| g.stop = true);
     }
 }
 
 impl Handler<SetCapture> for Camera {
     type Result = ();
     fn handle(&mut self, msg: SetCapture, _: &mut Self::Context) {
-        self.control.capture_on.store(msg.on, Ordering::Relaxed);
-    }
-}
-
-impl Handler<Shutdown> for Camera {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        use actix::ActorContext;
-        ctx.stop();
+        self.control.update(|g| g.capture_on = msg.on);
     }
 }
 

@@ -242,13 +242,19 @@ impl LiveGraph {
     /// Removes a camera added through the API.
     pub fn remove_camera(&mut self, name: &str) -> Result<(), ServiceError> {
         if !self.api_cameras.iter().any(|c| c.name == name) {
-            return Err(if self.file_nodes.iter().any(|n| n.id == name && n.inputs.is_empty()) {
-                ServiceError::Conflict(format!(
+            return Err(
+                if self
+                    .file_nodes
+                    .iter()
+                    .any(|n| n.id == name && n.inputs.is_empty())
+                {
+                    ServiceError::Conflict(format!(
                     "camera '{name}' is declared in the configuration file: remove it there (the file is reloaded on change)"
                 ))
-            } else {
-                ServiceError::NotFound(format!("unknown camera '{name}'"))
-            });
+                } else {
+                    ServiceError::NotFound(format!("unknown camera '{name}'"))
+                },
+            );
         }
         self.api_cameras.retain(|c| c.name != name);
         self.graph.apply(self.merged());

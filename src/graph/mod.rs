@@ -19,6 +19,7 @@ use crate::error::BuildError;
 use crate::metrics::Metrics;
 use crate::node::{BuildContext, Services, StatsFn};
 use crate::port::Port;
+use crate::stop::Stopper;
 pub use view::{GraphView, Lookup, NodeView};
 
 struct RunningNode {
@@ -28,7 +29,7 @@ struct RunningNode {
     output: Option<Port>,
     services: Services,
     stats: Option<Arc<StatsFn>>,
-    stop: Box<dyn FnOnce() + Send + Sync>,
+    stop: Stopper,
 }
 
 /// What applying a spec did.
@@ -115,7 +116,7 @@ impl Graph {
         let mut kept = Vec::new();
         for running in std::mem::take(&mut self.nodes).into_iter().rev() {
             if stopping.contains(&running.spec.id) {
-                (running.stop)();
+                running.stop.fire();
                 self.metrics.forget_node(&running.spec.id);
                 tracing::info!(node = %running.spec.id, "node stopped");
             } else {
@@ -260,7 +261,7 @@ impl Graph {
     /// Stops every node, consumers first.
     pub fn stop(&mut self) {
         while let Some(node) = self.nodes.pop() {
-            (node.stop)();
+            node.stop.fire();
         }
     }
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Addr, Context, Handler, Message, Recipient};
+use actix::{Actor, Addr, Context, Handler, Message, Recipient};
 use prometheus::IntGauge;
 use serde::Deserialize;
 use serde_json::json;
@@ -37,9 +37,9 @@ use crate::adapt::AdaptPolicy;
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::Subscriber;
 use crate::frame::EncodedFrame;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::port::{Feed, H264Feed, H264Variant, JpegFeed, JpegVariant, Port, PortKind, Ports};
+use crate::stop::{stop_on, StopToken, Stopper};
 
 /// Settings of an `adaptive` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -255,16 +255,27 @@ impl NodeConfig for AdaptiveConfig {
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
-        // The step names and the tracker outlive the feed, for the node's stats and stop.
+        let stop = Stopper::new();
+        // The step names and the tracker's counts outlive the feed, for the node's stats.
         let (output, (names, tracker)) = match cx.inputs.first() {
             Some(Port::Jpeg(upstream)) => {
-                let steps = Steps::start(self.jpeg_ladder(), self.thresholds(PortKind::Jpeg), &cx);
+                let steps = Steps::start(
+                    self.jpeg_ladder(),
+                    self.thresholds(PortKind::Jpeg),
+                    &cx,
+                    &stop,
+                );
                 let kept = steps.kept();
                 let upstream = upstream.clone();
                 (Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps })), kept)
             }
             Some(Port::H264(upstream)) => {
-                let steps = Steps::start(self.h264_ladder(), self.thresholds(PortKind::H264), &cx);
+                let steps = Steps::start(
+                    self.h264_ladder(),
+                    self.thresholds(PortKind::H264),
+                    &cx,
+                    &stop,
+                );
                 let kept = steps.kept();
                 let upstream = upstream.clone();
                 (
@@ -287,7 +298,7 @@ impl NodeConfig for AdaptiveConfig {
                 let viewers: Vec<i64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
                 json!({ "ladder": names, "viewers_per_step": viewers })
             })),
-            stop: Box::new(move || tracker.addr.do_send(Shutdown)),
+            stop,
         })
     }
 }
@@ -306,7 +317,7 @@ struct TrackerHandle {
 }
 
 impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
-    fn start(ladder: Vec<V>, thresholds: Thresholds, cx: &BuildContext) -> Self {
+    fn start(ladder: Vec<V>, thresholds: Thresholds, cx: &BuildContext, stop: &Stopper) -> Self {
         let gauges: Vec<IntGauge> = (0..ladder.len())
             .map(|i| cx.metrics.ladder_viewers(i))
             .collect();
@@ -315,6 +326,7 @@ impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
         let addr = Tracker {
             gauges,
             counts: counts.clone(),
+            stop: stop.token(),
         }
         .start();
         Self {
@@ -324,7 +336,7 @@ impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
         }
     }
 
-    /// The step names and the tracker, for the node's stats and stop.
+    /// The step names and the tracker, for the node's stats.
     fn kept(&self) -> (Vec<String>, TrackerHandle) {
         let names = self.ladder.iter().map(V::to_string).collect();
         (names, self.tracker.clone())
@@ -448,10 +460,15 @@ struct StepChanged {
 struct Tracker {
     gauges: Vec<IntGauge>,
     counts: Arc<Vec<AtomicI64>>,
+    stop: StopToken,
 }
 
 impl Actor for Tracker {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        stop_on(&self.stop, ctx);
+    }
 }
 
 impl Handler<StepChanged> for Tracker {
@@ -463,13 +480,6 @@ impl Handler<StepChanged> for Tracker {
                 self.gauges[i].add(delta);
             }
         }
-    }
-}
-
-impl Handler<Shutdown> for Tracker {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
 
@@ -584,7 +594,7 @@ mod tests {
             [80, 60],
             "the viewer moved one step down when the encoder fell behind"
         );
-        (handle.stop)();
+        handle.stop.fire();
     }
 
     #[actix_rt::test]
@@ -608,6 +618,6 @@ mod tests {
         }
         let stats = (handle.stats.as_ref().unwrap())();
         assert_eq!(stats["viewers_per_step"], json!([1, 0, 0, 0, 0]), "{stats}");
-        (handle.stop)();
+        handle.stop.fire();
     }
 }

@@ -9,21 +9,20 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix::{Actor, Context, StreamHandler};
 use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::fanout::{Fanout, InputLink};
+use crate::fanout::{watch_demand, Fanout, InputLink};
 use crate::frame::Frame;
 use crate::metrics::DropReason;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::pacing::RateLimiter;
 use crate::port::{Port, PortKind, Ports};
+use crate::stop::{stop_on, StopToken, Stopper};
 
 /// Settings of a `frame_dropper` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -32,9 +31,6 @@ pub struct FrameDropperConfig {
     /// Most frames per second to pass (0.1..=120). Required.
     pub target_fps: f64,
 }
-
-/// How often the dropper checks whether anyone still listens.
-const DEMAND_CHECK: Duration = Duration::from_millis(20);
 
 impl NodeConfig for FrameDropperConfig {
     const TYPE: &'static str = "frame_dropper";
@@ -54,6 +50,7 @@ impl NodeConfig for FrameDropperConfig {
         let passed = cx.metrics.frames_sent();
         let dropped = cx.metrics.frames_dropped(DropReason::RateLimit);
         let behind = cx.metrics.frames_dropped(DropReason::Behind);
+        let stop = Stopper::new();
         let dropper = Dropper {
             input: InputLink::new(cx.frames_input()?),
             output: output.clone(),
@@ -61,15 +58,16 @@ impl NodeConfig for FrameDropperConfig {
             passed: passed.clone(),
             dropped: dropped.clone(),
             behind,
+            stop: stop.token(),
         };
-        let addr = dropper.start();
+        dropper.start();
         Ok(NodeHandle {
             output: Some(Port::Frames(output)),
             services: Default::default(),
             stats: Some(Box::new(
                 move || json!({ "passed": passed.get(), "dropped": dropped.get() }),
             )),
-            stop: Box::new(move || addr.do_send(Shutdown)),
+            stop,
         })
     }
 }
@@ -81,15 +79,16 @@ struct Dropper {
     passed: IntCounter,
     dropped: IntCounter,
     behind: IntCounter,
+    stop: StopToken,
 }
 
 impl Actor for Dropper {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(DEMAND_CHECK, |act, ctx| {
-            let wanted = act.output.has_subscribers();
-            act.input.follow(wanted, ctx);
+        stop_on(&self.stop, ctx);
+        watch_demand(self.output.demand(), ctx, |act, consumers, ctx| {
+            act.input.follow(consumers > 0, ctx)
         });
     }
 }
@@ -108,16 +107,11 @@ impl StreamHandler<(Arc<Frame>, u64)> for Dropper {
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-impl Handler<Shutdown> for Dropper {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
+
+    use std::time::Duration;
 
     use super::*;
     use crate::frame::PixelFormat;
@@ -175,6 +169,6 @@ mod tests {
             passed.windows(2).all(|w| w[1] - w[0] == 3),
             "evenly spaced: {passed:?}"
         );
-        (handle.stop)();
+        handle.stop.fire();
     }
 }

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix::{Actor, Context, StreamHandler};
 use bytes::Bytes;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
@@ -21,16 +21,13 @@ use thiserror::Error;
 
 use super::H264EncoderConfig;
 use crate::error::ServiceError;
-use crate::fanout::{Fanout, InputLink, Subscriber};
+use crate::fanout::{watch_demand, Fanout, InputLink, Subscriber};
 use crate::frame::{Codec, EncodedFrame, Frame};
 use crate::metrics::{DropReason, NodeMetrics};
-use crate::node::Shutdown;
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::{Pixels, PixelsError};
 use crate::port::{Feed, H264Variant};
-
-/// How often the encoder checks whether anyone still listens.
-const DEMAND_CHECK: Duration = Duration::from_millis(20);
+use crate::stop::{stop_on, StopToken};
 
 /// The encoder's outputs: one per variant in use.
 pub struct H264Output {
@@ -119,8 +116,8 @@ pub enum H264Error {
     Encode(openh264::Error),
 }
 
-/// An openh264 encoder for one variant at one picture size (public for `camgraph-bench ladder`).
-pub struct Session {
+/// An openh264 encoder for one variant at one picture size (measured through `encoders::bench`).
+pub(crate) struct Session {
     encoder: Encoder,
     yuv: YUVBuffer,
     width: u32,
@@ -188,6 +185,7 @@ pub(super) struct H264Encoder {
     sessions: HashMap<H264Variant, Session>,
     pixels: Pixels,
     warned_odd: bool,
+    stop: StopToken,
 }
 
 impl H264Encoder {
@@ -196,6 +194,7 @@ impl H264Encoder {
         output: Arc<H264Output>,
         config: H264EncoderConfig,
         metrics: EncoderMetrics,
+        stop: StopToken,
     ) -> Self {
         Self {
             input: InputLink::new(input),
@@ -205,6 +204,7 @@ impl H264Encoder {
             sessions: HashMap::new(),
             pixels: Pixels::default(),
             warned_odd: false,
+            stop,
         }
     }
 
@@ -247,8 +247,10 @@ impl Actor for H264Encoder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.follow_demand(ctx);
-        ctx.run_interval(DEMAND_CHECK, |act, ctx| act.follow_demand(ctx));
+        stop_on(&self.stop, ctx);
+        watch_demand(self.output.outputs.demand(), ctx, |act, _, ctx| {
+            act.follow_demand(ctx)
+        });
     }
 }
 
@@ -302,13 +304,6 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-impl Handler<Shutdown> for H264Encoder {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
@@ -328,6 +323,7 @@ mod tests {
             Arc::new(H264Output::new("enc", default, 2)),
             H264EncoderConfig::default(),
             EncoderMetrics::new(&metrics),
+            crate::stop::Stopper::new().token(),
         );
         let frame = |width: u32| Frame {
             camera: "cam".into(),

@@ -13,16 +13,16 @@ mod encoder;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{Actor, Arbiter};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::port::{H264Variant, Port, PortKind, Ports};
+use crate::stop::{start_on_own_thread, Stopper};
 
-pub use encoder::{H264Output, Session};
+pub(super) use encoder::Session;
+pub use encoder::{H264Error, H264Output};
 
 /// Settings of an `h264_encoder` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -100,10 +100,11 @@ impl NodeConfig for H264EncoderConfig {
         let output = Arc::new(H264Output::new(&cx.id, default, self.max_variants));
         let metrics = encoder::EncoderMetrics::new(&cx.metrics);
         let stats_metrics = metrics.clone();
-        let arbiter = Arbiter::new();
         let (actor_output, config) = (output.clone(), self.clone());
-        let addr = encoder::H264Encoder::start_in_arbiter(&arbiter.handle(), move |_| {
-            encoder::H264Encoder::new(input, actor_output, config, metrics)
+        let stop = Stopper::new();
+        let token = stop.token();
+        start_on_own_thread(move |_| {
+            encoder::H264Encoder::new(input, actor_output, config, metrics, token)
         });
         let stats_output = output.clone();
         Ok(NodeHandle {
@@ -118,10 +119,7 @@ impl NodeConfig for H264EncoderConfig {
                     "variants": stats_output.in_use(),
                 })
             })),
-            stop: Box::new(move || {
-                addr.do_send(Shutdown);
-                arbiter.stop();
-            }),
+            stop,
         })
     }
 }
@@ -199,7 +197,7 @@ mod tests {
             !input.has_subscribers()
         })
         .await;
-        (handle.stop)();
+        handle.stop.fire();
     }
 
     #[actix_rt::test]
@@ -258,7 +256,7 @@ mod tests {
         }
         let encoded = metrics.node("cam", "enc", "h264_encoder").frames_encoded();
         assert_eq!(encoded.get(), 6, "3 frames x 2 variants");
-        (handle.stop)();
+        handle.stop.fire();
     }
 
     #[test]

@@ -4,24 +4,21 @@
 //! and encoded once per variant in use.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, StreamHandler};
+use actix::{Actor, Context, StreamHandler};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use thiserror::Error;
 
 use crate::error::ServiceError;
-use crate::fanout::{Fanout, InputLink, Subscriber};
+use crate::fanout::{watch_demand, Fanout, InputLink, Subscriber};
 use crate::frame::{Codec, EncodedFrame, Frame, PixelFormat};
 use crate::metrics::{DropReason, NodeMetrics};
-use crate::node::Shutdown;
 use crate::plugins::encoders::outputs::Outputs;
 use crate::plugins::encoders::pixels::{Pixels, PixelsError};
 use crate::port::{Feed, JpegVariant};
-
-/// How often the encoder checks whether anyone still listens.
-const DEMAND_CHECK: Duration = Duration::from_millis(20);
+use crate::stop::{stop_on, StopToken};
 
 /// One output per variant in use.
 pub struct Variants {
@@ -97,7 +94,7 @@ pub enum JpegError {
 }
 
 /// Compresses packed RGB at `quality`, 4:2:0.
-pub fn encode_rgb(
+pub(crate) fn encode_rgb(
     c: &mut turbojpeg::Compressor,
     rgb: &[u8],
     width: u32,
@@ -129,16 +126,23 @@ pub(super) struct JpegEncoder {
     metrics: EncoderMetrics,
     compressor: Option<turbojpeg::Compressor>,
     pixels: Pixels,
+    stop: StopToken,
 }
 
 impl JpegEncoder {
-    pub fn new(input: Fanout<Frame>, variants: Arc<Variants>, metrics: EncoderMetrics) -> Self {
+    pub fn new(
+        input: Fanout<Frame>,
+        variants: Arc<Variants>,
+        metrics: EncoderMetrics,
+        stop: StopToken,
+    ) -> Self {
         Self {
             input: InputLink::new(input),
             variants,
             metrics,
             compressor: None,
             pixels: Pixels::default(),
+            stop,
         }
     }
 
@@ -164,7 +168,8 @@ impl JpegEncoder {
     }
 }
 
-fn compressor() -> Result<turbojpeg::Compressor, JpegError> {
+/// A compressor set up as the encoder uses it (4:2:0).
+pub(crate) fn compressor() -> Result<turbojpeg::Compressor, JpegError> {
     let mut c = turbojpeg::Compressor::new().map_err(JpegError::Compressor)?;
     c.set_subsamp(turbojpeg::Subsamp::Sub2x2)
         .map_err(JpegError::Compressor)?;
@@ -175,8 +180,10 @@ impl Actor for JpegEncoder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.follow_demand(ctx);
-        ctx.run_interval(DEMAND_CHECK, |act, ctx| act.follow_demand(ctx));
+        stop_on(&self.stop, ctx);
+        watch_demand(self.variants.outputs.demand(), ctx, |act, _, ctx| {
+            act.follow_demand(ctx)
+        });
     }
 }
 
@@ -221,11 +228,4 @@ impl StreamHandler<(Arc<Frame>, u64)> for JpegEncoder {
 
     /// The camera stopped; the graph stops this node too.
     fn finished(&mut self, _: &mut Self::Context) {}
-}
-
-impl Handler<Shutdown> for JpegEncoder {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
 }

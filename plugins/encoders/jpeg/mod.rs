@@ -11,16 +11,16 @@ mod encoder;
 
 use std::sync::Arc;
 
-use actix::{Actor, Arbiter};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::port::{Port, PortKind, Ports};
+use crate::stop::{start_on_own_thread, Stopper};
 
-pub use encoder::{encode_rgb, Variants};
+pub(super) use encoder::{compressor, encode_rgb};
+pub use encoder::{JpegError, Variants};
 
 /// Settings of a `jpeg_encoder` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -61,10 +61,11 @@ impl NodeConfig for JpegEncoderConfig {
         let qualities = Arc::new(Variants::new(&cx.id, self.quality, self.max_variants));
         let metrics = encoder::EncoderMetrics::new(&cx.metrics);
         let stats_metrics = metrics.clone();
-        let arbiter = Arbiter::new();
         let actor_qualities = qualities.clone();
-        let addr = encoder::JpegEncoder::start_in_arbiter(&arbiter.handle(), move |_| {
-            encoder::JpegEncoder::new(input, actor_qualities, metrics)
+        let stop = Stopper::new();
+        let token = stop.token();
+        start_on_own_thread(move |_| {
+            encoder::JpegEncoder::new(input, actor_qualities, metrics, token)
         });
         let stats_qualities = qualities.clone();
         Ok(NodeHandle {
@@ -77,10 +78,7 @@ impl NodeConfig for JpegEncoderConfig {
                     "variants": stats_qualities.in_use(),
                 })
             })),
-            stop: Box::new(move || {
-                addr.do_send(Shutdown);
-                arbiter.stop();
-            }),
+            stop,
         })
     }
 }
@@ -166,7 +164,7 @@ mod tests {
             !input.has_subscribers()
         })
         .await;
-        (handle.stop)();
+        handle.stop.fire();
     }
 
     #[actix_rt::test]
@@ -208,6 +206,6 @@ mod tests {
             jpeg.as_ptr(),
             "passed through without a copy"
         );
-        (handle.stop)();
+        handle.stop.fire();
     }
 }

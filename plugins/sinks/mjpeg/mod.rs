@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix::{Actor, ActorContext, Context, Handler, ResponseFuture};
+use actix::{Actor, Context, Handler, ResponseFuture};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,9 +22,9 @@ use serde_json::json;
 use crate::adapt::FeedReader;
 use crate::error::{BuildError, ServiceError};
 use crate::frame::EncodedFrame;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
 use crate::port::{JpegFeed, JpegVariant, PortKind, Ports};
+use crate::stop::{stop_on, StopToken, Stopper};
 use api::{ByteStream, MjpegStreams, OpenStream, Snapshots, TakeSnapshot};
 
 /// Settings of an `mjpeg_sink` node.
@@ -73,12 +73,14 @@ impl NodeConfig for MjpegSinkConfig {
     }
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
+        let stop = Stopper::new();
         let sink = MjpegSink {
             camera: cx.camera.to_string(),
             feed: cx.jpeg_input()?,
             config: self.clone(),
             viewers: Arc::new(AtomicUsize::new(0)),
             metrics: viewer::ViewerMetrics::new(&cx.metrics),
+            stop: stop.token(),
         };
         let (viewers, metrics) = (sink.viewers.clone(), sink.metrics.clone());
         let addr = sink.start();
@@ -96,7 +98,7 @@ impl NodeConfig for MjpegSinkConfig {
                     "dropped_rate_limit": metrics.dropped_rate_limit.get(),
                 })
             })),
-            stop: Box::new(move || addr.do_send(Shutdown)),
+            stop,
         })
     }
 }
@@ -107,10 +109,15 @@ struct MjpegSink {
     config: MjpegSinkConfig,
     viewers: Arc<AtomicUsize>,
     metrics: viewer::ViewerMetrics,
+    stop: StopToken,
 }
 
 impl Actor for MjpegSink {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        stop_on(&self.stop, ctx);
+    }
 }
 
 impl Handler<OpenStream> for MjpegSink {
@@ -156,13 +163,6 @@ impl Handler<TakeSnapshot> for MjpegSink {
                 ))),
             }
         })
-    }
-}
-
-impl Handler<Shutdown> for MjpegSink {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
 
@@ -264,7 +264,7 @@ mod tests {
             .await
             .unwrap()
             .is_ok());
-        (handle.stop)();
+        handle.stop.fire();
     }
 
     #[actix_rt::test]
@@ -289,6 +289,6 @@ mod tests {
             publisher.publish(jpeg(5, &Bytes::from_static(b"x")));
         });
         assert_eq!(pending.await.unwrap().unwrap().seq, 5);
-        (handle.stop)();
+        handle.stop.fire();
     }
 }

@@ -17,10 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, Arbiter, AsyncContext, Context, Handler,
-    ResponseActFuture, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
 use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,9 +25,9 @@ use serde_json::json;
 use crate::error::{BuildError, ServiceError};
 use crate::frame::EncodedFrame;
 use crate::metrics::DropReason;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
 use crate::port::{JpegFeed, PortKind, Ports};
+use crate::stop::{start_on_own_thread, stop_on, StopToken, Stopper};
 use api::{DiskSnapshots, SaveSnapshot, SavedSnapshot};
 
 /// Settings of a `snapshot_sink` node.
@@ -88,6 +85,7 @@ impl NodeConfig for SnapshotSinkConfig {
         let status = Arc::new(Mutex::new(Status::default()));
         let saved = cx.metrics.frames_sent();
         let failed = cx.metrics.frames_dropped(DropReason::WriteFailed);
+        let stop = Stopper::new();
         let sink = SnapshotSink {
             camera: cx.camera.to_string(),
             feed: cx.jpeg_input()?,
@@ -95,9 +93,9 @@ impl NodeConfig for SnapshotSinkConfig {
             status: status.clone(),
             saved: saved.clone(),
             failed: failed.clone(),
+            stop: stop.token(),
         };
-        let arbiter = Arbiter::new();
-        let addr = SnapshotSink::start_in_arbiter(&arbiter.handle(), move |_| sink);
+        let addr = start_on_own_thread(move |_| sink);
         Ok(NodeHandle {
             output: None,
             services: Services::new().with(DiskSnapshots(addr.clone().recipient())),
@@ -105,10 +103,7 @@ impl NodeConfig for SnapshotSinkConfig {
                 let s = status.lock().expect("snapshot status");
                 json!({ "saved": saved.get(), "failed": failed.get(), "last_file": s.last_file, "error": s.error })
             })),
-            stop: Box::new(move || {
-                addr.do_send(Shutdown);
-                arbiter.stop();
-            }),
+            stop,
         })
     }
 }
@@ -126,6 +121,7 @@ struct SnapshotSink {
     status: Arc<Mutex<Status>>,
     saved: IntCounter,
     failed: IntCounter,
+    stop: StopToken,
 }
 
 impl SnapshotSink {
@@ -184,6 +180,7 @@ impl Actor for SnapshotSink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        stop_on(&self.stop, ctx);
         if self.config.interval_s > 0.0 {
             ctx.run_interval(
                 Duration::from_secs_f64(self.config.interval_s),
@@ -207,12 +204,5 @@ impl Handler<SaveSnapshot> for SnapshotSink {
                 .into_actor(self)
                 .map(|frame, act, _| act.save(&*frame?)),
         )
-    }
-}
-
-impl Handler<Shutdown> for SnapshotSink {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

@@ -23,14 +23,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{Actor, Arbiter};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::node::Shutdown;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
 use crate::port::{PortKind, Ports};
+use crate::stop::{start_on_own_thread, Stopper};
 
 pub use peer::H264_FMTP;
 
@@ -193,9 +192,10 @@ impl NodeConfig for WebRtcSinkConfig {
         let stats_metrics = metrics.clone();
         // Packetizing and the per-peer writers run on the sink's own thread; the connections'
         // drivers on webrtc-rs's.
-        let arbiter = Arbiter::new();
-        let addr = sink::WebRtcSink::start_in_arbiter(&arbiter.handle(), move |_| {
-            sink::WebRtcSink::new(camera, config, feed, metrics, actor_counts)
+        let stop = Stopper::new();
+        let token = stop.token();
+        let addr = start_on_own_thread(move |_| {
+            sink::WebRtcSink::new(camera, config, feed, metrics, actor_counts, token)
         });
         Ok(NodeHandle {
             output: None,
@@ -218,14 +218,7 @@ impl NodeConfig for WebRtcSinkConfig {
                     "dropped_behind": stats_metrics.writer.dropped_behind.get(),
                 })
             })),
-            stop: Box::new(move || {
-                addr.do_send(Shutdown);
-                // Let the actor close its peers before the thread goes.
-                std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
-                    arbiter.stop();
-                });
-            }),
+            stop,
         })
     }
 }

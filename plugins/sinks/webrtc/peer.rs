@@ -6,10 +6,12 @@
 //! packetized stream (`RtpFrame`: the encoder's frame cut into RTP packets once) written to a
 //! light per-peer track; each peer only restamps the negotiated payload type.
 
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::Addr;
+use actix::{Message, Recipient};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
@@ -28,7 +30,6 @@ use webrtc::peer_connection::{
 };
 
 use super::api::PeerEvent;
-use super::sink::{random_u64, PeerState, PeerStepChanged, WebRtcSink};
 use super::IceConfig;
 use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
@@ -58,6 +59,44 @@ pub fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+/// Where a peer's connection went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    Connected,
+    /// Failed, disconnected or closed: the peer is removed.
+    Gone(&'static str),
+}
+
+/// From a peer's connection (webrtc-rs driver thread) to the sink.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStateChanged {
+    pub session: String,
+    pub state: PeerState,
+}
+
+/// A peer's ladder position moved (from its receiver reports): switch it to `variant`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStepChanged {
+    pub session: String,
+    pub variant: H264Variant,
+}
+
+/// A random number from the standard library's per-process random hasher keys.
+pub fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
 /// One encoded frame, cut into RTP packets once for every peer.
 pub struct RtpFrame {
     pub packets: Vec<rtp::Packet>,
@@ -75,7 +114,7 @@ pub struct RtpFrame {
 /// Tells the sink what its connection does; runs on webrtc-rs's driver thread.
 struct Events {
     session: String,
-    sink: Addr<WebRtcSink>,
+    sink: Recipient<PeerStateChanged>,
     gathered: watch::Sender<bool>,
     signalling: Option<mpsc::UnboundedSender<PeerEvent>>,
 }
@@ -105,7 +144,7 @@ impl PeerConnectionEventHandler for Events {
             RTCPeerConnectionState::Closed => PeerState::Gone("closed"),
             _ => return,
         };
-        self.sink.do_send(super::sink::PeerStateChanged {
+        self.sink.do_send(PeerStateChanged {
             session: self.session.clone(),
             state,
         });
@@ -118,7 +157,8 @@ pub struct PeerSetup {
     pub camera: String,
     pub ssrc: u32,
     pub ice: IceConfig,
-    pub sink: Addr<WebRtcSink>,
+    /// Where the connection's state changes go (the sink).
+    pub sink: Recipient<PeerStateChanged>,
     pub signalling: Option<mpsc::UnboundedSender<PeerEvent>>,
 }
 
@@ -309,7 +349,8 @@ pub enum WriterCommand {
 /// A peer's position on an `adaptive` node's ladder, and where its moves go.
 pub struct Ladder {
     pub policy: Box<dyn AdaptPolicy<H264Variant>>,
-    pub sink: Addr<WebRtcSink>,
+    /// Where the peer's moves go (the sink).
+    pub sink: Recipient<PeerStepChanged>,
     pub session: String,
 }
 

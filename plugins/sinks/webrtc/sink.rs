@@ -6,14 +6,13 @@
 //! `connecting` past the timeout are closed.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::{
-    fut, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message,
-    ResponseActFuture, ResponseFuture, SpawnHandle, StreamHandler, WrapFuture,
+    fut, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
+    ResponseFuture, Running, SpawnHandle, StreamHandler, WrapFuture,
 };
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntGauge};
@@ -24,44 +23,21 @@ use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
 use super::api::{AddPeerCandidate, ClosePeer, OpenPeer, PeerAnswer, PeerEvent};
 use super::feedback::{self, FeedbackTargets};
-use super::peer::{self, PeerSetup, RtpFrame, WriterCommand, WriterMetrics, H264_CLOCK_RATE};
+use super::peer::{
+    self, random_u64, PeerSetup, PeerState, PeerStateChanged, PeerStepChanged, RtpFrame,
+    WriterCommand, WriterMetrics, H264_CLOCK_RATE,
+};
 use super::WebRtcSinkConfig;
 use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Fanout;
 use crate::frame::EncodedFrame;
 use crate::metrics::{DropReason, NodeMetrics};
-use crate::node::Shutdown;
 use crate::port::{H264Feed, H264Variant};
+use crate::stop::{stop_on, StopToken};
 
 /// RTP payload size limit, as webrtc-rs uses for its own tracks.
 const RTP_MTU: usize = 1200;
-/// How often peers stuck in `connecting` are looked for.
-const TIMEOUT_CHECK: Duration = Duration::from_millis(500);
-
-/// Where a peer's connection went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerState {
-    Connected,
-    /// Failed, disconnected or closed: the peer is removed.
-    Gone(&'static str),
-}
-
-/// From a peer's connection (webrtc-rs driver thread) to the sink.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PeerStateChanged {
-    pub session: String,
-    pub state: PeerState,
-}
-
-/// A peer's ladder position moved (from its receiver reports): switch it to `variant`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PeerStepChanged {
-    pub session: String,
-    pub variant: H264Variant,
-}
 
 /// Which of the encoder's streams: `None` is its configured one.
 type VariantKey = Option<H264Variant>;
@@ -109,7 +85,6 @@ struct Peer {
     pc: Arc<dyn PeerConnection>,
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
-    created: Instant,
     connected: bool,
     /// The variant whose packets the peer gets.
     variant: VariantKey,
@@ -142,20 +117,7 @@ pub struct WebRtcSink {
     origin: Option<(SystemTime, u32)>,
     metrics: SinkMetrics,
     counts: Arc<SinkCounts>,
-}
-
-/// A random number from the standard library's per-process random hasher keys.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
+    stop: StopToken,
 }
 
 impl WebRtcSink {
@@ -165,6 +127,7 @@ impl WebRtcSink {
         feed: Arc<H264Feed>,
         metrics: SinkMetrics,
         counts: Arc<SinkCounts>,
+        stop: StopToken,
     ) -> Self {
         Self {
             camera,
@@ -177,6 +140,7 @@ impl WebRtcSink {
             origin: None,
             metrics,
             counts,
+            stop,
         }
     }
 
@@ -241,9 +205,23 @@ impl WebRtcSink {
     }
 
     fn close_peer(&mut self, session: &str, reason: &str, ctx: &mut Context<Self>) -> bool {
-        let Some(peer) = self.peers.remove(session) else {
+        let Some(pc) = self.remove_peer(session, reason, ctx) else {
             return false;
         };
+        actix::spawn(async move {
+            let _ = pc.close().await;
+        });
+        true
+    }
+
+    /// Forgets a peer and tells its signalling; returns its connection, still to be closed.
+    fn remove_peer(
+        &mut self,
+        session: &str,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) -> Option<Arc<dyn PeerConnection>> {
+        let peer = self.peers.remove(session)?;
         tracing::info!(camera = %self.camera, session, reason, "WebRTC peer closed");
         for task in peer.tasks {
             task.abort();
@@ -256,25 +234,8 @@ impl WebRtcSink {
         if let Some(tx) = &peer.signalling {
             let _ = tx.send(PeerEvent::Closed(reason.to_string()));
         }
-        let pc = peer.pc;
-        actix::spawn(async move {
-            let _ = pc.close().await;
-        });
         self.follow_demand(ctx);
-        true
-    }
-
-    fn close_stale(&mut self, ctx: &mut Context<Self>) {
-        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-        let stale: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.connected && p.created.elapsed() > timeout)
-            .map(|(s, _)| s.clone())
-            .collect();
-        for session in stale {
-            self.close_peer(&session, "connecting timed out", ctx);
-        }
+        Some(peer.pc)
     }
 }
 
@@ -282,14 +243,25 @@ impl Actor for WebRtcSink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(TIMEOUT_CHECK, |act, ctx| act.close_stale(ctx));
+        stop_on(&self.stop, ctx);
     }
 
-    fn stopped(&mut self, ctx: &mut Self::Context) {
+    /// Closes the peers, and stops once their connections are closed (this actor's thread ends
+    /// with it, so the closing must be done by then).
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
         let sessions: Vec<String> = self.peers.keys().cloned().collect();
-        for session in sessions {
-            self.close_peer(&session, "node stopped", ctx);
+        if sessions.is_empty() {
+            return Running::Stop;
         }
+        let closing: Vec<_> = sessions
+            .iter()
+            .filter_map(|session| self.remove_peer(session, "node stopped", ctx))
+            .collect();
+        let closed = futures_util::future::join_all(closing.into_iter().map(|pc| async move {
+            let _ = pc.close().await;
+        }));
+        ctx.spawn(closed.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        Running::Continue
     }
 }
 
@@ -367,7 +339,7 @@ impl Handler<OpenPeer> for WebRtcSink {
             camera: self.camera.clone(),
             ssrc: self.ssrc,
             ice: self.config.ice.clone(),
-            sink: ctx.address(),
+            sink: ctx.address().recipient(),
             signalling: msg.events.clone(),
         };
         // Behind an `adaptive` node the peer starts on the top step and moves with its reports.
@@ -399,7 +371,6 @@ impl Handler<OpenPeer> for WebRtcSink {
                         pc: negotiated.pc,
                         track: negotiated.track,
                         payload_type: negotiated.payload_type,
-                        created: Instant::now(),
                         connected: false,
                         variant,
                         policy,
@@ -409,6 +380,14 @@ impl Handler<OpenPeer> for WebRtcSink {
                     },
                 );
                 act.follow_demand(ctx);
+                // A peer still connecting by then is closed.
+                let timeout = Duration::from_millis(act.config.connect_timeout_ms);
+                let stale = session.clone();
+                ctx.run_later(timeout, move |act, ctx| {
+                    if act.peers.get(&stale).is_some_and(|p| !p.connected) {
+                        act.close_peer(&stale, "connecting timed out", ctx);
+                    }
+                });
                 Ok(PeerAnswer {
                     session,
                     sdp: negotiated.answer,
@@ -444,7 +423,7 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 let (writer, commands) = mpsc::unbounded_channel();
                 let ladder = peer.policy.take().map(|policy| peer::Ladder {
                     policy,
-                    sink: ctx.address(),
+                    sink: ctx.address().recipient(),
                     session: msg.session.clone(),
                 });
                 peer.tasks.push(actix::spawn(peer::write_loop(
@@ -538,12 +517,5 @@ impl Handler<ClosePeer> for WebRtcSink {
                 msg.session, self.camera
             )))
         }
-    }
-}
-
-impl Handler<Shutdown> for WebRtcSink {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

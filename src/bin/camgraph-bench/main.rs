@@ -1,0 +1,142 @@
+//! `camgraph-bench`: measures what camgraph costs, and prints only what it measured on this run.
+//! `jpeg` times camgraph's JPEG encode path (`encoders::bench::JpegCompressor` on test-pattern frames) against bare
+//! turbojpeg on the same frames. `fanout` starts the real `camgraph` server as a child process on
+//! loopback with one 1280x720 30 fps test camera, opens N concurrent MJPEG viewers (one thread
+//! each), and reports what every viewer received (unique frames per second, capture-to-arrival
+//! latency) and what the server spent (CPU time of one core, from /proc). Build both binaries with
+//! `ladder` times each step of the default WebRTC (H.264) ladder through camgraph's own scaling and
+//! openh264 session, on grainy 720p test-pattern frames, and reports the bitrate each produces.
+//! `idle` starts the server with four test cameras and their usual chains and no viewer, and
+//! reports what it costs to do nothing (CPU of one core, wake-ups per second); `first-frame` times
+//! opening a stream on an idle camera until its first JPEG arrives.
+//! One module per bench; `common` and `server` hold what several share.
+//! `cargo build --release --bins`, then run
+//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame>`.
+
+mod common;
+mod fanout;
+mod idle;
+mod jpeg;
+#[cfg(feature = "webrtc")]
+mod ladder;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks for camgraph: JPEG encode cost and MJPEG fan-out to many viewers. Every figure is
+/// measured on this run; goals are printed next to the figures they apply to.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// JPEG encode ms/frame (quality 80, 4:2:0) at 640x480, 1280x720 and 1920x1080: camgraph's
+    /// `JpegCompressor` versus bare `turbojpeg::compress` on the same test-pattern frames.
+    Jpeg {
+        /// Timed encodes per size and per path.
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+        /// Untimed encodes per size and per path before timing.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Distinct frames (different sequence numbers) the encodes cycle through.
+        #[arg(long, default_value_t = 8)]
+        frames: usize,
+    },
+    /// MJPEG fan-out: runs the camgraph server as a child process (one 1280x720 30 fps test
+    /// camera, JPEG quality 80) and measures N concurrent viewers on 127.0.0.1.
+    Fanout {
+        /// Viewer counts to measure, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        viewers: Vec<usize>,
+        /// Length of the measured window of each round, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds between the last viewer connecting and the measured window.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
+    /// The cost of each step of the default H.264 ladder at 1280x720: ms per frame (scaling and
+    /// encoding, one thread) and the kbit/s it produces at 30 fps, on test-pattern frames with
+    /// grain (noise 12), so the encoder has to spend its bitrate as with a real sensor.
+    #[cfg(feature = "webrtc")]
+    Ladder {
+        /// Timed frames per step.
+        #[arg(long, default_value_t = 150)]
+        frames: usize,
+        /// Untimed frames per step before timing (the first is the IDR).
+        #[arg(long, default_value_t = 30)]
+        warmup: usize,
+    },
+    /// Idle cost: runs the camgraph server as a child process with four 1280x720 30 fps test
+    /// cameras, each with its usual chains (jpeg_encoder -> mjpeg_sink, h264_encoder ->
+    /// webrtc_sink), and no viewer; measures its CPU (% of one core) and wake-ups per second.
+    Idle {
+        /// Measured windows; the median is the figure.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Length of each window, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds after start before the first window (startup settles).
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
+    /// First-frame delay: on the idle four-camera server of `idle`, the time from opening an MJPEG
+    /// stream of an idle camera to receiving its first JPEG (the cameras take turns; each is idle
+    /// again before its next turn).
+    FirstFrame {
+        /// Streams opened; the median is the figure.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.bench {
+        Bench::Jpeg {
+            iterations,
+            warmup,
+            frames,
+        } => jpeg::jpeg(iterations.max(1), warmup, frames.max(1)),
+        Bench::Fanout {
+            viewers,
+            seconds,
+            warmup,
+            server,
+        } => fanout::fanout(&viewers, seconds.max(1), warmup, server),
+        #[cfg(feature = "webrtc")]
+        Bench::Ladder { frames, warmup } => ladder::ladder(frames.max(1), warmup),
+        Bench::Idle {
+            rounds,
+            seconds,
+            warmup,
+            server,
+        } => idle::idle(rounds.max(1), seconds.max(1), warmup, server),
+        Bench::FirstFrame { samples, server } => idle::first_frame(samples.max(1), server),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("camgraph-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
