@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
 use crate::http::face::param;
+use crate::port::JpegVariant;
 use crate::registry::{path_error, ParseError, ShortForm};
 
 /// One camera in short form. Every field but `source` is optional and defaults as in the node types.
@@ -86,7 +87,7 @@ impl ShortForm for UsualChain {
             width: param(query, "width", 16..=7680).map_err(bad)?,
             height: param(query, "height", 16..=4320).map_err(bad)?,
             fps: param(query, "fps", 1..=120).map_err(bad)?,
-            quality: param(query, "quality", 1..=100).map_err(bad)?,
+            quality: param(query, "quality", JpegVariant::QUALITY).map_err(bad)?,
             ..Default::default()
         };
         serde_yaml::to_value(camera).map_err(|e| e.to_string())

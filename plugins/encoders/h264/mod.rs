@@ -79,7 +79,12 @@ impl NodeConfig for H264EncoderConfig {
 
     fn validate(&self) -> Vec<FieldIssue> {
         let mut issues = Vec::new();
-        check_range(&mut issues, "bitrate_kbps", self.bitrate_kbps, 100..=50_000);
+        check_range(
+            &mut issues,
+            "bitrate_kbps",
+            self.bitrate_kbps,
+            H264Variant::BITRATE_KBPS,
+        );
         check_range(
             &mut issues,
             "keyframe_interval",

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::error::BuildError;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
-use crate::port::{Port, PortKind, Ports};
+use crate::port::{JpegVariant, Port, PortKind, Ports};
 use crate::stop::{start_on_own_thread, Stopper};
 
 pub(super) use encoder::{compressor, encode_rgb};
@@ -51,7 +51,7 @@ impl NodeConfig for JpegEncoderConfig {
 
     fn validate(&self) -> Vec<FieldIssue> {
         let mut issues = Vec::new();
-        check_range(&mut issues, "quality", self.quality, 1..=100);
+        check_range(&mut issues, "quality", self.quality, JpegVariant::QUALITY);
         check_range(&mut issues, "max_variants", self.max_variants, 1..=16);
         issues
     }
@@ -92,7 +92,6 @@ mod tests {
     use crate::fanout::Fanout;
     use crate::frame::{Frame, PixelFormat};
     use crate::plugins::sources::testsrc::TestPattern;
-    use crate::port::JpegVariant;
     use crate::testing::wait_for;
 
     fn frame(seq: u64) -> Arc<Frame> {
