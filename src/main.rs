@@ -1,6 +1,7 @@
 //! The `camgraph` command: runs a graph from a YAML file (or the embedded default), checks files,
 //! lists cameras.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,22 +70,32 @@ fn main() -> ExitCode {
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
+    match check_into(&mut std::io::stdout().lock(), files) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // The reader left (`camgraph check FILE | head`): stop quietly, as other tools do.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("camgraph: cannot write the report: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes each file's result to `out`; `Ok(true)` if every file is valid.
+fn check_into(out: &mut impl Write, files: &[PathBuf]) -> std::io::Result<bool> {
     let registry = plugins::registry();
-    let mut failed = false;
+    let mut valid = true;
     for file in files {
         match config::load_file(file, &registry) {
-            Ok(spec) => println!("{}: ok ({} nodes)", file.display(), spec.nodes.len()),
+            Ok(spec) => writeln!(out, "{}: ok ({} nodes)", file.display(), spec.nodes.len())?,
             Err(errors) => {
-                failed = true;
-                println!("{errors}");
+                valid = false;
+                writeln!(out, "{errors}")?;
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(valid)
 }
 
 fn devices() -> ExitCode {
