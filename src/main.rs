@@ -131,11 +131,13 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<GraphSpec> {
 }
 
 fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut spec = load(config.as_ref())?;
+    let spec = load(config.as_ref())?;
+    // --listen moves only the HTTP bind: the spec keeps the file's `server:`, which reloads compare
+    // with the file's next version.
+    let mut server_config = spec.server.clone();
     if let Some(addr) = listen {
-        spec.server.listen = addr;
+        server_config.listen = addr;
     }
-    let server_config = spec.server.clone();
     actix_web::rt::System::new().block_on(async move {
         let metrics = Metrics::new();
         let live =
