@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
 
 use actix::Actor;
 use camgraph::config::{self, GraphSpec};
@@ -163,13 +164,23 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;
         // Tests and scripts read this line to find the port.
         println!("camgraph listening on http://{addr}");
+        // One shutdown path for SIGINT (Ctrl-C) and SIGTERM (systemd, Docker).
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         let handle = server.handle();
+        let graph = live.clone();
         actix_web::rt::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!("{name} received: shutting down");
+            // The graph first: its sinks end their viewers' streams, which the HTTP server's
+            // graceful stop would otherwise wait for.
+            graph.write().expect("graph lock").graph.stop();
             handle.stop(true).await;
         });
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hangups = signal(SignalKind::hangup())?;
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {
                 supervisor.do_send(Reload { trigger: "SIGHUP" });

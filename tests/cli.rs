@@ -1,0 +1,122 @@
+//! The `camgraph` command as a service manager and a shell see it: SIGTERM and SIGINT shut it down
+//! the same graceful way, promptly even with a viewer streaming; `--listen` does not make reloads
+//! warn about server settings; `camgraph check` stops quietly when its reader goes away.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{test_camera_yaml, wait_for, Recorder, Server};
+
+fn graph_yaml(fps: u32) -> String {
+    format!("nodes:\n{}", test_camera_yaml("front", 320, 240, fps))
+}
+
+/// Starts camgraph with a viewer streaming, sends `signal`, and checks the shutdown.
+fn shuts_down_gracefully_on(signal: &str) {
+    let mut server = Server::start(&graph_yaml(30));
+    let viewer = Recorder::start(&server, "/api/camera/stream/front", false);
+    wait_for("the viewer's first frames", Duration::from_secs(10), || {
+        server
+            .metric("camgraph_frames_sent_total")
+            .filter(|&n| n >= 3.0)
+    });
+
+    let (status, took) = server.signal_and_wait(signal, Duration::from_secs(20));
+    println!("SIG{signal} with a viewer streaming: exited in {took:?}");
+    assert!(status.success(), "SIG{signal}: exit status {status}");
+    let line = format!("SIG{signal} received: shutting down");
+    wait_for(
+        &format!("'{line}' in the log"),
+        Duration::from_secs(5),
+        || server.log().contains(&line).then_some(()),
+    );
+    // The graceful stop does not wait on the viewer's endless body (it used to, for 30 s).
+    assert!(
+        took < Duration::from_secs(5),
+        "SIG{signal} took {took:?} with a viewer connected"
+    );
+    let (seen, ended) = viewer.finish();
+    assert!(!seen.is_empty());
+    assert!(ended, "the viewer's stream did not end cleanly");
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    shuts_down_gracefully_on("TERM");
+}
+
+#[test]
+fn sigint_shuts_down_gracefully() {
+    shuts_down_gracefully_on("INT");
+}
+
+#[test]
+fn a_reload_under_listen_warns_only_when_the_server_settings_change() {
+    // Server::start passes --listen 127.0.0.1:0; the file says nothing about `server:`.
+    let server = Server::start(&graph_yaml(30));
+    let reloads = |n: usize| {
+        let server = &server;
+        move || (server.log().matches("configuration reloaded").count() >= n).then_some(())
+    };
+
+    server.rewrite_config(&graph_yaml(15));
+    wait_for("the first reload", Duration::from_secs(10), reloads(1));
+    let log = server.log();
+    assert!(
+        !log.contains("restart camgraph"),
+        "a reload that changed only a node warned about server settings:\n{log}"
+    );
+
+    // The warning still comes when the file's server settings do change.
+    server.rewrite_config(&format!(
+        "server: {{ cors_origins: [\"http://robot.local:5173\"] }}\n{}",
+        graph_yaml(15)
+    ));
+    wait_for("the second reload", Duration::from_secs(10), reloads(2));
+    assert!(
+        server.log().contains("restart camgraph"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn check_stops_quietly_when_its_reader_goes_away() {
+    // Far more errors than a pipe buffers, so camgraph is still writing when the reader leaves.
+    let mut yaml = String::from("nodes:\n");
+    for i in 0..5000 {
+        yaml += &format!("  cam{i}: {{ type: camera, source: test, fps: 500 }}\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.yaml");
+    std::fs::write(&file, yaml).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camgraph"))
+        .arg("check")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("'fps' must be 1..=120 (got 500)"), "{first}");
+    drop(stdout); // `| head -1`
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        stderr.is_empty(),
+        "camgraph check wrote to stderr on a closed pipe:\n{stderr}"
+    );
+    assert_eq!(status.code(), Some(1), "the file has errors");
+}
