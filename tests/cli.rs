@@ -53,6 +53,40 @@ fn sigint_shuts_down_gracefully() {
     shuts_down_gracefully_on("INT");
 }
 
+/// An open WebSocket is a connection the graph does not end; the HTTP server's graceful stop
+/// closes it after its short timeout instead of waiting actix's default 30 s.
+#[cfg(feature = "webrtc")]
+#[test]
+fn sigterm_with_a_websocket_open_exits_promptly() {
+    use std::io::Write;
+    let yaml = "nodes:\n  \
+                front: { type: camera, source: test, width: 320, height: 240 }\n  \
+                front_h264: { type: h264_encoder, inputs: [front] }\n  \
+                front_rtc: { type: webrtc_sink, inputs: [front_h264] }\n";
+    let mut server = Server::start(yaml);
+    let host = server.base.trim_start_matches("http://").to_string();
+    let mut socket = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        socket,
+        "GET /api/webrtc/ws?camera=front HTTP/1.1\r\nHost: {host}\r\nOrigin: {}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.base
+    )
+    .unwrap();
+    let mut status = String::new();
+    BufReader::new(&socket).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+
+    let (exit, took) = server.signal_and_wait("TERM", Duration::from_secs(40));
+    println!("SIGTERM with a WebSocket open: exited in {took:?}");
+    assert!(exit.success(), "exit status {exit}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?} with a WebSocket open"
+    );
+}
+
 #[test]
 fn a_reload_under_listen_warns_only_when_the_server_settings_change() {
     // Server::start passes --listen 127.0.0.1:0; the file says nothing about `server:`.
