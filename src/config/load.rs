@@ -88,6 +88,8 @@ fn tidy(message: &str) -> String {
         "a boolean" => "true or false",
         "a sequence" => "a list",
         "a map" => "a mapping",
+        "socket address" => "an address such as 127.0.0.1:8080",
+        "path string" => "a path",
         other if other.starts_with("struct ") => "a mapping",
         _ => return message,
     };
@@ -213,15 +215,21 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     let mut has_nodes = false;
     for (key, value) in root {
         match key.as_str() {
-            Some("server") => match serde_path_to_error::deserialize::<_, ServerConfig>(value) {
-                Ok(s) => server = s,
-                Err(err) => {
-                    let field = err.path().to_string();
-                    let msg = tidy(&err.into_inner().to_string());
+            Some("server") => {
+                let (parsed, errors) = parse_all(value, |v| {
+                    serde_path_to_error::deserialize::<_, ServerConfig>(v).map_err(parse_error)
+                });
+                server = parsed.unwrap_or_default();
+                for err in errors {
+                    let msg = tidy(&err.message);
+                    let (field, text) = match unknown_field(&msg) {
+                        Some(unknown) => (unknown, format!("server: {msg}")),
+                        None => (err.path.clone(), format!("server.{}: {msg}", err.path)),
+                    };
                     let at = c.locator.section_field("server", &field);
-                    c.push(at, None, format!("server.{field}: {msg}"));
+                    c.push(at, None, text);
                 }
-            },
+            }
             Some("nodes") => {
                 has_nodes = true;
                 match value {
