@@ -160,13 +160,16 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             metrics,
             stats,
         });
-        let (server, addr) = http::serve(state, &server_config)
-            .with_context(|| format!("cannot listen on {}", server_config.listen))?;
-        // Tests and scripts read this line to find the port.
-        println!("camgraph listening on http://{addr}");
-        // One shutdown path for SIGINT (Ctrl-C) and SIGTERM (systemd, Docker).
+        // Caught from before the server answers, so no signal meets the default action (exit at once).
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangups = signal(SignalKind::hangup())?;
+        let (server, addr) = http::serve(state, &server_config)
+            .with_context(|| format!("cannot listen on {}", server_config.listen))?;
+        // Tests and scripts read this line to find the port; nobody reading it (a closed pipe) is
+        // no reason to stop.
+        let _ = writeln!(std::io::stdout(), "camgraph listening on http://{addr}");
+        // One shutdown path for SIGINT (Ctrl-C) and SIGTERM (systemd, Docker).
         let handle = server.handle();
         let graph = live.clone();
         actix_web::rt::spawn(async move {
@@ -180,7 +183,6 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             graph.write().expect("graph lock").graph.stop();
             handle.stop(true).await;
         });
-        let mut hangups = signal(SignalKind::hangup())?;
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {
                 supervisor.do_send(Reload { trigger: "SIGHUP" });

@@ -154,3 +154,49 @@ fn check_stops_quietly_when_its_reader_goes_away() {
     );
     assert_eq!(status.code(), Some(1), "the file has errors");
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    // A free port, so the test can reach camgraph without reading its stdout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("graph.yaml");
+    std::fs::write(&config, graph_yaml(30)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camgraph"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed long before camgraph gets to print its "listening on" line (`camgraph | true`).
+    drop(child.stdout.take());
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    wait_for("camgraph to answer", Duration::from_secs(30), || {
+        camgraph::client::get(&healthz)
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    // Signals are caught before the server answers: this takes the graceful path, after the
+    // "listening on" line was written (or failed to be).
+    let kill = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "exit status {status}\n{stderr}");
+}
