@@ -75,6 +75,10 @@ impl ShortForm for UsualChain {
         Ok(expand(name, &camera))
     }
 
+    fn chain(&self, name: &str) -> Vec<(String, Mapping)> {
+        expand(name, &CameraShortForm::default())
+    }
+
     fn from_query(&self, query: &HashMap<String, String>) -> Result<Value, String> {
         let source = query
             .get("source")

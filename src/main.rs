@@ -1,6 +1,7 @@
 //! The `camgraph` command: runs a graph from a YAML file (or the embedded default), checks files,
 //! lists cameras.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
 
 use actix::Actor;
 use arc_swap::ArcSwap;
@@ -71,22 +73,32 @@ fn main() -> ExitCode {
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
+    match check_into(&mut std::io::stdout().lock(), files) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // The reader left (`camgraph check FILE | head`): stop quietly, as other tools do.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("camgraph: cannot write the report: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes each file's result to `out`; `Ok(true)` if every file is valid.
+fn check_into(out: &mut impl Write, files: &[PathBuf]) -> std::io::Result<bool> {
     let registry = plugins::registry();
-    let mut failed = false;
+    let mut valid = true;
     for file in files {
         match config::load_file(file, &registry) {
-            Ok(spec) => println!("{}: ok ({} nodes)", file.display(), spec.nodes.len()),
+            Ok(spec) => writeln!(out, "{}: ok ({} nodes)", file.display(), spec.nodes.len())?,
             Err(errors) => {
-                failed = true;
-                println!("{errors}");
+                valid = false;
+                writeln!(out, "{errors}")?;
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(valid)
 }
 
 fn devices() -> ExitCode {
@@ -123,11 +135,13 @@ fn load(config: Option<&PathBuf>, registry: &Registry) -> anyhow::Result<GraphSp
 fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     // The one place the core meets the plugins: everything else gets the registry from here.
     let registry = Arc::new(plugins::registry());
-    let mut spec = load(config.as_ref(), &registry)?;
+    let spec = load(config.as_ref(), &registry)?;
+    // --listen moves only the HTTP bind: the spec keeps the file's `server:`, which reloads compare
+    // with the file's next version.
+    let mut server_config = spec.server.clone();
     if let Some(addr) = listen {
-        spec.server.listen = addr;
+        server_config.listen = addr;
     }
-    let server_config = spec.server.clone();
     actix_web::rt::System::new().block_on(async move {
         let metrics = Metrics::new();
         let live = LiveGraph::start(spec, config.clone(), registry.clone(), &metrics)
@@ -150,17 +164,29 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             metrics,
             stats,
         });
+        // Caught from before the server answers, so no signal meets the default action (exit at once).
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangups = signal(SignalKind::hangup())?;
         let (server, addr) = http::serve(state, &server_config)
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;
-        // Tests and scripts read this line to find the port.
-        println!("camgraph listening on http://{addr}");
+        // Tests and scripts read this line to find the port; nobody reading it (a closed pipe) is
+        // no reason to stop.
+        let _ = writeln!(std::io::stdout(), "camgraph listening on http://{addr}");
+        // One shutdown path for SIGINT (Ctrl-C) and SIGTERM (systemd, Docker).
         let handle = server.handle();
+        let owner = supervisor.clone();
         actix_web::rt::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!("{name} received: shutting down");
+            // The graph first: its sinks end their viewers' streams, which the HTTP server's
+            // graceful stop would otherwise wait for.
+            let _ = owner.send(StopGraph).await;
             handle.stop(true).await;
         });
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reloads = supervisor.clone();
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {

@@ -51,6 +51,9 @@ pub trait ShortForm: Send + Sync {
         name: &str,
         entry: serde_yaml::Value,
     ) -> Result<Vec<(String, serde_yaml::Mapping)>, ParseError>;
+    /// The node entries camera `name` stands for whatever its settings: its chain, so that the
+    /// nodes wired to it are checked even when its own settings did not parse.
+    fn chain(&self, name: &str) -> Vec<(String, serde_yaml::Mapping)>;
     /// The entry a `POST /api/camera/cameras/{name}?source=...` request describes, or what is
     /// wrong with its query.
     fn from_query(&self, query: &HashMap<String, String>) -> Result<serde_yaml::Value, String>;

@@ -18,9 +18,12 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 fi
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  # Only what is asked for (recommended packages would add hundreds); apt's output goes to a log.
+  apt_log="${TMPDIR:-/tmp}/camgraph-apt.log"
+  echo "installing with apt: ${missing[*]} (log: $apt_log)"
+  { $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y \
+      --no-install-recommends "${missing[@]}"; } >"$apt_log" 2>&1 ||
+    { tail -n 30 "$apt_log" >&2; echo "apt-get failed: see $apt_log" >&2; exit 1; }
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 [ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_yaml::{Mapping, Value};
 
@@ -10,7 +11,7 @@ use super::locate::Locator;
 use super::{ConfigError, ConfigErrors, GraphSpec, NodeSpec, ServerConfig};
 use crate::node::NodeId;
 use crate::port::{PortKind, Ports};
-use crate::registry::Registry;
+use crate::registry::{path_error, DynNode, ParseError, Registry};
 
 /// Reads and parses `path`; errors name the path as given.
 pub fn load_file(path: &Path, registry: &Registry) -> Result<GraphSpec, ConfigErrors> {
@@ -33,6 +34,8 @@ struct Collector<'a> {
     errors: Vec<ConfigError>,
     /// Node id -> the short-form camera it was expanded from, for positions.
     written_as: HashMap<String, String>,
+    /// Nodes of short-form cameras whose settings did not parse (already reported): still nodes.
+    unparsed: HashSet<String>,
 }
 
 impl Collector<'_> {
@@ -57,9 +60,77 @@ impl Collector<'_> {
     }
 }
 
-/// serde says `unknown field `x``; we quote like the rest of our messages.
+/// serde says `unknown field `x`` and `expected u32`; we quote like the rest of our messages and
+/// name what to write, not Rust's type.
 fn tidy(message: &str) -> String {
-    message.replace('`', "'")
+    let message = message.replace('`', "'");
+    let Some((before, expected)) = message.rsplit_once(", expected ") else {
+        return message;
+    };
+    let plain = match expected {
+        "u8" => "a whole number 0..=255",
+        "u16" => "a whole number 0..=65535",
+        "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "a list",
+        "a map" => "a mapping",
+        "socket address" => "an address such as 127.0.0.1:8080",
+        "path string" => "a path",
+        other if other.starts_with("struct ") => "a mapping",
+        _ => return message,
+    };
+    format!("{before}, expected {plain}")
+}
+
+/// The field named by serde's (tidied) "unknown field 'x', expected ..." message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field '")?;
+    rest.split('\'').next().map(str::to_string)
+}
+
+/// Deserializes `settings` with `parse`, collecting every field's error instead of the first:
+/// after an error the field it is about is taken out and the rest parsed again (so a missing
+/// required field is reported once, as what was wrong with it). Gives the settings if what was
+/// left parsed, and the errors in the order found.
+fn parse_all<T>(
+    mut settings: Value,
+    parse: impl Fn(Value) -> Result<T, ParseError>,
+) -> (Option<T>, Vec<ParseError>) {
+    let mut errors = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let err = match parse(settings.clone()) {
+            Ok(parsed) => return (Some(parsed), errors),
+            Err(err) => err,
+        };
+        let message = tidy(&err.message);
+        let missing = message
+            .strip_prefix("missing field '")
+            .and_then(|r| r.split('\'').next());
+        if missing.is_some_and(|f| removed.iter().any(|r| r == f)) {
+            return (None, errors);
+        }
+        // The top-level key the error is in: the path's first step, else the unknown field.
+        let key = err
+            .path
+            .split(['.', '['])
+            .next()
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .or_else(|| unknown_field(&message));
+        errors.push(err);
+        let taken_out = key.filter(|k| {
+            settings
+                .as_mapping_mut()
+                .is_some_and(|m| m.remove(k.as_str()).is_some())
+        });
+        match taken_out {
+            Some(key) => removed.push(key),
+            None => return (None, errors),
+        }
+    }
 }
 
 /// Parses `text` (named `file` in errors) into a validated spec.
@@ -69,6 +140,7 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
         locator: Locator::new(text),
         errors: Vec::new(),
         written_as: HashMap::new(),
+        unparsed: HashSet::new(),
     };
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -95,13 +167,24 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
             return Err(ConfigErrors(c.errors));
         }
     };
-    let Value::Mapping(root) = root else {
-        c.push(
-            None,
-            None,
-            "the file must be a mapping with 'nodes:' (and optionally 'server:')",
-        );
-        return Err(ConfigErrors(c.errors));
+    let root = match root {
+        Value::Mapping(root) => root,
+        Value::Null => {
+            c.push(
+                None,
+                None,
+                "the file is empty: declare the graph under 'nodes:' or 'cameras:'",
+            );
+            return Err(ConfigErrors(c.errors));
+        }
+        _ => {
+            c.push(
+                None,
+                None,
+                "the file must be a mapping with 'nodes:' or 'cameras:' (and optionally 'server:')",
+            );
+            return Err(ConfigErrors(c.errors));
+        }
     };
 
     let mut server = ServerConfig::default();
@@ -110,15 +193,21 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     let mut has_nodes = false;
     for (key, value) in root {
         match key.as_str() {
-            Some("server") => match serde_path_to_error::deserialize::<_, ServerConfig>(value) {
-                Ok(s) => server = s,
-                Err(err) => {
-                    let field = err.path().to_string();
-                    let msg = tidy(&err.into_inner().to_string());
+            Some("server") => {
+                let (parsed, errors) = parse_all(value, |v| {
+                    serde_path_to_error::deserialize::<_, ServerConfig>(v).map_err(path_error)
+                });
+                server = parsed.unwrap_or_default();
+                for err in errors {
+                    let msg = tidy(&err.message);
+                    let (field, text) = match unknown_field(&msg) {
+                        Some(unknown) => (unknown, format!("server: {msg}")),
+                        None => (err.path.clone(), format!("server.{}: {msg}", err.path)),
+                    };
                     let at = c.locator.section_field("server", &field);
-                    c.push(at, None, format!("server.{field}: {msg}"));
+                    c.push(at, None, text);
                 }
-            },
+            }
             Some("nodes") => {
                 has_nodes = true;
                 match value {
@@ -185,6 +274,19 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
     check_edges(&mut c, &nodes);
 
     if c.errors.is_empty() {
+        // Without errors every node's settings parsed.
+        let nodes = nodes
+            .into_iter()
+            .filter_map(|n| {
+                Some(NodeSpec {
+                    config: n.config?,
+                    id: n.id,
+                    type_name: n.type_name,
+                    inputs: n.inputs,
+                    raw: n.raw,
+                })
+            })
+            .collect();
         Ok(GraphSpec { server, nodes })
     } else {
         c.errors.sort_by_key(|e| (e.line, e.column));
@@ -212,44 +314,49 @@ fn expand_cameras(c: &mut Collector, cameras: Mapping, registry: &Registry) -> V
             );
             continue;
         };
-        match short_form.expand(&name, value) {
-            Ok(nodes) => {
-                for (id, settings) in nodes {
-                    c.written_as.insert(id.clone(), name.clone());
-                    entries.push((Value::String(id), Value::Mapping(settings)));
-                }
+        let (nodes, errors) = parse_all(value, |v| short_form.expand(&name, v));
+        for err in errors {
+            let message = tidy(&err.message);
+            let field = unknown_field(&message)
+                .or_else(|| (!err.path.is_empty()).then(|| err.path.clone()));
+            let at = match field.as_deref() {
+                Some(f) => c.locator.field(&name, f),
+                None => c.locator.node(&name),
+            };
+            let field = field.filter(|_| !message.starts_with("unknown field"));
+            let message = match field {
+                Some(f) => format!("camera '{name}': '{f}': {message}"),
+                None => format!("camera '{name}': {message}"),
+            };
+            c.push(at, None, message);
+        }
+        // A camera whose settings did not parse still declares its chain, for the wiring checks.
+        let parsed = nodes.is_some();
+        for (id, settings) in nodes.unwrap_or_else(|| short_form.chain(&name)) {
+            c.written_as.insert(id.clone(), name.clone());
+            if !parsed {
+                c.unparsed.insert(id.clone());
             }
-            Err(err) => {
-                let path = err.path;
-                let message = tidy(&err.message);
-                let field = message
-                    .strip_prefix("unknown field '")
-                    .and_then(|r| r.split('\'').next())
-                    .map(str::to_string)
-                    .or_else(|| (!path.is_empty()).then(|| path.clone()));
-                let at = match field.as_deref() {
-                    Some(f) => c.locator.field(&name, f),
-                    None => c.locator.node(&name),
-                };
-                let field = field.filter(|_| !message.starts_with("unknown field"));
-                let message = match field {
-                    Some(f) => format!("camera '{name}': '{f}': {message}"),
-                    None => format!("camera '{name}': {message}"),
-                };
-                c.push(at, None, message);
-            }
+            entries.push((Value::String(id), Value::Mapping(settings)));
         }
     }
     entries
 }
 
-fn parse_nodes(
-    c: &mut Collector,
-    nodes: Vec<(Value, Value)>,
-    registry: &Registry,
-) -> Vec<NodeSpec> {
+/// A node as parsed. `config` is `None` when its type or settings did not parse (that is already
+/// reported): it is still a node of the file, so inputs naming it are not "missing", but what it
+/// takes and gives is unknown and its wiring is not judged.
+struct Parsed {
+    id: String,
+    type_name: String,
+    inputs: Vec<String>,
+    raw: Value,
+    config: Option<Arc<dyn DynNode>>,
+}
+
+fn parse_nodes(c: &mut Collector, nodes: Vec<(Value, Value)>, registry: &Registry) -> Vec<Parsed> {
     let types = registry.type_names().collect::<Vec<_>>().join(", ");
-    let mut specs: Vec<NodeSpec> = Vec::new();
+    let mut parsed: Vec<Parsed> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     for (key, raw) in nodes {
         let Some(id) = key.as_str().map(str::to_string) else {
@@ -286,95 +393,121 @@ fn parse_nodes(
             );
             continue;
         }
-        let Value::Mapping(mut settings) = raw.clone() else {
+        let mut node = Parsed {
+            id,
+            type_name: String::new(),
+            inputs: Vec::new(),
+            raw: raw.clone(),
+            config: None,
+        };
+        let id = node.id.clone();
+        let Value::Mapping(mut settings) = raw else {
             c.node(&id, None, "must be a mapping with a 'type'");
+            parsed.push(node);
             continue;
         };
-        let inputs = match settings.remove("inputs") {
-            None => Vec::new(),
-            Some(Value::String(s)) => vec![s],
-            Some(Value::Sequence(seq)) if seq.iter().all(Value::is_string) => seq
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
+        // Unknown inputs leave the node's wiring unknown; its settings are still checked.
+        let mut wiring_known = true;
+        match settings.remove("inputs") {
+            None => {}
+            Some(Value::String(s)) => node.inputs = vec![s],
+            Some(Value::Sequence(seq)) if seq.iter().all(Value::is_string) => {
+                node.inputs = seq
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            }
             Some(_) => {
                 c.node(
                     &id,
                     Some("inputs"),
                     "'inputs' must be a node id or a list of node ids",
                 );
-                continue;
+                wiring_known = false;
             }
-        };
-        let type_name = match settings.remove("type") {
-            Some(Value::String(t)) => t,
-            Some(_) => {
-                c.node(
-                    &id,
-                    Some("type"),
-                    format!("'type' must be a string, one of: {types}"),
-                );
-                continue;
-            }
-            None => {
-                c.node(&id, None, format!("missing 'type' (one of: {types})"));
-                continue;
-            }
-        };
-        let config = match registry.parse(&type_name, Value::Mapping(settings)) {
-            None => {
-                c.node(
-                    &id,
-                    Some("type"),
-                    format!("unknown type '{type_name}' (one of: {types})"),
-                );
-                continue;
-            }
-            Some(Err(err)) => {
-                let message = tidy(&err.message);
-                let field = if let Some(rest) = message.strip_prefix("unknown field '") {
-                    rest.split('\'').next().map(str::to_string)
-                } else if err.path.is_empty() {
-                    None
-                } else {
-                    err.path.split(['.', '[']).next().map(str::to_string)
-                };
-                let message = match (&field, err.path.is_empty()) {
-                    (Some(_), false) if !message.starts_with("unknown field") => {
-                        format!("'{}': {message}", err.path)
-                    }
-                    _ => message,
-                };
-                c.node(&id, field.as_deref(), message);
-                continue;
-            }
-            Some(Ok(config)) => config,
-        };
-        for issue in config.validate() {
-            c.node(&id, Some(&issue.field), issue.message);
         }
-        specs.push(NodeSpec {
-            id,
-            type_name,
-            inputs,
-            raw,
-            config,
+        match settings.remove("type") {
+            Some(Value::String(t)) => node.type_name = t,
+            Some(_) => c.node(
+                &id,
+                Some("type"),
+                format!("'type' must be a string, one of: {types}"),
+            ),
+            None => c.node(&id, None, format!("missing 'type' (one of: {types})")),
+        }
+        if node.type_name.is_empty() || c.unparsed.contains(&id) {
+            parsed.push(node);
+            continue;
+        }
+        if !registry.type_names().any(|t| t == node.type_name) {
+            c.node(
+                &id,
+                Some("type"),
+                format!("unknown type '{}' (one of: {types})", node.type_name),
+            );
+            parsed.push(node);
+            continue;
+        }
+        let (config, errors) = parse_all(Value::Mapping(settings), |v| {
+            registry.parse(&node.type_name, v).unwrap_or_else(|| {
+                Err(ParseError {
+                    path: String::new(),
+                    message: format!("unknown type '{}'", node.type_name),
+                })
+            })
         });
+        for err in errors {
+            let message = tidy(&err.message);
+            let field = unknown_field(&message).or_else(|| {
+                let top = err.path.split(['.', '[']).next()?;
+                (!top.is_empty()).then(|| top.to_string())
+            });
+            let message = match (&field, err.path.is_empty()) {
+                (Some(_), false) if !message.starts_with("unknown field") => {
+                    format!("'{}': {message}", err.path)
+                }
+                _ => message,
+            };
+            c.node(&id, field.as_deref(), message);
+        }
+        if let Some(config) = &config {
+            for issue in config.validate() {
+                c.node(&id, Some(&issue.field), issue.message);
+            }
+        }
+        node.config = config.filter(|_| wiring_known);
+        parsed.push(node);
     }
-    specs
+    parsed
 }
 
-/// What `node` gives, following controllers (`Ports::Through`) back to what feeds them; `None`
-/// for a sink, a missing input or a cycle (each reported on its own).
-fn gives(node: &NodeSpec, by_id: &HashMap<&str, &NodeSpec>) -> Option<PortKind> {
+/// What a node gives to the nodes it feeds.
+#[derive(PartialEq)]
+enum Gives {
+    Kind(PortKind),
+    /// A sink.
+    Nothing,
+    /// Not known: its settings did not parse, or a controller's own input is missing or in a
+    /// cycle. Each of those is reported on its own, so the nodes it feeds say nothing more.
+    Unknown,
+}
+
+/// What `node` gives, following controllers (`Ports::Through`) back to what feeds them.
+fn gives(node: &Parsed, by_id: &HashMap<&str, &Parsed>) -> Gives {
     let mut current = node;
     for _ in 0..=by_id.len() {
-        match current.config.ports() {
-            Ports::Through(_) => current = by_id.get(current.inputs.first()?.as_str())?,
-            ports => return ports.output(None),
+        let Some(config) = &current.config else {
+            return Gives::Unknown;
+        };
+        match config.ports() {
+            Ports::Through(_) => match current.inputs.first().and_then(|i| by_id.get(i.as_str())) {
+                Some(input) => current = input,
+                None => return Gives::Unknown,
+            },
+            ports => return ports.output(None).map_or(Gives::Nothing, Gives::Kind),
         }
     }
-    None
+    Gives::Unknown
 }
 
 /// "jpeg", or "jpeg or h264".
@@ -384,10 +517,23 @@ fn kinds_text(kinds: &[PortKind]) -> String {
 }
 
 /// Inputs that exist and fit, and no cycle.
-fn check_edges(c: &mut Collector, nodes: &[NodeSpec]) {
-    let by_id: HashMap<&str, &NodeSpec> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+fn check_edges(c: &mut Collector, nodes: &[Parsed]) {
+    let by_id: HashMap<&str, &Parsed> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     for node in nodes {
-        let ports = node.config.ports();
+        let Some(config) = &node.config else {
+            // What it takes is unknown; whether its inputs exist is not.
+            for input in &node.inputs {
+                if !by_id.contains_key(input.as_str()) {
+                    c.node(
+                        &node.id,
+                        Some("inputs"),
+                        format!("input '{input}' is not a node in this file"),
+                    );
+                }
+            }
+            continue;
+        };
+        let ports = config.ports();
         let accepts = ports.accepts();
         match (accepts, node.inputs.as_slice()) {
             ([], []) => {}
@@ -412,9 +558,13 @@ fn check_edges(c: &mut Collector, nodes: &[NodeSpec]) {
                     format!("input '{input}' is not a node in this file"),
                 ),
                 Some(upstream) => match gives(upstream, &by_id) {
-                    Some(out) if kinds.contains(&out) => {}
+                    Gives::Unknown => {}
+                    Gives::Kind(out) if kinds.contains(&out) => {}
                     out => {
-                        let gives = out.map_or("nothing".to_string(), |k: PortKind| k.to_string());
+                        let gives = match out {
+                            Gives::Kind(k) => k.to_string(),
+                            _ => "nothing".to_string(),
+                        };
                         c.node(
                             &node.id,
                             Some("inputs"),

@@ -72,6 +72,8 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
         }
     })
     .workers(2)
+    // Connections still open 2 s into a graceful stop (a WebSocket) are closed: not actix's 30 s.
+    .shutdown_timeout(2)
     .disable_signals()
     .bind(server.listen)?;
     let addr = http.addrs().first().copied().unwrap_or(server.listen);

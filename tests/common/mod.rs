@@ -93,6 +93,28 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends `signal` (a `kill -s` name such as `TERM`) and waits up to `within` for camgraph to
+    /// exit; gives its exit status and how long it took to exit.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        within: Duration,
+    ) -> (std::process::ExitStatus, Duration) {
+        let sent = std::time::Instant::now();
+        let kill = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -s {signal} failed");
+        let child = &mut self.child;
+        let status = wait_for(
+            &format!("camgraph to exit after SIG{signal}"),
+            within,
+            || child.try_wait().expect("wait for camgraph"),
+        );
+        (status, sent.elapsed())
+    }
+
     /// Replaces the config file the way editors do: write a new file, rename it over the old one.
     pub fn rewrite_config(&self, yaml: &str) {
         let tmp = self.config.with_extension("yaml.tmp");
