@@ -7,6 +7,7 @@
 //! viewer page and `/metrics`; every node reports through the one `metrics` module.
 
 pub mod adapt;
+pub mod app;
 pub mod client;
 pub mod config;
 pub mod error;

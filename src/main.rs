@@ -11,14 +11,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
-use actix::Actor;
-use arc_swap::ArcSwap;
+use camgraph::app::App;
 use camgraph::config::{self, GraphSpec};
-use camgraph::graph::live::{LiveGraph, Reload, StopGraph, Supervisor};
-use camgraph::graph::view::GraphView;
-use camgraph::graph::watch;
-use camgraph::http::{self, AppState};
-use camgraph::metrics::Metrics;
+use camgraph::graph::live::{Reload, StopGraph};
 use camgraph::plugins;
 use camgraph::registry::Registry;
 
@@ -143,39 +138,20 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
         server_config.listen = addr;
     }
     actix_web::rt::System::new().block_on(async move {
-        let metrics = Metrics::new();
-        let live = LiveGraph::start(spec, config.clone(), registry.clone(), &metrics)
-            .context("cannot start the graph")?;
-        let view = Arc::new(ArcSwap::from_pointee(GraphView::default()));
-        let supervisor = Supervisor::new(live, view.clone()).start();
-        let _watcher = match &config {
-            Some(path) => Some(
-                watch::watch_file(path, supervisor.clone().recipient())
-                    .with_context(|| format!("cannot watch {}", path.display()))?,
-            ),
-            None => None,
-        };
-        let stats = Arc::new(http::stats::StatsWindow::default());
-        http::stats::spawn_sampler(stats.clone(), metrics.clone());
-        let state = Arc::new(AppState {
-            view,
-            supervisor: supervisor.clone(),
-            registry,
-            metrics,
-            stats,
-        });
         // Caught from before the server answers, so no signal meets the default action (exit at once).
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangups = signal(SignalKind::hangup())?;
-        let (server, addr) = http::serve(state, &server_config)
-            .with_context(|| format!("cannot listen on {}", server_config.listen))?;
+        let app = App::start(spec, config, registry, &server_config)?;
         // Tests and scripts read this line to find the port; nobody reading it (a closed pipe) is
         // no reason to stop.
-        let _ = writeln!(std::io::stdout(), "camgraph listening on http://{addr}");
+        let _ = writeln!(
+            std::io::stdout(),
+            "camgraph listening on http://{}",
+            app.addr
+        );
         // One shutdown path for SIGINT (Ctrl-C) and SIGTERM (systemd, Docker).
-        let handle = server.handle();
-        let owner = supervisor.clone();
+        let (handle, owner) = (app.handle(), app.supervisor.clone());
         actix_web::rt::spawn(async move {
             let name = tokio::select! {
                 _ = interrupt.recv() => "SIGINT",
@@ -187,14 +163,13 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             let _ = owner.send(StopGraph).await;
             handle.stop(true).await;
         });
-        let reloads = supervisor.clone();
+        let reloads = app.supervisor.clone();
         actix_web::rt::spawn(async move {
             while hangups.recv().await.is_some() {
                 reloads.do_send(Reload { trigger: "SIGHUP" });
             }
         });
-        server.await.context("HTTP server failed")?;
-        let _ = supervisor.send(StopGraph).await;
+        app.run().await.context("HTTP server failed")?;
         Ok(())
     })
 }

@@ -5,14 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Actor;
-use arc_swap::ArcSwap;
+use camgraph::app::App;
 use camgraph::client;
 use camgraph::error::BuildError;
-use camgraph::graph::live::{LiveGraph, Reload, StopGraph, Supervisor};
-use camgraph::graph::view::GraphView;
-use camgraph::http::{self, AppState};
-use camgraph::metrics::Metrics;
+use camgraph::graph::live::Reload;
 use camgraph::node::{BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use camgraph::port::{PortKind, Ports};
 
@@ -146,30 +142,13 @@ fn a_plugin_that_panics_while_starting_fails_its_node_not_the_server() {
             registry.register::<PanicsOnStart>();
             let registry = Arc::new(registry);
             let spec = camgraph::config::load_file(&path, &registry).unwrap();
-            let metrics = Metrics::new();
-            let live =
-                LiveGraph::start(spec.clone(), Some(path), registry.clone(), &metrics).unwrap();
-            let view = Arc::new(ArcSwap::from_pointee(GraphView::default()));
-            let supervisor = Supervisor::new(live, view.clone()).start();
-            let stats = Arc::new(http::stats::StatsWindow::default());
-            let state = Arc::new(AppState {
-                view,
-                supervisor: supervisor.clone(),
-                registry,
-                metrics,
-                stats,
-            });
-            let mut server_config = spec.server.clone();
-            server_config.listen = "127.0.0.1:0".parse().unwrap();
-            let (server, addr) = http::serve(state, &server_config).unwrap();
-            tx.send((
-                format!("http://{addr}"),
-                supervisor.clone(),
-                server.handle(),
-            ))
-            .unwrap();
-            let _ = server.await;
-            let _ = supervisor.send(StopGraph).await;
+            let mut server = spec.server.clone();
+            server.listen = "127.0.0.1:0".parse().unwrap();
+            let app = App::start(spec, Some(path), registry, &server).unwrap();
+            let base = format!("http://{}", app.addr);
+            tx.send((base, app.supervisor.clone(), app.handle()))
+                .unwrap();
+            let _ = app.run().await;
         });
     });
     let (base, supervisor, server) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
