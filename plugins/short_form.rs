@@ -79,7 +79,7 @@ impl ShortForm for UsualChain {
         expand(name, &CameraShortForm::default())
     }
 
-    fn from_query(&self, query: &HashMap<String, String>) -> Result<Value, String> {
+    fn entry_from_query(&self, query: &HashMap<String, String>) -> Result<Value, String> {
         let source = query
             .get("source")
             .filter(|s| !s.trim().is_empty())

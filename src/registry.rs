@@ -56,7 +56,10 @@ pub trait ShortForm: Send + Sync {
     fn chain(&self, name: &str) -> Vec<(String, serde_yaml::Mapping)>;
     /// The entry a `POST /api/camera/cameras/{name}?source=...` request describes, or what is
     /// wrong with its query.
-    fn from_query(&self, query: &HashMap<String, String>) -> Result<serde_yaml::Value, String>;
+    fn entry_from_query(
+        &self,
+        query: &HashMap<String, String>,
+    ) -> Result<serde_yaml::Value, String>;
 }
 
 type ParseFn = fn(serde_yaml::Value) -> Result<Arc<dyn DynNode>, ParseError>;

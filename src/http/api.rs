@@ -74,7 +74,7 @@ async fn add_camera(
         )
     })?;
     let entry = short_form
-        .from_query(&query)
+        .entry_from_query(&query)
         .map_err(ApiError::bad_request)?;
     state
         .supervisor
