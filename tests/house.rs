@@ -21,7 +21,10 @@ fn files_under(dir: &Path, ext: &[&str], out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             files_under(&path, ext, out);
-        } else if ext.iter().any(|e| path.extension().is_some_and(|x| x == *e)) {
+        } else if ext
+            .iter()
+            .any(|e| path.extension().is_some_and(|x| x == *e))
+        {
             out.push(path);
         }
     }
@@ -116,7 +119,7 @@ impl NodeConfig for PanicsOnStart {
 
 const GOOD: &str = "\
 cameras:
-  front: { source: test, width: 320, height: 240, fps: 10 }
+  front: { source: test, width: 320, height: 240, fps: 10, webrtc: false }
 ";
 
 fn get(base: &str, path: &str) -> (u16, String) {
@@ -144,8 +147,8 @@ fn a_plugin_that_panics_while_starting_fails_its_node_not_the_server() {
             let registry = Arc::new(registry);
             let spec = camgraph::config::load_file(&path, &registry).unwrap();
             let metrics = Metrics::new();
-            let live = LiveGraph::start(spec.clone(), Some(path), registry.clone(), &metrics)
-                .unwrap();
+            let live =
+                LiveGraph::start(spec.clone(), Some(path), registry.clone(), &metrics).unwrap();
             let view = Arc::new(ArcSwap::from_pointee(GraphView::default()));
             let supervisor = Supervisor::new(live, view.clone()).start();
             let stats = Arc::new(http::stats::StatsWindow::default());
@@ -159,8 +162,12 @@ fn a_plugin_that_panics_while_starting_fails_its_node_not_the_server() {
             let mut server_config = spec.server.clone();
             server_config.listen = "127.0.0.1:0".parse().unwrap();
             let (server, addr) = http::serve(state, &server_config).unwrap();
-            tx.send((format!("http://{addr}"), supervisor.clone(), server.handle()))
-                .unwrap();
+            tx.send((
+                format!("http://{addr}"),
+                supervisor.clone(),
+                server.handle(),
+            ))
+            .unwrap();
             let _ = server.await;
             let _ = supervisor.send(StopGraph).await;
         });
@@ -201,7 +208,10 @@ fn a_plugin_that_panics_while_starting_fails_its_node_not_the_server() {
         .expect("the broken node is listed")
         .clone();
     assert_eq!(broken["state"], "failed", "{broken}");
-    assert!(broken["error"].as_str().unwrap().contains("this plugin is broken"));
+    assert!(broken["error"]
+        .as_str()
+        .unwrap()
+        .contains("this plugin is broken"));
     let deadline = Instant::now() + Duration::from_secs(10);
     for (path, want) in [
         ("/healthz", 200),
