@@ -32,9 +32,8 @@ fn a_viewer_asks_for_a_size_and_another_keeps_the_full_one() {
 
 #[test]
 fn unknown_or_impossible_values_get_a_400_that_says_why() {
-    let server = Server::start(&format!(
-        "cameras:\n  front: {{ source: test, width: 320, height: 240, fps: 10 }}\n"
-    ));
+    let server =
+        Server::start("cameras:\n  front: { source: test, width: 320, height: 240, fps: 10 }\n");
     for (path, message) in [
         (
             "/api/camera/stream/front?widht=640",

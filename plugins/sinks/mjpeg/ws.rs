@@ -80,7 +80,7 @@ async fn open(
         waiting: None,
         last_seen: Instant::now(),
     };
-    Ok(ws::start(session, &req, stream)?)
+    ws::start(session, &req, stream)
 }
 
 /// The header of one frame (see the table above).
