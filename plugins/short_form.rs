@@ -1,11 +1,14 @@
-//! The short form for the common case: an entry under `cameras:` expands to the usual chain
-//! `NAME` (camera) -> `NAME_jpeg` (jpeg_encoder) -> `NAME_mjpeg` (mjpeg_sink). Cameras added through
-//! the API (`POST /api/camera/cameras/NAME?source=...`) are expanded the same way. Registered
-//! with the registry as its `ShortForm`.
+//! The short form for the common case: an entry under `cameras:` expands to the usual chains
+//! `NAME` (camera) -> `NAME_jpeg` (jpeg_encoder) -> `NAME_mjpeg` (mjpeg_sink) and, unless
+//! `webrtc: false` (or a build without WebRTC), `NAME` -> `NAME_h264` (h264_encoder) ->
+//! `NAME_rtc_adaptive` (adaptive) -> `NAME_rtc` (webrtc_sink), which costs nothing until a peer
+//! connects. Cameras added through the API (`POST /api/camera/cameras/NAME?source=...`) are
+//! expanded the same way. Registered with the registry as its `ShortForm`.
 //!
 //! ```yaml
 //! cameras:
 //!   front: { source: test, width: 1280, height: 720, fps: 30, quality: 80 }
+//!   rear:  { source: /dev/video0, webrtc: false }
 //! ```
 
 use std::collections::HashMap;
@@ -41,6 +44,9 @@ pub struct CameraShortForm {
     /// As `mjpeg_sink.max_viewers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_viewers: Option<usize>,
+    /// Also the WebRTC chain (H.264, adaptive, WebRTC sink). Default true in builds with WebRTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webrtc: Option<bool>,
 }
 
 fn node(type_name: &str, input: Option<&str>, fields: Vec<(&str, Value)>) -> Mapping {
@@ -92,6 +98,14 @@ impl ShortForm for UsualChain {
             height: param(query, "height", 16..=4320).map_err(bad)?,
             fps: param(query, "fps", 1..=120).map_err(bad)?,
             quality: param(query, "quality", JpegVariant::QUALITY).map_err(bad)?,
+            webrtc: match query.get("webrtc").map(String::as_str) {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(other) => {
+                    return Err(format!("'webrtc' must be true or false (got '{other}')"))
+                }
+            },
             ..Default::default()
         };
         serde_yaml::to_value(camera).map_err(|e| e.to_string())
@@ -110,11 +124,23 @@ fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
     let mut mjpeg = Vec::new();
     set(&mut mjpeg, "max_viewers", c.max_viewers.map(|v| v as u64));
     let (jpeg_id, mjpeg_id) = (format!("{name}_jpeg"), format!("{name}_mjpeg"));
-    vec![
+    let mut nodes = vec![
         (name.to_string(), node("camera", None, camera)),
         (jpeg_id.clone(), node("jpeg_encoder", Some(name), jpeg)),
         (mjpeg_id, node("mjpeg_sink", Some(&jpeg_id), mjpeg)),
-    ]
+    ];
+    if c.webrtc.unwrap_or(cfg!(feature = "webrtc")) {
+        let (h264, adaptive) = (format!("{name}_h264"), format!("{name}_rtc_adaptive"));
+        nodes.extend([
+            (h264.clone(), node("h264_encoder", Some(name), Vec::new())),
+            (adaptive.clone(), node("adaptive", Some(&h264), Vec::new())),
+            (
+                format!("{name}_rtc"),
+                node("webrtc_sink", Some(&adaptive), Vec::new()),
+            ),
+        ]);
+    }
+    nodes
 }
 
 #[cfg(test)]
@@ -131,7 +157,32 @@ mod tests {
         };
         let nodes = expand("rear", &c);
         let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["rear", "rear_jpeg", "rear_mjpeg"]);
+        assert_eq!(
+            ids,
+            [
+                "rear",
+                "rear_jpeg",
+                "rear_mjpeg",
+                "rear_h264",
+                "rear_rtc_adaptive",
+                "rear_rtc"
+            ]
+        );
+        assert_eq!(nodes[3].1["inputs"][0], "rear");
+        assert_eq!(nodes[4].1["inputs"][0], "rear_h264");
+        assert_eq!(nodes[5].1["type"], "webrtc_sink");
+        let mjpeg_only = expand(
+            "rear",
+            &CameraShortForm {
+                webrtc: Some(false),
+                ..c.clone()
+            },
+        );
+        assert_eq!(
+            mjpeg_only.len(),
+            3,
+            "webrtc: false keeps the MJPEG chain only"
+        );
         assert_eq!(nodes[0].1["fps"], 15);
         assert_eq!(nodes[1].1["inputs"][0], "rear");
         assert_eq!(nodes[1].1["quality"], 60);

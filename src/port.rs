@@ -165,6 +165,11 @@ impl fmt::Display for H264Variant {
 pub trait Feed<V>: Send + Sync {
     /// Subscribes to the stream of `variant` (`None`: the encoder's configured setting).
     fn subscribe(&self, variant: Option<V>) -> Result<Subscriber<EncodedFrame>, ServiceError>;
+    /// The variant `subscribe(None)` gives, when it is one fixed variant: a viewer asking for only
+    /// part of a variant (a size, not a quality) gets the rest from it.
+    fn default_variant(&self) -> Option<V> {
+        None
+    }
     /// Makes the next frame of `variant` a keyframe; cheap, callable from any thread. A no-op
     /// where every frame is one (JPEG).
     fn request_keyframe(&self, _variant: Option<V>) {}

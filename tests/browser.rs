@@ -1,7 +1,7 @@
 //! End to end in a real browser: headless Chromium (driven by tests/browser/viewer.mjs through
 //! playwright-core) opens the viewer page, reads the frame number painted by the test pattern back
-//! from a canvas, and checks that it advances at the camera rate, that the page's `stop` button
-//! freezes it and that `start` makes it advance again. Screenshots land in tests/artifacts/browser.
+//! from a canvas, and checks that it advances at the camera rate, that the page's `Stop` button
+//! freezes it and that `Start` makes it advance again. Screenshots land in tests/artifacts/browser.
 //! Needs node, /usr/bin/chromium and `npm ci --prefix tests/browser`; a missing piece fails the test.
 
 mod common;

@@ -94,6 +94,11 @@ fn the_embedded_default_is_configs_default_yaml() {
     let camera = spec.nodes.iter().find(|n| n.type_name == "camera").unwrap();
     assert_eq!(camera.raw["width"], 1280);
     assert_eq!(camera.raw["fps"], 30);
+    // The whole guide: MJPEG and, for its WebRTC client and WHEP, the H.264 chain.
+    let types: Vec<&str> = spec.nodes.iter().map(|n| n.type_name.as_str()).collect();
+    for needed in ["mjpeg_sink", "h264_encoder", "adaptive", "webrtc_sink"] {
+        assert!(types.contains(&needed), "{needed} missing from {types:?}");
+    }
 }
 
 #[test]

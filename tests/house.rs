@@ -115,7 +115,7 @@ impl NodeConfig for PanicsOnStart {
 
 const GOOD: &str = "\
 cameras:
-  front: { source: test, width: 320, height: 240, fps: 10 }
+  front: { source: test, width: 320, height: 240, fps: 10, webrtc: false }
 ";
 
 fn get(base: &str, path: &str) -> (u16, String) {

@@ -3,15 +3,16 @@
 // row1 = its complement (a check), row2 = capture time in Unix ms (low 32 bits).
 
 // Runs in the page (Playwright serialises it): installs window.camgraphMarks(source, w, h), which
-// draws an <img> or <video> of size w x h on a canvas and returns { seq, capturedMs } or
+// draws an <img>, <video> or <canvas> of size w x h on a canvas and returns { seq, capturedMs } or
 // { seq: null, why }.
 function installInPage() {
   const BITS = 32;
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  window.camgraphMarks = (source, w, h) => {
+  // `painted`: the width the camera painted the marks at, when the picture was scaled down from it.
+  window.camgraphMarks = (source, w, h, painted = w) => {
     if (!w) return { seq: null, why: 'no picture yet' };
-    const b = Math.max(8, Math.floor(w / BITS / 8) * 8);
+    const b = Math.round(Math.max(8, Math.floor(painted / BITS / 8) * 8) * (w / painted));
     if (w < BITS * b || h < 3 * b) return { seq: null, why: `picture ${w}x${h} too small` };
     if (canvas.width !== w || canvas.height !== h) {
       canvas.width = w;
@@ -23,13 +24,14 @@ function installInPage() {
     const row = (r) => {
       let value = 0;
       for (let bit = 0; bit < BITS; bit++) {
-        const x0 = bit * b + b / 4;
-        const y0 = r * b + b / 4;
+        const x0 = Math.floor(bit * b + b / 4);
+        const y0 = Math.floor(r * b + b / 4);
+        const n = Math.max(1, Math.floor(b / 2));
         let sum = 0;
-        for (let y = y0; y < y0 + b / 2; y++) {
-          for (let x = x0; x < x0 + b / 2; x++) sum += data[(y * stride + x) * 4 + 1];
+        for (let y = y0; y < y0 + n; y++) {
+          for (let x = x0; x < x0 + n; x++) sum += data[(y * stride + x) * 4 + 1];
         }
-        value = ((value << 1) | (sum / ((b / 2) * (b / 2)) > 127 ? 1 : 0)) >>> 0;
+        value = ((value << 1) | (sum / (n * n) > 127 ? 1 : 0)) >>> 0;
       }
       return value;
     };

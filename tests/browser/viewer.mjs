@@ -2,11 +2,11 @@
 //
 //   node tests/browser/viewer.mjs URL OUTDIR [--camera front] [--fps 30]
 //
-// Opens URL (the viewer, `/`), waits for the camera's MJPEG <img> to show frames, then reads the
-// frame number painted by the test pattern (plugins/sources/testsrc: three rows of 32 black/white
+// Opens URL (the viewer, `/`), waits for the camera's tile (its MJPEG frames arrive over a
+// WebSocket and are drawn on a <canvas>) to show frames, then reads the frame number painted by the test pattern (plugins/sources/testsrc: three rows of 32 black/white
 // blocks, row0 = seq MSB first, row1 = !seq, row2 = capture ms) back from a canvas in the page, the
 // same way `read_marks` does. It checks that the number advances at about the camera rate, that the
-// page's `stop` button freezes it and that `start` makes it advance again. Screenshots go to OUTDIR.
+// page's `Stop` button freezes it and that `Start` makes it advance again. Screenshots go to OUTDIR.
 // Prints one JSON summary line on stdout; exits 1 with a message on stderr on any failure.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -42,17 +42,17 @@ function check(condition, message) {
   if (!condition) throw new Failure(message);
 }
 
-// Runs in the page: samples the camera's <img> every few ms for `ms` milliseconds, drawing it on a
+// Runs in the page: samples the camera tile's picture every few ms for `ms` milliseconds, drawing it on a
 // canvas and decoding the marks. Returns [{ t, seq }] where seq is null if the marks did not check out.
 // Playwright serialises it into the page; marks.mjs installed the reader there.
 async function sampleInPage({ camera, ms }) {
-  const img = [...document.querySelectorAll('figure')]
-    .find((f) => f.querySelector('figcaption b')?.textContent === camera)
-    ?.querySelector('img');
-  if (!img) throw new Error(`no <img> for camera ${camera}`);
+  const img = [...document.querySelectorAll('article')]
+    .find((f) => f.dataset.camera === camera)
+    ?.querySelector('canvas');
+  if (!img) throw new Error(`no picture for camera ${camera}`);
   const read = () => {
-    const m = window.camgraphMarks(img, img.naturalWidth, img.naturalHeight);
-    return m.seq === null ? m : { ...m, size: `${img.naturalWidth}x${img.naturalHeight}` };
+    const m = window.camgraphMarks(img, img.width, img.height);
+    return m.seq === null ? m : { ...m, size: `${img.width}x${img.height}` };
   };
   const samples = [];
   const start = performance.now();
@@ -132,30 +132,24 @@ async function run({ url, outDir, camera, fps }, state) {
   check(response && response.ok(), `GET ${url} answered ${response?.status()}`);
   const title = await page.title();
 
-  const figure = page.locator('figure', { has: page.locator('figcaption b', { hasText: new RegExp(`^${camera}$`) }) });
+  const figure = page.getByRole('article', { name: camera, exact: true });
   try {
     await figure.waitFor({ timeout: 10_000 });
   } catch {
-    const error = await page.locator('#error').textContent();
-    throw new Failure(`the page shows no card for camera '${camera}' (#error: ${JSON.stringify(error)})`);
+    const error = await page.locator('#summary').textContent();
+    throw new Failure(`the page shows no tile for camera '${camera}' (summary: ${JSON.stringify(error)})`);
   }
-  const img = figure.locator('img');
-  try {
-    await img.evaluate(
-      (el) => new Promise((resolve, reject) => {
-        const t0 = performance.now();
-        const poll = () => {
-          if (el.naturalWidth > 0) resolve();
-          else if (performance.now() - t0 > 10_000) reject(new Error('timeout'));
-          else setTimeout(poll, 20);
-        };
-        poll();
-      }),
-    );
-  } catch {
-    throw new Failure(`camera '${camera}' <img> showed no frame within 10 s (src ${await img.getAttribute('src')})`);
-  }
-  const natural = await img.evaluate((el) => ({ w: el.naturalWidth, h: el.naturalHeight, src: el.src }));
+  const img = figure.locator('canvas');
+  const badge = figure.locator('.badge');
+  const waitLive = async (what) => {
+    try {
+      await figure.locator('.badge[data-state=live]').waitFor({ timeout: 10_000 });
+    } catch {
+      throw new Failure(`camera '${camera}' showed no frame within 10 s ${what} (badge: ${await badge.textContent()})`);
+    }
+  };
+  await waitLive('after loading');
+  const natural = await img.evaluate((el) => ({ w: el.width, h: el.height }));
   const box = await img.boundingBox();
 
   // 1. Streaming: the number advances at about the camera rate.
@@ -174,7 +168,7 @@ async function run({ url, outDir, camera, fps }, state) {
   const clickAndWait = async (action) => {
     const [resp] = await Promise.all([
       page.waitForResponse((r) => r.url().includes(`/api/camera/${action}`) && r.request().method() === 'POST', { timeout: 5_000 }),
-      figure.getByRole('button', { name: action, exact: true }).click(),
+      figure.getByRole('button', { name: action[0].toUpperCase() + action.slice(1), exact: true }).click(),
     ]);
     const body = await resp.text();
     check(resp.ok(), `POST /api/camera/${action} answered ${resp.status()}: ${body}`);
@@ -184,16 +178,17 @@ async function run({ url, outDir, camera, fps }, state) {
   await page.waitForTimeout(STOP_GRACE_MS);
   const stopped = analyse(await page.evaluate(sampleInPage, { camera, ms: STOPPED_MS }));
   await page.screenshot({ path: join(outDir, 'viewer-stopped.png') });
-  check(stopped.unreadable === 0, `after stop, ${stopped.unreadable} of ${stopped.samples} samples had no readable frame number (${stopped.unreadableReasons.join(', ')}): the <img> should keep showing the last frame`);
+  check(stopped.unreadable === 0, `after stop, ${stopped.unreadable} of ${stopped.samples} samples had no readable frame number (${stopped.unreadableReasons.join(', ')}): the tile should keep showing the last frame`);
+  const stoppedBadge = await badge.getAttribute('data-state');
+  check(stoppedBadge === 'stopped', `after stop the tile says '${stoppedBadge}', not 'stopped'`);
   check(stopped.distinct === 1, `after stop (+${STOP_GRACE_MS} ms) the frame number still moved: ${JSON.stringify(stopped.firstSeen.map((s) => s.seq))}`);
   check(stopped.last >= streaming.last, `after stop the page shows frame ${stopped.last}, older than ${streaming.last}`);
   const frozenAt = stopped.last;
 
-  // 3. start: the page reloads the <img> and the number advances past the frozen one.
-  const srcBefore = await img.getAttribute('src');
+  // 3. start: the tile is live again and the number advances past the frozen one.
   const startResponse = await clickAndWait('start');
-  const srcAfter = await img.getAttribute('src');
-  check(srcAfter !== srcBefore, `start did not reload the <img> (src still ${srcAfter})`);
+  await waitLive('after start');
+  const srcAfter = await badge.textContent();
   const restarted = analyse(await page.evaluate(sampleInPage, { camera, ms: RESTART_MS }));
   await page.screenshot({ path: join(outDir, 'viewer-restarted.png') });
   const newer = restarted.firstSeen.filter((s) => s.seq > frozenAt);
@@ -204,8 +199,9 @@ async function run({ url, outDir, camera, fps }, state) {
   );
   const restartFps = newer.length >= 2 ? Math.round(((newer.length - 1) / ((newer.at(-1).t - newer[0].t) / 1000)) * 10) / 10 : 0;
 
-  const errorText = (await page.locator('#error').textContent()) ?? '';
+  const errorText = (await figure.locator('.note').textContent()) ?? '';
   check(errorText.trim() === '', `the page shows an error: ${errorText}`);
+  check(await page.locator('#offline').isHidden(), 'the page says the server is unreachable');
   check(pageErrors.length === 0, `uncaught errors in the page: ${pageErrors.join(' | ')}`);
 
   return {
@@ -218,7 +214,7 @@ async function run({ url, outDir, camera, fps }, state) {
     streaming: brief(streaming),
     fps: streaming.fps,
     stop: { response: stopResponse.body, frozenAt, ...brief(stopped) },
-    start: { response: startResponse.body, src: srcAfter, firstNew: newer[0]?.seq, newFrames: newer.length, firstNewAfterMs: Math.round(newer[0]?.t ?? -1), fps: restartFps },
+    start: { response: startResponse.body, badge: srcAfter, firstNew: newer[0]?.seq, newFrames: newer.length, firstNewAfterMs: Math.round(newer[0]?.t ?? -1), fps: restartFps },
     consoleErrors,
     screenshots: ['viewer.png', 'viewer-img.png', 'viewer-stopped.png', 'viewer-restarted.png'].map((f) => join(outDir, f)),
   };

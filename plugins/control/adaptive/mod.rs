@@ -376,6 +376,10 @@ impl Feed<JpegVariant> for AdaptiveJpeg {
             .subscribe(Some(variant.unwrap_or(self.steps.top())))
     }
 
+    fn default_variant(&self) -> Option<JpegVariant> {
+        Some(self.steps.top())
+    }
+
     fn policy(&self) -> Option<Box<dyn AdaptPolicy<JpegVariant>>> {
         Some(self.steps.policy())
     }
@@ -394,6 +398,10 @@ impl Feed<H264Variant> for AdaptiveVideo {
     ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
         self.upstream
             .subscribe(Some(variant.unwrap_or(self.steps.top())))
+    }
+
+    fn default_variant(&self) -> Option<H264Variant> {
+        Some(self.steps.top())
     }
 
     fn request_keyframe(&self, variant: Option<H264Variant>) {

@@ -67,6 +67,10 @@ impl Feed<H264Variant> for H264Output {
         self.outputs.subscribe(variant)
     }
 
+    fn default_variant(&self) -> Option<H264Variant> {
+        Some(self.default)
+    }
+
     fn request_keyframe(&self, variant: Option<H264Variant>) {
         if let Some(o) = self.outputs.get(&variant.unwrap_or(self.default)) {
             o.keyframe.store(true, Ordering::Relaxed);

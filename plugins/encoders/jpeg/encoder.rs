@@ -52,6 +52,10 @@ impl Feed<JpegVariant> for Variants {
         }
         self.outputs.subscribe(variant)
     }
+
+    fn default_variant(&self) -> Option<JpegVariant> {
+        Some(self.default)
+    }
 }
 
 #[derive(Clone)]

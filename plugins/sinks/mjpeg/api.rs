@@ -1,5 +1,6 @@
 //! The mjpeg_sink's HTTP face: the guide's stream (`GET /api/camera/stream[/{name}]`, with
-//! `?quality=` and `?fps=` per viewer) and snapshot (`GET /api/camera/snapshot[/{name}]`)
+//! `?quality=`, `?fps=`, `?width=` and `?height=` per viewer), the same pictures over a WebSocket
+//! (`GET /api/camera/ws[/{name}]`, `ws.rs`) and the snapshot (`GET /api/camera/snapshot[/{name}]`)
 //! routes, the messages they send the sink, and the capabilities by which a route finds the sink
 //! of a camera (or a sink named by its node id).
 
@@ -7,8 +8,12 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use actix_web::{web, HttpResponse};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 
 use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
@@ -16,18 +21,15 @@ use crate::http::face::{no_cache, param, ApiError, Live, Query};
 use crate::mjpeg;
 use crate::node::Capability;
 
+use super::viewer::{mjpeg_body, ViewerFrames, Wanted};
+
 /// The body of an HTTP streaming response.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
-/// Opens an MJPEG stream for one viewer.
+/// Opens the frames of one viewer, for its multipart body or its WebSocket.
 #[derive(Message, Clone, Copy, Debug)]
-#[rtype(result = "Result<ByteStream, ServiceError>")]
-pub struct OpenStream {
-    /// JPEG quality; `None` is the encoder's configured quality.
-    pub quality: Option<u8>,
-    /// Frames per second for this viewer; `None` is every frame.
-    pub fps: Option<f64>,
-}
+#[rtype(result = "Result<ViewerFrames, ServiceError>")]
+pub struct OpenStream(pub Wanted);
 
 /// The latest JPEG of a camera, waiting briefly for one if capture was idle.
 #[derive(Message, Clone, Copy, Debug)]
@@ -53,6 +55,11 @@ impl Capability for Snapshots {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/camera/stream", web::get().to(stream_default))
         .route("/api/camera/stream/{name}", web::get().to(stream_named))
+        .route("/api/camera/ws", web::get().to(super::ws::open_default))
+        .route(
+            "/api/camera/ws/{name}",
+            web::get().to(super::ws::open_named),
+        )
         .route("/api/camera/snapshot", web::get().to(snapshot_default))
         .route("/api/camera/snapshot/{name}", web::get().to(snapshot_named));
 }
@@ -61,14 +68,60 @@ fn no_sink(camera: &str) -> String {
     format!("camera '{camera}' has no mjpeg_sink")
 }
 
+/// The query parameters a viewer may give, checked: an unknown one or a value out of range is
+/// the caller's mistake, never silently ignored.
+pub(super) fn wanted(query: &Query, allowed_extra: &[&str]) -> Result<Wanted, ApiError> {
+    const KNOWN: [&str; 4] = ["quality", "fps", "width", "height"];
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !KNOWN.contains(&k.as_str()) && !allowed_extra.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter '{unknown}' (a stream takes quality, fps, width and height)"
+        )));
+    }
+    let width = param::<u32>(query, "width", 16..=7680)?;
+    let height = param::<u32>(query, "height", 16..=4320)?;
+    Ok(Wanted {
+        quality: param::<u8>(query, "quality", 10..=100)?,
+        fps: param::<f64>(query, "fps", 1.0..=60.0)?,
+        size: (width.is_some() || height.is_some())
+            .then(|| (width.unwrap_or(u32::MAX), height.unwrap_or(u32::MAX))),
+    })
+}
+
+/// How long a stream that asked for a size waits for the first frame (it names the size given).
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(3);
+
 async fn stream(live: Live, name: Option<&str>, query: Query) -> Result<HttpResponse, ApiError> {
-    let quality = param::<u8>(&query, "quality", 10..=100)?;
-    let fps = param::<f64>(&query, "fps", 1.0..=60.0)?;
-    let (_, MjpegStreams(open)) = live.find(name, no_sink)?;
-    let body = open.send(OpenStream { quality, fps }).await??;
-    Ok(no_cache(&mut HttpResponse::Ok())
-        .content_type(mjpeg::CONTENT_TYPE)
-        .streaming(body))
+    // `t`: the cache buster pages add to restart an <img>; `token`: for the security layer.
+    let wanted = wanted(&query, &["t", "token"])?;
+    let (camera, MjpegStreams(open)) = live.find(name, no_sink)?;
+    let mut frames = open.send(OpenStream(wanted)).await??;
+    let mut ok = HttpResponse::Ok();
+    let response = no_cache(&mut ok).content_type(mjpeg::CONTENT_TYPE);
+    // A size asked for is answered with the size given, known from the first frame.
+    let first = match wanted.size {
+        None => None,
+        Some(_) => match tokio::time::timeout(FIRST_FRAME_WAIT, frames.next()).await {
+            Ok(Some(frame)) => {
+                response.insert_header(("X-Frame-Size", format!("{}x{}", frame.width, frame.height)));
+                Some(frame)
+            }
+            Ok(None) => return Err(ApiError::not_found(format!("camera '{camera}' went away"))),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "no frame from camera '{camera}' within {} ms to size the stream (is capture stopped?)",
+                        FIRST_FRAME_WAIT.as_millis()
+                    ),
+                ))
+            }
+        },
+    };
+    let body: ByteStream = mjpeg_body(frames, first).boxed();
+    Ok(response.streaming(body))
 }
 
 async fn stream_default(live: Live, query: Query) -> Result<HttpResponse, ApiError> {

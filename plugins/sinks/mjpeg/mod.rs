@@ -1,7 +1,8 @@
 //! The `mjpeg_sink` node: serves a camera's JPEGs as `multipart/x-mixed-replace` to any number of
-//! viewers (`GET /api/camera/stream/{camera}`) and as single pictures (`GET
-//! /api/camera/snapshot/{camera}`). Viewers share the encoder's output for their quality; one that
-//! reads slowly skips to the newest frame instead of queueing.
+//! viewers (`GET /api/camera/stream/{camera}`), as binary WebSocket messages (`GET
+//! /api/camera/ws/{camera}`, one socket per viewer, for pages with many cameras) and as single
+//! pictures (`GET /api/camera/snapshot/{camera}`). Viewers share the encoder's output for their
+//! quality and size; one that reads slowly skips to the newest frame instead of queueing.
 //!
 //! ```yaml
 //! front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 200 }
@@ -9,23 +10,23 @@
 
 pub mod api;
 mod viewer;
+mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Context, Handler, ResponseFuture};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::adapt::FeedReader;
 use crate::error::{BuildError, ServiceError};
 use crate::frame::EncodedFrame;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
-use crate::port::{JpegFeed, JpegVariant, PortKind, Ports};
+use crate::port::{JpegFeed, PortKind, Ports};
 use crate::stop::{stop_on, StopToken, Stopper};
-use api::{ByteStream, MjpegStreams, OpenStream, Snapshots, TakeSnapshot};
+use api::{MjpegStreams, OpenStream, Snapshots, TakeSnapshot};
+pub use viewer::{fitting_scale, ViewerFrames, Wanted};
 
 /// Settings of an `mjpeg_sink` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -121,7 +122,7 @@ impl Actor for MjpegSink {
 }
 
 impl Handler<OpenStream> for MjpegSink {
-    type Result = Result<ByteStream, ServiceError>;
+    type Result = Result<ViewerFrames, ServiceError>;
 
     fn handle(&mut self, msg: OpenStream, _: &mut Self::Context) -> Self::Result {
         let count = self.viewers.load(Ordering::Relaxed);
@@ -131,9 +132,8 @@ impl Handler<OpenStream> for MjpegSink {
                 self.camera, self.config.max_viewers
             )));
         }
-        let frames = FeedReader::open(self.feed.clone(), msg.quality.map(JpegVariant::full))?;
         let guard = viewer::ViewerGuard::new(self.viewers.clone(), self.metrics.viewers.clone());
-        Ok(viewer::mjpeg_body(frames, msg.fps, guard, self.metrics.clone()).boxed())
+        ViewerFrames::open(self.feed.clone(), msg.0, guard, self.metrics.clone())
     }
 }
 
@@ -169,11 +169,12 @@ impl Handler<TakeSnapshot> for MjpegSink {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use futures_util::StreamExt;
 
     use super::*;
     use crate::fanout::{Fanout, Subscriber};
     use crate::frame::Codec;
-    use crate::port::{Feed, Port};
+    use crate::port::{Feed, JpegVariant, Port};
 
     /// A feed that hands out one fan-out point, whatever the quality.
     struct OneQuality(Fanout<EncodedFrame>);
@@ -222,18 +223,13 @@ mod tests {
         let (services, handle) = sink(&feed, 1);
         let MjpegStreams(stream) = services.get().expect("mjpeg streams");
         let mut body = stream
-            .send(OpenStream {
-                quality: None,
-                fps: None,
-            })
+            .send(OpenStream(Wanted::default()))
             .await
             .unwrap()
+            .map(|frames| viewer::mjpeg_body(frames, None).boxed())
             .unwrap();
         let refused = stream
-            .send(OpenStream {
-                quality: None,
-                fps: None,
-            })
+            .send(OpenStream(Wanted::default()))
             .await
             .unwrap()
             .err();
@@ -257,10 +253,7 @@ mod tests {
         // The viewer is gone: room for another.
         drop(body);
         assert!(stream
-            .send(OpenStream {
-                quality: None,
-                fps: None
-            })
+            .send(OpenStream(Wanted::default()))
             .await
             .unwrap()
             .is_ok());

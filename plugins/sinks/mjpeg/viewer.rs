@@ -1,9 +1,12 @@
-//! One MJPEG viewer's response body: waits for the newest JPEG of its quality, thins to its fps,
-//! and yields the part header, the shared JPEG bytes (not copied) and the part end.
+//! One MJPEG viewer, whatever carries its pictures (a multipart HTTP body or a WebSocket): it waits
+//! for the newest JPEG of its variant, thins to its fps, and, when it asked for a size, finds the
+//! nearest size the encoder makes at or below it from the camera's first full-size frame
+//! (`ViewerFrames`). `mjpeg_body` turns those frames into the multipart body: the part header, the
+//! shared JPEG bytes (not copied) and the part end.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -11,11 +14,12 @@ use futures_util::stream::{self, Stream};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use crate::adapt::FeedReader;
+use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
 use crate::metrics::{DropReason, NodeMetrics};
 use crate::mjpeg;
 use crate::pacing::RateLimiter;
-use crate::port::JpegVariant;
+use crate::port::{JpegFeed, JpegVariant, SCALES};
 
 #[derive(Clone)]
 pub(super) struct ViewerMetrics {
@@ -61,71 +65,192 @@ impl Drop for ViewerGuard {
     }
 }
 
-struct Viewer {
+/// The smallest scale (so the largest picture) whose size fits in `max_w` x `max_h`; the smallest
+/// picture the encoder makes when none fits.
+pub fn fitting_scale(width: u32, height: u32, max_w: u32, max_h: u32) -> u8 {
+    SCALES
+        .into_iter()
+        .find(|s| width / u32::from(*s) <= max_w && height / u32::from(*s) <= max_h)
+        .unwrap_or(SCALES[SCALES.len() - 1])
+}
+
+/// What a viewer asks for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wanted {
+    /// JPEG quality; `None`: the encoder's (or the ladder's) choice.
+    pub quality: Option<u8>,
+    /// Frames per second; `None`: every frame.
+    pub fps: Option<f64>,
+    /// Largest width and height; `None`: the camera's size.
+    pub size: Option<(u32, u32)>,
+}
+
+/// One viewer's frames. The caller sends them and then calls `sent`.
+pub struct ViewerFrames {
+    feed: Weak<JpegFeed>,
     frames: FeedReader<JpegVariant>,
+    /// The variant asked for when it is fixed; its scale is the size given.
+    variant: Option<JpegVariant>,
+    /// The size asked for, until the first full-size frame has told the camera's size.
+    resolve: Option<(u32, u32)>,
     limiter: Option<RateLimiter>,
+    metrics: ViewerMetrics,
+    _guard: ViewerGuard,
+}
+
+impl ViewerFrames {
+    pub(super) fn open(
+        feed: Arc<JpegFeed>,
+        wanted: Wanted,
+        guard: ViewerGuard,
+        metrics: ViewerMetrics,
+    ) -> Result<Self, ServiceError> {
+        // A size fixes the variant (no ladder): the quality asked, else the feed's default one.
+        let variant = match (wanted.quality, wanted.size) {
+            (Some(q), _) => Some(JpegVariant::full(q)),
+            (None, Some(_)) => Some(feed.default_variant().unwrap_or(JpegVariant::full(80))),
+            (None, None) => None,
+        };
+        Ok(Self {
+            frames: FeedReader::open(feed.clone(), variant)?,
+            feed: Arc::downgrade(&feed),
+            variant,
+            resolve: wanted.size,
+            limiter: wanted.fps.map(RateLimiter::new),
+            metrics,
+            _guard: guard,
+        })
+    }
+
+    /// The scale of the frames given, when the viewer's variant is fixed.
+    pub fn scale(&self) -> Option<u8> {
+        self.variant.map(|v| v.scale)
+    }
+
+    /// The next frame for this viewer; `None` once the feed is gone.
+    pub async fn next(&mut self) -> Option<Arc<EncodedFrame>> {
+        loop {
+            let (frame, skipped) = self.frames.next().await?;
+            if let (Some((max_w, max_h)), Some(variant)) = (self.resolve.take(), self.variant) {
+                let scale = fitting_scale(frame.width, frame.height, max_w, max_h);
+                if scale != variant.scale {
+                    let smaller = JpegVariant { scale, ..variant };
+                    match FeedReader::open(self.feed.upgrade()?, Some(smaller)) {
+                        Ok(frames) => {
+                            self.frames = frames;
+                            self.variant = Some(smaller);
+                            continue;
+                        }
+                        // No room for one more variant: the full size, and the header says so.
+                        Err(e) => tracing::warn!("viewer stays at full size: {e}"),
+                    }
+                }
+            }
+            if skipped > 0 {
+                self.metrics.dropped_behind.inc_by(skipped);
+            }
+            if let Some(limiter) = &mut self.limiter {
+                if !limiter.admit(frame.captured_at) {
+                    self.metrics.dropped_rate_limit.inc();
+                    continue;
+                }
+            }
+            return Some(frame);
+        }
+    }
+
+    /// The viewer's counters, for whoever writes its frames.
+    pub(super) fn metrics(&self) -> ViewerMetrics {
+        self.metrics.clone()
+    }
+}
+
+impl ViewerMetrics {
+    /// `frame` went to the viewer: counted as sent, with its latency since capture.
+    pub fn sent(&self, frame: &EncodedFrame) {
+        self.sent.inc();
+        self.bytes.inc_by(frame.data.len() as u64);
+        let age = SystemTime::now()
+            .duration_since(frame.captured_at)
+            .unwrap_or_default();
+        self.latency.observe(age.as_secs_f64());
+    }
+}
+
+struct Body {
+    frames: ViewerFrames,
     /// Chunks of the current part still to yield.
     pending: VecDeque<Bytes>,
-    metrics: ViewerMetrics,
+    /// A frame taken already (to name the size in the response headers), sent first.
+    first: Option<Arc<EncodedFrame>>,
     /// The last frame sent, repeated when no new one comes for `KEEPALIVE`.
     last: Option<Arc<EncodedFrame>>,
-    _guard: ViewerGuard,
 }
 
 /// How long a viewer may go without a part before the last one is sent again.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
+impl Body {
+    fn part(&mut self, frame: &Arc<EncodedFrame>) -> Bytes {
+        self.pending.push_back(frame.data.clone());
+        self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
+        mjpeg::part_header(frame.data.len(), frame.captured_at)
+    }
+}
+
+/// The multipart body of one viewer; `first` (already taken from `frames`) goes out first.
 pub(super) fn mjpeg_body(
-    frames: FeedReader<JpegVariant>,
-    fps: Option<f64>,
-    guard: ViewerGuard,
-    metrics: ViewerMetrics,
+    frames: ViewerFrames,
+    first: Option<Arc<EncodedFrame>>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let viewer = Viewer {
+    let body = Body {
         frames,
-        limiter: fps.map(RateLimiter::new),
         pending: VecDeque::with_capacity(2),
-        metrics,
+        first,
         last: None,
-        _guard: guard,
     };
-    stream::unfold(viewer, |mut v| async move {
-        if let Some(chunk) = v.pending.pop_front() {
-            return Some((Ok(chunk), v));
+    stream::unfold(body, |mut b| async move {
+        if let Some(chunk) = b.pending.pop_front() {
+            return Some((Ok(chunk), b));
         }
-        loop {
-            let (frame, skipped) = match tokio::time::timeout(KEEPALIVE, v.frames.next()).await {
-                Ok(next) => next?,
-                Err(_) => {
-                    // No new frame (capture stopped, camera idle): send the last picture again so
-                    // the connection is written to and a viewer that left is noticed.
-                    let Some(last) = v.last.clone() else { continue };
-                    v.metrics.bytes.inc_by(last.data.len() as u64);
-                    v.pending.push_back(last.data.clone());
-                    v.pending.push_back(Bytes::from_static(mjpeg::PART_END));
-                    return Some((Ok(mjpeg::part_header(last.data.len(), last.captured_at)), v));
+        let frame = match b.first.take() {
+            Some(first) => first,
+            None => loop {
+                match tokio::time::timeout(KEEPALIVE, b.frames.next()).await {
+                    Ok(next) => break next?,
+                    Err(_) => {
+                        // No new frame (capture stopped, camera idle): send the last picture again
+                        // so the connection is written to and a viewer that left is noticed.
+                        let Some(last) = b.last.clone() else { continue };
+                        b.frames.metrics.bytes.inc_by(last.data.len() as u64);
+                        let header = b.part(&last);
+                        return Some((Ok(header), b));
+                    }
                 }
-            };
-            if skipped > 0 {
-                v.metrics.dropped_behind.inc_by(skipped);
-            }
-            if let Some(limiter) = &mut v.limiter {
-                if !limiter.admit(frame.captured_at) {
-                    v.metrics.dropped_rate_limit.inc();
-                    continue;
-                }
-            }
-            let len = frame.data.len();
-            v.last = Some(frame.clone());
-            v.metrics.sent.inc();
-            v.metrics.bytes.inc_by(len as u64);
-            let age = SystemTime::now()
-                .duration_since(frame.captured_at)
-                .unwrap_or_default();
-            v.metrics.latency.observe(age.as_secs_f64());
-            v.pending.push_back(frame.data.clone());
-            v.pending.push_back(Bytes::from_static(mjpeg::PART_END));
-            return Some((Ok(mjpeg::part_header(len, frame.captured_at)), v));
-        }
+            },
+        };
+        b.frames.metrics.sent(&frame);
+        b.last = Some(frame.clone());
+        let header = b.part(&frame);
+        Some((Ok(header), b))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting_scale;
+
+    #[test]
+    fn the_nearest_size_at_or_below_or_the_smallest() {
+        assert_eq!(fitting_scale(1280, 720, 1920, 1080), 1);
+        assert_eq!(fitting_scale(1280, 720, 1280, 720), 1);
+        assert_eq!(fitting_scale(1280, 720, 640, 360), 2);
+        assert_eq!(fitting_scale(1280, 720, 640, u32::MAX), 2);
+        assert_eq!(fitting_scale(1280, 720, 639, 480), 4);
+        assert_eq!(
+            fitting_scale(1920, 1080, 320, 240),
+            4,
+            "none fits: the smallest"
+        );
+    }
 }

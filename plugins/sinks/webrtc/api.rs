@@ -1,12 +1,19 @@
 //! The webrtc_sink's HTTP face, both ways of signalling for the cameras that have one:
 //!
 //! - `GET /api/webrtc/ws[?camera=NAME]`: the guide's WebSocket protocol (`ws.rs`).
+//!
+//! Both take `?bitrate=KBPS` (100..=50000) and `?scale=1|2|4` (width and height divided by it):
+//! the peer gets that variant and stays on it instead of following an `adaptive` ladder; the
+//! part not given is the encoder's own (or the ladder's top step). The variant given is in the
+//! answer (`"variant"` in the WS answer, `X-Variant` for WHEP).
 //! - WHEP (draft-ietf-wish-whep; the POST/201/Location/DELETE shape of WHIP, RFC 9725):
 //!   `POST /api/webrtc/whep/{camera}` with an `application/sdp` offer -> `201`, the answer and
 //!   the session's `Location`; `DELETE` that location ends it; `OPTIONS` answers.
 //! - `GET /webrtc`: the minimal WebRTC player page.
 //!
 //! Also the messages both send the sink, and the capability by which they find it.
+
+use std::collections::HashMap;
 
 use actix::{Message, Recipient};
 use actix_web::http::{header, Method, StatusCode};
@@ -15,8 +22,9 @@ use serde_json::json;
 
 use super::ws;
 use crate::error::ServiceError;
-use crate::http::face::{ApiError, Live};
+use crate::http::face::{param, ApiError, Live, Query};
 use crate::node::Capability;
+use crate::port::{H264Variant, SCALES};
 
 /// Opens a WebRTC peer for a camera: the remote offer in, the complete answer out (non-trickle:
 /// the server's ICE candidates are already in it).
@@ -29,6 +37,47 @@ pub struct OpenPeer {
     pub signalling: &'static str,
     /// Where the peer reports later events (WS signalling); `None` for WHEP.
     pub events: Option<tokio::sync::mpsc::UnboundedSender<PeerEvent>>,
+    /// What the viewer asked for; nothing: the ladder's choice (or the encoder's setting).
+    pub wanted: WantedVariant,
+}
+
+/// A viewer's choice of bitrate and size for its peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WantedVariant {
+    pub bitrate_kbps: Option<u32>,
+    pub scale: Option<u8>,
+}
+
+impl WantedVariant {
+    /// From `?bitrate=` and `?scale=`; a value out of range is the caller's mistake.
+    pub fn from_query(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let bitrate_kbps = param::<u32>(query, "bitrate", H264Variant::BITRATE_KBPS)?;
+        let scale = param::<u8>(query, "scale", 1..=4)?;
+        if let Some(s) = scale.filter(|s| !SCALES.contains(s)) {
+            return Err(ApiError::bad_request(format!(
+                "'scale' must be 1, 2 or 4 (got '{s}')"
+            )));
+        }
+        Ok(Self {
+            bitrate_kbps,
+            scale,
+        })
+    }
+
+    /// The variant to hold the peer on, completing the choice from `default`; `None`: no choice.
+    pub fn variant(&self, default: Option<H264Variant>) -> Option<H264Variant> {
+        if *self == Self::default() {
+            return None;
+        }
+        let base = default.unwrap_or(H264Variant {
+            bitrate_kbps: 2000,
+            scale: 1,
+        });
+        Some(H264Variant {
+            bitrate_kbps: self.bitrate_kbps.unwrap_or(base.bitrate_kbps),
+            scale: self.scale.unwrap_or(base.scale),
+        })
+    }
 }
 
 /// The answer to an [`OpenPeer`].
@@ -37,6 +86,8 @@ pub struct PeerAnswer {
     /// The session id, for candidates and closing.
     pub session: String,
     pub sdp: String,
+    /// The variant the peer starts on (`None`: the encoder's setting), e.g. `1000k/2`.
+    pub variant: Option<String>,
 }
 
 /// Something a peer tells its signalling channel after the answer.
@@ -114,8 +165,10 @@ async fn whep_offer(
     live: Live,
     req: HttpRequest,
     path: web::Path<String>,
+    query: Query,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let wanted = WantedVariant::from_query(&query)?;
     let (camera, service) = peers(&live, Some(&path))?;
     let content_type = req
         .headers()
@@ -136,13 +189,18 @@ async fn whep_offer(
             sdp,
             signalling: "whep",
             events: None,
+            wanted,
         })
         .await??;
     let location = format!("/api/webrtc/whep/{camera}/{}", answer.session);
-    Ok(HttpResponse::Created()
+    let mut response = HttpResponse::Created();
+    if let Some(variant) = &answer.variant {
+        response.insert_header(("X-Variant", variant.as_str()));
+    }
+    Ok(response
         .content_type("application/sdp")
         .insert_header((header::LOCATION, location))
-        .insert_header(("Access-Control-Expose-Headers", "Location"))
+        .insert_header(("Access-Control-Expose-Headers", "Location, X-Variant"))
         .body(answer.sdp))
 }
 

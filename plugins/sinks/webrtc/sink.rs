@@ -342,9 +342,16 @@ impl Handler<OpenPeer> for WebRtcSink {
             sink: ctx.address().recipient(),
             signalling: msg.events.clone(),
         };
-        // Behind an `adaptive` node the peer starts on the top step and moves with its reports.
-        let policy = self.feed.policy();
-        let variant = policy.as_ref().map(|p| p.initial());
+        // A viewer's own choice holds it on that variant; else, behind an `adaptive` node, the
+        // peer starts on the top step and moves with its reports.
+        let (policy, variant) = match msg.wanted.variant(self.feed.default_variant()) {
+            Some(chosen) => (None, Some(chosen)),
+            None => {
+                let policy = self.feed.policy();
+                let variant = policy.as_ref().map(|p| p.initial());
+                (policy, variant)
+            }
+        };
         // Warm the encoder up while the answer is made; a refusal (too many variants) is the
         // client's answer.
         if let Err(e) = self.stream(variant, ctx) {
@@ -391,6 +398,7 @@ impl Handler<OpenPeer> for WebRtcSink {
                 Ok(PeerAnswer {
                     session,
                     sdp: negotiated.answer,
+                    variant: variant.map(|v| v.to_string()),
                 })
             },
         ))

@@ -12,21 +12,26 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::api::{peers, AddPeerCandidate, ClosePeer, OpenPeer, PeerEvent, WebRtcPeers};
+use super::api::{
+    peers, AddPeerCandidate, ClosePeer, OpenPeer, PeerEvent, WantedVariant, WebRtcPeers,
+};
 use crate::http::face::{Live, Query};
 
-/// `GET /api/webrtc/ws[?camera=NAME]`: upgrades to a signalling session for that camera.
+/// `GET /api/webrtc/ws[?camera=NAME][&bitrate=KBPS][&scale=1|2|4]`: upgrades to a signalling
+/// session for that camera; its peers get the variant asked for.
 pub(super) async fn open(
     live: Live,
     req: HttpRequest,
     query: Query,
     stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let wanted = WantedVariant::from_query(&query)?;
     let (camera, service) = peers(&live, query.get("camera").map(String::as_str))?;
     ws::start(
         WsSession {
             camera,
             service,
+            wanted,
             session: None,
             last_seen: Instant::now(),
         },
@@ -43,6 +48,7 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 struct WsSession {
     camera: String,
     service: WebRtcPeers,
+    wanted: WantedVariant,
     session: Option<String>,
     last_seen: Instant,
 }
@@ -81,6 +87,7 @@ impl WsSession {
             sdp,
             signalling: "ws",
             events: Some(tx),
+            wanted: self.wanted,
         });
         let camera = self.camera.clone();
         ctx.wait(open.into_actor(self).map(move |result, act, ctx| {
@@ -89,7 +96,7 @@ impl WsSession {
                     act.session = Some(answer.session.clone());
                     Self::send_json(
                         ctx,
-                        json!({"type": "answer", "sdp": answer.sdp, "camera": camera, "session": answer.session}),
+                        json!({"type": "answer", "sdp": answer.sdp, "camera": camera, "session": answer.session, "variant": answer.variant}),
                     );
                     // Events only after the answer: a client must not get a candidate before it.
                     ctx.add_stream(tokio_stream(rx));
