@@ -273,7 +273,17 @@ async function streams(o, state) {
     await sleep(20);
   }
   check(seen.size >= 6 && seen.size <= 14, `FPS 5 showed ${seen.size} distinct frames in 2 s: ${log.join(' ')}`);
+  // Quality 20: this viewer's JPEGs get smaller (the other tab keeps the encoder's 80).
+  const jpegBytes = () => page.evaluate(() => window.camgraph.tiles.get('front').stream.lastBytes);
+  const q80Bytes = await jpegBytes();
   await t.getByRole('combobox', { name: 'Quality' }).selectOption('20');
+  const q20Seen = [];
+  const q20 = await waitFor('smaller JPEGs at quality 20', 5000, async () => {
+    const b = await jpegBytes();
+    q20Seen.push(b);
+    // The flat test pattern compresses well at any quality: 640x360 is ~9.6 KB at 80, ~6.9 KB at 20.
+    return b && b < q80Bytes * 0.85 && b;
+  }).catch((e) => { throw new Failure(`${e.message}: ${q80Bytes} bytes at 80, then ${q20Seen.slice(-5).join(', ')}`); });
   await liveTiles(page, ['front'], 5000);
   await other.close();
 
@@ -288,7 +298,7 @@ async function streams(o, state) {
   const variant = await page.evaluate(() => window.camgraph.tiles.get('front').stream.variant);
   check(variant === '500k/2', `the peer's variant is ${variant}, not 500k/2`);
   await page.screenshot({ path: join(o.outDir, 'console-streams.png') });
-  return { webrtcDecoded: d1, mjpeg: mjpegMoving.b.front.w, small: `${small.value.w}x${small.value.h}`, fps5Distinct: seen.size, variant, webrtcWidth: e1.width };
+  return { webrtcDecoded: d1, mjpeg: mjpegMoving.b.front.w, small: `${small.value.w}x${small.value.h}`, fps5Distinct: seen.size, jpegBytesQ80: q80Bytes, jpegBytesQ20: q20.value, variant, webrtcWidth: e1.width };
 }
 
 // ---- operator -------------------------------------------------------------------------------
