@@ -150,8 +150,7 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
             metrics,
             stats,
         });
-        let (server, addr) = http::serve(state, &server_config)
-            .with_context(|| format!("cannot listen on {}", server_config.listen))?;
+        let (server, addr) = http::serve(state, &server_config)?;
         // Tests and scripts read this line to find the port.
         println!("camgraph listening on http://{addr}");
         let handle = server.handle();

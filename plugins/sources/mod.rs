@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 use thiserror::Error;
 
+use crate::config::ApiSources;
 use crate::error::BuildError;
 use crate::fanout::Fanout;
 use crate::frame::{Frame, PixelFormat};
@@ -165,10 +166,26 @@ impl NodeConfig for CameraConfig {
         issues
     }
 
-    /// A device added through the API must exist (in the file, a missing device is a camera
-    /// that is down until it appears).
-    fn validate_added(&self) -> Vec<FieldIssue> {
-        match SourceKind::parse(&self.source) {
+    /// A source added through the API must be listed in `server.api_sources` (a device by its
+    /// path, whichever way it is written), and a device must exist (in the file, a missing
+    /// device is a camera that is down until it appears).
+    fn validate_added(&self, api_sources: &ApiSources) -> Vec<FieldIssue> {
+        let kind = SourceKind::parse(&self.source);
+        let canonical = match &kind {
+            SourceKind::Device(index) => format!("/dev/video{index}"),
+            _ => self.source.trim().to_string(),
+        };
+        if !api_sources.allows(&canonical) {
+            return vec![FieldIssue::new(
+                "source",
+                format!(
+                    "source '{}' may not be added through the API: server.api_sources allows {}",
+                    self.source,
+                    api_sources.patterns().join(", ")
+                ),
+            )];
+        }
+        match kind {
             SourceKind::Device(index)
                 if !std::path::Path::new(&format!("/dev/video{index}")).exists() =>
             {

@@ -4,9 +4,11 @@
 //! work to it.
 
 mod api;
+pub mod auth;
 mod cors;
 mod error;
 pub mod face;
+mod guard;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -40,17 +42,49 @@ pub struct AppState {
     pub stats: Arc<stats::StatsWindow>,
 }
 
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Binds the server; returns it (to be awaited) and the address it listens on.
-pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Server, SocketAddr)> {
+pub fn serve(
+    state: Arc<AppState>,
+    server: &ServerConfig,
+) -> Result<(Server, SocketAddr), ServeError> {
     let view = web::Data::new(state.view.clone());
     let registry = state.registry.clone();
-    let data = web::Data::from(state);
+    let access = web::Data::new(auth::Access::new(server.auth.as_ref(), server.listen)?);
+    let secure = web::Data::new(auth::Secure(server.tls.is_some()));
     let cors = web::Data::new(cors::CorsPolicy::new(&server.cors_origins));
+    let gate = web::Data::new(guard::Gate {
+        access: access.clone(),
+        cors: cors.clone(),
+        hosts: server
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        tls: server.tls.is_some(),
+        registry: registry.clone(),
+        metrics: state.metrics.clone(),
+    });
+    let data = web::Data::from(state);
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(view.clone())
             .app_data(cors.clone())
+            .app_data(access.clone())
+            .app_data(secure.clone())
+            .app_data(gate.clone())
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
@@ -59,8 +93,12 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
                 web::PathConfig::default()
                     .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
             )
+            // The last `wrap` runs first: CORS answers preflights (which carry no token) and
+            // adds its headers to the gate's refusals too.
+            .wrap(middleware::from_fn(guard::guard))
             .wrap(middleware::from_fn(cors::cors))
             .configure(api::routes)
+            .configure(auth::routes)
             .configure(|cfg| registry.mount(cfg))
             .default_service(web::to(api::not_found))
     })
@@ -73,7 +111,11 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
     })
     .workers(2)
     .disable_signals()
-    .bind(server.listen)?;
+    .bind(server.listen)
+    .map_err(|source| ServeError::Bind {
+        addr: server.listen,
+        source,
+    })?;
     let addr = http.addrs().first().copied().unwrap_or(server.listen);
     Ok((http.run(), addr))
 }

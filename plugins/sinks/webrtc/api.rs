@@ -16,7 +16,7 @@ use serde_json::json;
 use super::ws;
 use crate::error::ServiceError;
 use crate::http::face::{ApiError, Live};
-use crate::node::Capability;
+use crate::node::{Capability, WatchRoute};
 
 /// Opens a WebRTC peer for a camera: the remote offer in, the complete answer out (non-trickle:
 /// the server's ICE candidates are already in it).
@@ -75,22 +75,32 @@ impl Capability for WebRtcPeers {
     const NAME: &'static str = "webrtc";
 }
 
+/// Opening, closing and trickling a WHEP session only watches: a `view` token may do it.
+pub const WATCH_ROUTES: &[WatchRoute] = &[
+    WatchRoute {
+        method: "POST",
+        path: WHEP,
+    },
+    WatchRoute {
+        method: "DELETE",
+        path: WHEP_SESSION,
+    },
+    WatchRoute {
+        method: "PATCH",
+        path: WHEP_SESSION,
+    },
+];
+
+const WHEP: &str = "/api/webrtc/whep/{camera}";
+const WHEP_SESSION: &str = "/api/webrtc/whep/{camera}/{session}";
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webrtc", web::get().to(page))
         .route("/api/webrtc/ws", web::get().to(ws::open))
-        .route("/api/webrtc/whep/{camera}", web::post().to(whep_offer))
-        .route(
-            "/api/webrtc/whep/{camera}",
-            web::method(Method::OPTIONS).to(whep_options),
-        )
-        .route(
-            "/api/webrtc/whep/{camera}/{session}",
-            web::delete().to(whep_delete),
-        )
-        .route(
-            "/api/webrtc/whep/{camera}/{session}",
-            web::method(Method::PATCH).to(whep_patch),
-        );
+        .route(WHEP, web::post().to(whep_offer))
+        .route(WHEP, web::method(Method::OPTIONS).to(whep_options))
+        .route(WHEP_SESSION, web::delete().to(whep_delete))
+        .route(WHEP_SESSION, web::method(Method::PATCH).to(whep_patch));
 }
 
 const PAGE_HTML: &str = include_str!("../../../web/webrtc.html");

@@ -15,6 +15,7 @@
 
 pub mod api;
 mod feedback;
+mod frame_limit;
 mod peer;
 mod sink;
 mod ws;
@@ -29,7 +30,9 @@ use serde_json::json;
 
 use crate::error::BuildError;
 use crate::node::Shutdown;
-use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
+use crate::node::{
+    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services, WatchRoute,
+};
 use crate::port::{PortKind, Ports};
 
 pub use peer::H264_FMTP;
@@ -184,6 +187,8 @@ impl NodeConfig for WebRtcSinkConfig {
     fn routes(cfg: &mut actix_web::web::ServiceConfig) {
         api::routes(cfg);
     }
+
+    const WATCH_ROUTES: &'static [WatchRoute] = api::WATCH_ROUTES;
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let feed = cx.h264_input()?;

@@ -2,17 +2,22 @@
 //! `{"type":"answer","sdp"}` (the answer already holds the server's candidates);
 //! `{"type":"ice-candidate","candidate":{...}}` both ways; anything else gets
 //! `{"type":"error","error"}` and the socket stays open; closing the socket closes the peer.
+//! A frame over 64 KiB closes the socket (`frame_limit.rs`).
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::api::{peers, AddPeerCandidate, ClosePeer, OpenPeer, PeerEvent, WebRtcPeers};
+use super::frame_limit::{cut_if_over, FrameLimit};
 use crate::http::face::{Live, Query};
 
 /// `GET /api/webrtc/ws[?camera=NAME]`: upgrades to a signalling session for that camera.
@@ -23,17 +28,23 @@ pub(super) async fn open(
     stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (camera, service) = peers(&live, query.get("camera").map(String::as_str))?;
-    ws::start(
-        WsSession {
-            camera,
-            service,
-            session: None,
-            last_seen: Instant::now(),
-        },
-        &req,
-        stream,
-    )
+    let session = WsSession {
+        camera,
+        service,
+        session: None,
+        last_seen: Instant::now(),
+    };
+    let over = Arc::new(AtomicBool::new(false));
+    let frames = FrameLimit::new(MAX_FRAME_BYTES as u64).apply(stream, over.clone());
+    let mut response = ws::handshake(&req)?;
+    // actix's codec has the same limit (64 KiB) but checks it only once a frame has arrived.
+    let body = ws::WebsocketContext::create(session, frames);
+    Ok(response.streaming(body.chain(cut_if_over(over))))
 }
+
+/// The largest frame a client may send: an SDP offer is a few KiB. A frame that declares more
+/// closes the socket before any of it is held.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// How often the server pings, and how long a silent client is kept.
 const PING_EVERY: Duration = Duration::from_secs(10);
