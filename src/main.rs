@@ -152,7 +152,12 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
         });
         let (server, addr) = http::serve(state, &server_config)?;
         // Tests and scripts read this line to find the port.
-        println!("camgraph listening on http://{addr}");
+        let scheme = if server_config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("camgraph listening on {scheme}://{addr}");
         let handle = server.handle();
         actix_web::rt::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;

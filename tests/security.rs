@@ -487,3 +487,77 @@ fn a_websocket_frame_declaring_a_huge_size_closes_the_socket_unbuffered() {
         sent >> 20
     );
 }
+
+/// A GET over TLS trusting only `ca_pem`; the response as it streams.
+fn https_get(server: &Server, ca_pem: &str, path: &str) -> std::io::Result<client::Response> {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let addr = server.base.trim_start_matches("https://");
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let port = addr.rsplit(':').next().unwrap_or_default();
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    client::read_response(std::io::BufReader::new(tls))
+}
+
+#[test]
+fn tls_serves_health_and_a_stream_to_a_client_that_trusts_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let nodes = format!("nodes:\n{}", test_camera_yaml("front", 320, 240, 15));
+    let server = Server::start(&format!(
+        "server: {{ tls: {{ cert: {}, key: {} }} }}\n{nodes}",
+        cert.display(),
+        key.display()
+    ));
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let health = https_get(&server, &pair.cert.pem(), "/healthz").unwrap();
+    assert_eq!(health.status, 200);
+    let text = health.text().unwrap();
+    assert!(text.contains("\"ok\""), "{text}");
+    let stream = https_get(&server, &pair.cert.pem(), "/api/camera/stream/front").unwrap();
+    assert_eq!(stream.status, 200);
+    let mut parts = camgraph::mjpeg::PartReader::new(stream.into_body(), camgraph::mjpeg::BOUNDARY);
+    for _ in 0..3 {
+        let part = parts.next_part().unwrap().expect("a part");
+        common::decode(&part.data);
+    }
+    // A client that does not trust the certificate gets no answer.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let refused = https_get(&server, &other.cert.pem(), "/healthz");
+    assert!(
+        refused.is_err(),
+        "an unknown certificate must fail the handshake"
+    );
+
+    let missing = Server::try_start(&format!(
+        "server: {{ tls: {{ cert: {}, key: /no/such/key.pem }} }}\n{nodes}",
+        cert.display()
+    ))
+    .err()
+    .expect("refused to start");
+    assert!(
+        missing.contains("server.tls.key: cannot read /no/such/key.pem"),
+        "{missing}"
+    );
+}

@@ -10,6 +10,7 @@ mod error;
 pub mod face;
 mod guard;
 pub mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
 pub enum ServeError {
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -62,6 +65,7 @@ pub fn serve(
     let view = web::Data::new(state.view.clone());
     let registry = state.registry.clone();
     let access = web::Data::new(auth::Access::new(server.auth.as_ref(), server.listen)?);
+    let tls = server.tls.as_ref().map(tls::server_config).transpose()?;
     let secure = web::Data::new(auth::Secure(server.tls.is_some()));
     let cors = web::Data::new(cors::CorsPolicy::new(&server.cors_origins));
     let gate = web::Data::new(guard::Gate {
@@ -110,8 +114,11 @@ pub fn serve(
         }
     })
     .workers(2)
-    .disable_signals()
-    .bind(server.listen)
+    .disable_signals();
+    let http = match tls {
+        Some(config) => http.bind_rustls_0_23(server.listen, config),
+        None => http.bind(server.listen),
+    }
     .map_err(|source| ServeError::Bind {
         addr: server.listen,
         source,
