@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 
 use actix_web::dev::ServiceRequest;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::face::read_body;
 use super::ApiError;
 use crate::config::{Auth, Role, TokenConfig, TokenSource};
 
@@ -204,6 +205,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The session route's path; it needs no token (it takes one).
 pub const SESSION: &str = "/api/session";
 
+/// A session request is `{"token": "..."}`.
+const MAX_SESSION_BODY: usize = 4096;
+
 #[derive(Deserialize)]
 struct SessionRequest {
     token: String,
@@ -212,8 +216,12 @@ struct SessionRequest {
 async fn open_session(
     access: web::Data<Access>,
     secure: web::Data<Secure>,
-    body: web::Json<SessionRequest>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, MAX_SESSION_BODY).await?;
+    let body: SessionRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"token\": \"...\"}}: {e}")))?;
     let Access::Tokens(tokens) = access.get_ref() else {
         return Ok(HttpResponse::Ok().json(json!({ "status": "open", "role": "control" })));
     };

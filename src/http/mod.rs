@@ -89,6 +89,9 @@ pub fn serve(
             .app_data(access.clone())
             .app_data(secure.clone())
             .app_data(gate.clone())
+            // Bodies read by extractors stay small (routes that take more read them with
+            // `face::read_body`, which also bounds the time).
+            .app_data(web::PayloadConfig::new(64 * 1024))
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),

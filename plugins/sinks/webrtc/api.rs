@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::ws;
 use crate::error::ServiceError;
-use crate::http::face::{ApiError, Live};
+use crate::http::face::{read_body, ApiError, Live};
 use crate::node::{Capability, WatchRoute};
 
 /// Opens a WebRTC peer for a camera: the remote offer in, the complete answer out (non-trickle:
@@ -91,6 +91,9 @@ pub const WATCH_ROUTES: &[WatchRoute] = &[
     },
 ];
 
+/// The largest SDP offer taken: Chromium's are a few KiB.
+const MAX_OFFER_BYTES: usize = 64 * 1024;
+
 const WHEP: &str = "/api/webrtc/whep/{camera}";
 const WHEP_SESSION: &str = "/api/webrtc/whep/{camera}/{session}";
 
@@ -124,7 +127,7 @@ async fn whep_offer(
     live: Live,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (camera, service) = peers(&live, Some(&path))?;
     let content_type = req
@@ -138,6 +141,7 @@ async fn whep_offer(
             format!("WHEP offers are 'application/sdp' (got '{content_type}')"),
         ));
     }
+    let body = read_body(&req, body, MAX_OFFER_BYTES).await?;
     let sdp = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("the SDP offer is not UTF-8"))?;
     let answer = service
