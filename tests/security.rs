@@ -607,3 +607,29 @@ fn a_body_that_never_arrives_times_out_and_a_huge_one_is_refused() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
     assert_eq!(call(&server, "GET", "/healthz", &[], None).0, 200);
 }
+
+#[test]
+fn a_head_sent_slowly_is_cut_off_while_healthz_answers() {
+    let server = Server::start(&format!(
+        "nodes:\n{}",
+        test_camera_yaml("front", 320, 240, 5)
+    ));
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(host(&server)).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    assert_eq!(call(&server, "GET", "/healthz", &[], None).0, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    for mut s in slow {
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(12));
+}

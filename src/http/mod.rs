@@ -28,6 +28,9 @@ use crate::registry::Registry;
 
 pub use error::ApiError;
 
+/// How long a request head may take to arrive: later, 408 and the connection is closed.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Socket send buffer of each HTTP connection (the kernel doubles it).
 const SEND_BUFFER_BYTES: usize = 128 * 1024;
 
@@ -117,6 +120,9 @@ pub fn serve(
         }
     })
     .workers(2)
+    // A client must send its request head within this (slowloris), as a body must within
+    // `face::BODY_TIMEOUT`.
+    .client_request_timeout(HEAD_TIMEOUT)
     .disable_signals();
     let http = match tls {
         Some(config) => http.bind_rustls_0_23(server.listen, config),
