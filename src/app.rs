@@ -29,11 +29,8 @@ pub enum StartError {
         path: PathBuf,
         source: notify::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Serve(#[from] http::ServeError),
 }
 
 /// What runs once started; `run` serves until the server is stopped.
@@ -75,10 +72,7 @@ impl App {
             metrics,
             stats,
         });
-        let (server, addr) = http::serve(state, server).map_err(|source| StartError::Listen {
-            addr: server.listen,
-            source,
-        })?;
+        let (server, addr) = http::serve(state, server)?;
         Ok(App {
             server,
             addr,

@@ -142,7 +142,8 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-fn read_response(mut reader: BufReader<TcpStream>) -> io::Result<Response> {
+/// Reads a response from any byte stream (a TLS stream in the tests, a TCP socket here).
+pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::Result<Response> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line

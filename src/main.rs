@@ -145,9 +145,14 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
         let app = App::start(spec, config, registry, &server_config)?;
         // Tests and scripts read this line to find the port; nobody reading it (a closed pipe) is
         // no reason to stop.
+        let scheme = if server_config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let _ = writeln!(
             std::io::stdout(),
-            "camgraph listening on http://{}",
+            "camgraph listening on {scheme}://{}",
             app.addr
         );
         // One shutdown path for SIGINT (Ctrl-C) and SIGTERM (systemd, Docker).

@@ -153,6 +153,9 @@ families! {
         "RTP packets that WebRTC peers' receiver reports count as lost.";
     reloads: Counter, Process["result"],
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
+    http_refused: Counter, Process["reason"],
+        "camgraph_http_refused_total",
+        "HTTP requests refused before any handler, by reason (see RefusedReason).";
     build_info: Gauge, Process["version"],
         "camgraph_build_info", "Always 1; labels give the build.";
 }
@@ -269,6 +272,44 @@ impl DropReason {
     }
 }
 
+/// Why an HTTP request was refused before reaching its handler: the closed set of values of the
+/// `reason` label of `camgraph_http_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// No token, or one that is not configured (401).
+    Unauthenticated,
+    /// A `view` token on a `control` route (403).
+    Role,
+    /// A state-changing request or WebSocket upgrade from an origin that is not allowed (403).
+    Origin,
+    /// A `Host` header that does not name this server (DNS rebinding) (400).
+    Host,
+    /// A form or plain-text body sent to a state-changing route (415).
+    ContentType,
+}
+
+impl RefusedReason {
+    /// Every reason.
+    pub const ALL: [RefusedReason; 5] = [
+        RefusedReason::Unauthenticated,
+        RefusedReason::Role,
+        RefusedReason::Origin,
+        RefusedReason::Host,
+        RefusedReason::ContentType,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::Unauthenticated => "unauthenticated",
+            RefusedReason::Role => "role",
+            RefusedReason::Origin => "origin",
+            RefusedReason::Host => "host",
+            RefusedReason::ContentType => "content_type",
+        }
+    }
+}
+
 /// The registry and every metric family.
 pub struct Metrics {
     registry: Registry,
@@ -283,6 +324,9 @@ impl Metrics {
         for result in ["success", "failure"] {
             families.reloads.with_label_values(&[result]);
         }
+        for reason in RefusedReason::ALL {
+            families.http_refused.with_label_values(&[reason.as_str()]);
+        }
         families
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -295,6 +339,14 @@ impl Metrics {
         self.families
             .reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Counts an HTTP request refused before its handler.
+    pub fn refused(&self, reason: RefusedReason) {
+        self.families
+            .http_refused
+            .with_label_values(&[reason.as_str()])
             .inc();
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::web::ServiceConfig;
 use serde::de::DeserializeOwned;
 
+use crate::config::ApiSources;
 use crate::error::BuildError;
 use crate::fanout::Fanout;
 use crate::frame::Frame;
@@ -24,8 +25,9 @@ pub trait NodeConfig: DeserializeOwned + Clone + Send + Sync + 'static {
     /// Every problem in the settings, not just the first.
     fn validate(&self) -> Vec<FieldIssue>;
     /// Further problems of a node added through the API while camgraph runs, where a file's
-    /// node would only be reported `down` (e.g. a device that does not exist).
-    fn validate_added(&self) -> Vec<FieldIssue> {
+    /// node would only be reported `down` (e.g. a device that does not exist), or that the API
+    /// must not do at all (a source outside `server.api_sources`).
+    fn validate_added(&self, _api_sources: &ApiSources) -> Vec<FieldIssue> {
         Vec::new()
     }
     /// Starts the node's actors.
@@ -33,6 +35,19 @@ pub trait NodeConfig: DeserializeOwned + Clone + Send + Sync + 'static {
     /// The HTTP routes of this node type, mounted once whatever the number of its nodes. A route
     /// finds the node it serves by capability (`http::face`).
     fn routes(_cfg: &mut ServiceConfig) {}
+    /// Which of those routes change nothing though their method is POST, DELETE or PATCH (they
+    /// only watch: opening or closing a viewer's session). A `view` token may call them; every
+    /// other POST, DELETE or PATCH needs `control`, every GET, HEAD or OPTIONS `view`.
+    const WATCH_ROUTES: &'static [WatchRoute] = &[];
+}
+
+/// A route that only watches though its method changes state (see `NodeConfig::WATCH_ROUTES`).
+#[derive(Clone, Copy, Debug)]
+pub struct WatchRoute {
+    /// `POST`, `DELETE` or `PATCH`.
+    pub method: &'static str,
+    /// The path as the route is registered, e.g. `/api/webrtc/whep/{camera}`.
+    pub path: &'static str,
 }
 
 /// Something a node offers to the HTTP face (a stream, a snapshot, a signalling endpoint),

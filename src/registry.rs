@@ -1,12 +1,16 @@
 //! Node types by their YAML `type`, their HTTP routes, and the short form of the `cameras:`
 //! section. main.rs fills it from the plugins; the config loader asks it to parse each node's
-//! settings into a type-erased `DynNode`, and the HTTP server mounts the routes it holds.
+//! settings into a type-erased `DynNode`, and the HTTP server mounts the routes it holds (and
+//! asks it which state-changing routes only watch, to decide the role they need).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use actix_web::dev::ResourceDef;
+use actix_web::http::Method;
 use actix_web::web::ServiceConfig;
 
+use crate::config::ApiSources;
 use crate::error::BuildError;
 use crate::node::{BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::port::Ports;
@@ -15,7 +19,7 @@ use crate::port::Ports;
 pub trait DynNode: Send + Sync {
     fn ports(&self) -> Ports;
     fn validate(&self) -> Vec<FieldIssue>;
-    fn validate_added(&self) -> Vec<FieldIssue>;
+    fn validate_added(&self, api_sources: &ApiSources) -> Vec<FieldIssue>;
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError>;
 }
 
@@ -26,8 +30,8 @@ impl<T: NodeConfig> DynNode for T {
     fn validate(&self) -> Vec<FieldIssue> {
         NodeConfig::validate(self)
     }
-    fn validate_added(&self) -> Vec<FieldIssue> {
-        NodeConfig::validate_added(self)
+    fn validate_added(&self, api_sources: &ApiSources) -> Vec<FieldIssue> {
+        NodeConfig::validate_added(self, api_sources)
     }
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         NodeConfig::build(self, cx)
@@ -68,6 +72,8 @@ type ParseFn = fn(serde_yaml::Value) -> Result<Arc<dyn DynNode>, ParseError>;
 pub struct Registry {
     types: BTreeMap<&'static str, ParseFn>,
     routes: Vec<fn(&mut ServiceConfig)>,
+    /// Every type's `WATCH_ROUTES`, ready to match.
+    watch_routes: Vec<(Method, ResourceDef)>,
     short_form: Option<Box<dyn ShortForm>>,
 }
 
@@ -76,6 +82,12 @@ impl Registry {
     pub fn register<T: NodeConfig>(&mut self) {
         self.types.insert(T::TYPE, parse_as::<T>);
         self.routes.push(T::routes);
+        for route in T::WATCH_ROUTES {
+            let method = Method::from_bytes(route.method.as_bytes())
+                .unwrap_or_else(|_| panic!("{}: bad method in WATCH_ROUTES", T::TYPE));
+            self.watch_routes
+                .push((method, ResourceDef::new(route.path)));
+        }
     }
 
     /// Sets the short form of the `cameras:` section.
@@ -99,6 +111,13 @@ impl Registry {
     /// The short form, if the plugins define one.
     pub fn short_form(&self) -> Option<&dyn ShortForm> {
         self.short_form.as_deref()
+    }
+
+    /// Whether a request to `path` with `method` is one a node type declared as only watching.
+    pub fn watches(&self, method: &Method, path: &str) -> bool {
+        self.watch_routes
+            .iter()
+            .any(|(m, def)| m == method && def.is_match(path))
     }
 
     /// Mounts every node type's routes.

@@ -314,7 +314,7 @@ fn cameras_are_added_and_removed_through_the_api() {
         (
             "/api/camera/cameras/c?source=/no/such/folder",
             400,
-            "is not 'test', a device",
+            "source '/no/such/folder' may not be added through the API",
         ),
         (
             "/api/camera/cameras/c?source=test&fps=0",

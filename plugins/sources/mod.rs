@@ -28,6 +28,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::ApiSources;
 use crate::error::BuildError;
 use crate::fanout::{watch_demand, Demand, Fanout};
 use crate::frame::{Frame, PixelFormat};
@@ -98,9 +99,26 @@ impl NodeConfig for CameraConfig {
         issues
     }
 
-    fn validate_added(&self) -> Vec<FieldIssue> {
+    /// A source added through the API must be listed in `server.api_sources` (a device by its
+    /// path, whichever way it is written), and pass its kind's checks for added cameras (a
+    /// device must exist; in the file, a missing device is a camera that is down until it
+    /// appears).
+    fn validate_added(&self, api_sources: &ApiSources) -> Vec<FieldIssue> {
+        let source = self.source.trim();
+        let canonical = kinds::device_index(source)
+            .map_or_else(|| source.to_string(), |i| format!("/dev/video{i}"));
+        if !api_sources.allows(&canonical) {
+            return vec![FieldIssue::new(
+                "source",
+                format!(
+                    "source '{}' may not be added through the API: server.api_sources allows {}",
+                    self.source,
+                    api_sources.patterns().join(", ")
+                ),
+            )];
+        }
         let mut issues = Vec::new();
-        (kinds::kind_of(&self.source).validate_added)(self, &mut issues);
+        (kinds::kind_of(source).validate_added)(self, &mut issues);
         issues
     }
 

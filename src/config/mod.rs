@@ -1,18 +1,17 @@
-//! The YAML file: its model (`GraphSpec`), loading with every error at once and each error placed at
+//! The YAML file: its model (`GraphSpec`, the `server:` section in `server.rs`), loading with every error at once and each error placed at
 //! `file:line:col` (`load`), and finding those positions in the text (`locate`).
 
 mod load;
 mod locate;
+mod server;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-use serde::Deserialize;
 
 use crate::registry::DynNode;
 
 pub use load::{load_file, parse};
+pub use server::{ApiSources, Auth, Role, ServerConfig, TlsConfig, TokenConfig, TokenSource};
 
 /// A whole, validated configuration.
 #[derive(Clone)]
@@ -31,33 +30,6 @@ pub struct NodeSpec {
     /// The node's YAML as written, to tell whether a reload changed it.
     pub raw: serde_yaml::Value,
     pub config: Arc<dyn DynNode>,
-}
-
-/// `server:` settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address and port of the HTTP server. Default `127.0.0.1:8080` (loopback only).
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// Origins allowed to call the API from a browser page served elsewhere (CORS), e.g.
-    /// `http://robot.local:5173`, or `*` for any. Default: loopback development origins
-    /// (`http://localhost:<any port>`, `http://127.0.0.1:<any port>`).
-    #[serde(default)]
-    pub cors_origins: Vec<String>,
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            cors_origins: Vec::new(),
-        }
-    }
 }
 
 /// One configuration problem, placed in the file.

@@ -203,9 +203,11 @@ impl LiveGraph {
         Ok(())
     }
 
-    /// Parses and validates a camera entry through the same path as the file, plus the checks a
-    /// node added at run time must pass.
+    /// Parses and validates a camera entry through the same path as the file, after the checks a
+    /// node added at run time must pass first (so that a refused source tells nothing about the
+    /// files it names).
     fn expand(&self, name: &str, entry: serde_yaml::Value) -> Result<Vec<NodeSpec>, ServiceError> {
+        self.check_added(name, &entry)?;
         let mut cameras = serde_yaml::Mapping::new();
         cameras.insert(name.into(), entry);
         let mut file = serde_yaml::Mapping::new();
@@ -213,18 +215,7 @@ impl LiveGraph {
         let text =
             serde_yaml::to_string(&file).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         match config::parse("request", &text, &self.registry) {
-            Ok(spec) => {
-                let problems: Vec<String> = spec
-                    .nodes
-                    .iter()
-                    .flat_map(|n| n.config.validate_added().into_iter().map(|i| i.message))
-                    .collect();
-                if problems.is_empty() {
-                    Ok(spec.nodes)
-                } else {
-                    Err(ServiceError::BadRequest(problems.join("; ")))
-                }
-            }
+            Ok(spec) => Ok(spec.nodes),
             Err(errors) => {
                 let messages: Vec<String> = errors
                     .0
@@ -236,6 +227,41 @@ impl LiveGraph {
                     .collect();
                 Err(ServiceError::BadRequest(messages.join("; ")))
             }
+        }
+    }
+
+    /// `NodeConfig::validate_added` of each node a camera entry stands for, before the file's
+    /// checks. Entries that do not even parse are left to the full parse to report.
+    fn check_added(&self, name: &str, entry: &serde_yaml::Value) -> Result<(), ServiceError> {
+        let Some(Ok(nodes)) = self
+            .registry
+            .short_form()
+            .map(|s| s.expand(name, entry.clone()))
+        else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for (id, mut settings) in nodes {
+            settings.remove("inputs");
+            let Some(serde_yaml::Value::String(type_name)) = settings.remove("type") else {
+                continue;
+            };
+            if let Some(Ok(config)) = self
+                .registry
+                .parse(&type_name, serde_yaml::Value::Mapping(settings))
+            {
+                problems.extend(
+                    config
+                        .validate_added(&self.server.api_sources)
+                        .into_iter()
+                        .map(|i| format!("node '{id}': {}", i.message)),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::BadRequest(problems.join("; ")))
         }
     }
 

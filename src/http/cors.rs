@@ -37,18 +37,22 @@ fn is_loopback_origin(origin: &str) -> bool {
     else {
         return false;
     };
-    let host = if rest.starts_with('[') {
-        rest.split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
-    } else {
-        rest.split(':').next().unwrap_or_default().to_string()
+    // Split without indexing: the header is the client's, and may be cut anywhere.
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, "")) => (format!("[{ip}]"), None),
+            Some((ip, after)) => match after.strip_prefix(':') {
+                Some(port) => (format!("[{ip}]"), Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match rest.split_once(':') {
+            Some((name, port)) => (name.to_string(), Some(port)),
+            None => (rest.to_string(), None),
+        },
     };
-    let port_ok = rest[host.len()..].is_empty()
-        || rest[host.len()..]
-            .strip_prefix(':')
-            .is_some_and(|p| p.parse::<u16>().is_ok());
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
     matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]") && port_ok
 }
 
@@ -114,6 +118,23 @@ mod tests {
         assert!(p.allows("http://[::1]:8080"));
         assert!(!p.allows("http://localhost.evil.com"));
         assert!(!p.allows("http://192.168.1.2:5173"));
+    }
+
+    #[test]
+    fn malformed_origins_are_refused_not_panicked_on() {
+        let p = CorsPolicy::new(&[]);
+        for bad in [
+            "http://[",
+            "http://[::1",
+            "https://[]:x",
+            "http://",
+            "http://localhost:",
+            "http://localhost:x",
+        ] {
+            assert!(!p.allows(bad), "{bad}");
+        }
+        assert!(p.allows("http://localhost"));
+        assert!(p.allows("http://[::1]"));
     }
 
     #[test]

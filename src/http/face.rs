@@ -1,18 +1,23 @@
 //! What the core offers plugins for their HTTP routes: the current graph (`Live`, an extractor
 //! that loads the published view without a lock) with name resolution by capability, JSON
-//! errors, query parameters and no-cache headers. A plugin's routes need nothing else from the
-//! server.
+//! errors, query parameters, bounded request bodies and no-cache headers. A plugin's routes need
+//! nothing else from the server.
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponseBuilder};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 
 pub use super::error::ApiError;
+/// Upgrades to a WebSocket whose client frames are capped (see `ws_limit`).
+pub use super::ws_limit::start as websocket;
 use crate::graph::view::{GraphView, Lookup, Published};
 use crate::node::Capability;
 
@@ -105,6 +110,54 @@ where
             got: raw.clone(),
         }),
     }
+}
+
+/// How long a request body may take to arrive once its head has: a client that declares a body
+/// and sends it slowly, or never, is answered 408 then, not held.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a request body of at most `limit` bytes within `BODY_TIMEOUT`: 413 for a larger one
+/// (told by `Content-Length` before reading, or found while reading), 408 for a late one.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ))
+        })
 }
 
 /// Headers that keep browsers and proxies from caching live pictures.

@@ -4,10 +4,14 @@
 //! work to it.
 
 mod api;
+pub mod auth;
 mod cors;
 mod error;
 pub mod face;
+mod guard;
 pub mod stats;
+mod tls;
+mod ws_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +29,9 @@ use crate::registry::Registry;
 
 pub use error::ApiError;
 
+/// How long a request head may take to arrive: later, 408 and the connection is closed.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Socket send buffer of each HTTP connection (the kernel doubles it).
 const SEND_BUFFER_BYTES: usize = 128 * 1024;
 
@@ -40,17 +47,55 @@ pub struct AppState {
     pub stats: Arc<stats::StatsWindow>,
 }
 
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Binds the server; returns it (to be awaited) and the address it listens on.
-pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Server, SocketAddr)> {
+pub fn serve(
+    state: Arc<AppState>,
+    server: &ServerConfig,
+) -> Result<(Server, SocketAddr), ServeError> {
     let view = web::Data::new(state.view.clone());
     let registry = state.registry.clone();
-    let data = web::Data::from(state);
+    let access = web::Data::new(auth::Access::new(server.auth.as_ref(), server.listen)?);
+    let tls = server.tls.as_ref().map(tls::server_config).transpose()?;
+    let secure = web::Data::new(auth::Secure(server.tls.is_some()));
     let cors = web::Data::new(cors::CorsPolicy::new(&server.cors_origins));
+    let gate = web::Data::new(guard::Gate {
+        access: access.clone(),
+        cors: cors.clone(),
+        hosts: server
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        tls: server.tls.is_some(),
+        registry: registry.clone(),
+        metrics: state.metrics.clone(),
+    });
+    let data = web::Data::from(state);
     let http = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(view.clone())
             .app_data(cors.clone())
+            .app_data(access.clone())
+            .app_data(secure.clone())
+            .app_data(gate.clone())
+            // Bodies read by extractors stay small (routes that take more read them with
+            // `face::read_body`, which also bounds the time).
+            .app_data(web::PayloadConfig::new(64 * 1024))
             .app_data(
                 web::QueryConfig::default()
                     .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
@@ -59,8 +104,12 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
                 web::PathConfig::default()
                     .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
             )
+            // The last `wrap` runs first: CORS answers preflights (which carry no token) and
+            // adds its headers to the gate's refusals too.
+            .wrap(middleware::from_fn(guard::guard))
             .wrap(middleware::from_fn(cors::cors))
             .configure(api::routes)
+            .configure(auth::routes)
             .configure(|cfg| registry.mount(cfg))
             .default_service(web::to(api::not_found))
     })
@@ -72,10 +121,20 @@ pub fn serve(state: Arc<AppState>, server: &ServerConfig) -> std::io::Result<(Se
         }
     })
     .workers(2)
+    // A client must send its request head within this (slowloris), as a body must within
+    // `face::BODY_TIMEOUT`.
+    .client_request_timeout(HEAD_TIMEOUT)
     // Connections still open 2 s into a graceful stop (a WebSocket) are closed: not actix's 30 s.
     .shutdown_timeout(2)
-    .disable_signals()
-    .bind(server.listen)?;
+    .disable_signals();
+    let http = match tls {
+        Some(config) => http.bind_rustls_0_23(server.listen, config),
+        None => http.bind(server.listen),
+    }
+    .map_err(|source| ServeError::Bind {
+        addr: server.listen,
+        source,
+    })?;
     let addr = http.addrs().first().copied().unwrap_or(server.listen);
     Ok((http.run(), addr))
 }

@@ -35,7 +35,7 @@ impl Server {
         Self::try_start_on(yaml, listen).unwrap_or_else(|e| panic!("camgraph did not start: {e}"))
     }
 
-    fn try_start_on(yaml: &str, listen: &str) -> Result<Server, String> {
+    pub fn try_start_on(yaml: &str, listen: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("graph.yaml");
         std::fs::write(&path, yaml).unwrap();

@@ -27,7 +27,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::api::{wanted, MjpegStreams, OpenStream};
 use super::viewer::{ViewerFrames, ViewerMetrics};
 use crate::frame::EncodedFrame;
-use crate::http::face::{ApiError, Live, Query};
+use crate::http::face::{websocket, ApiError, Live, Query};
 
 /// Frames a client may have unacknowledged.
 const WINDOW: u32 = 2;
@@ -80,8 +80,11 @@ async fn open(
         waiting: None,
         last_seen: Instant::now(),
     };
-    ws::start(session, &req, stream)
+    websocket(session, &req, stream, MAX_FRAME_BYTES)
 }
+
+/// The largest frame a client may send: it only ever sends `ack`.
+const MAX_FRAME_BYTES: usize = 1024;
 
 /// The header of one frame (see the table above).
 pub fn header(frame: &EncodedFrame, scale: Option<u8>) -> [u8; HEADER_LEN] {

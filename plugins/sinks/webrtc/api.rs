@@ -22,8 +22,8 @@ use serde_json::json;
 
 use super::ws;
 use crate::error::ServiceError;
-use crate::http::face::{param, ApiError, Live, Query};
-use crate::node::Capability;
+use crate::http::face::{param, read_body, ApiError, Live, Query};
+use crate::node::{Capability, WatchRoute};
 use crate::port::{H264Variant, SCALES};
 
 /// Opens a WebRTC peer for a camera: the remote offer in, the complete answer out (non-trickle:
@@ -126,22 +126,35 @@ impl Capability for WebRtcPeers {
     const NAME: &'static str = "webrtc";
 }
 
+/// Opening, closing and trickling a WHEP session only watches: a `view` token may do it.
+pub const WATCH_ROUTES: &[WatchRoute] = &[
+    WatchRoute {
+        method: "POST",
+        path: WHEP,
+    },
+    WatchRoute {
+        method: "DELETE",
+        path: WHEP_SESSION,
+    },
+    WatchRoute {
+        method: "PATCH",
+        path: WHEP_SESSION,
+    },
+];
+
+/// The largest SDP offer taken: Chromium's are a few KiB.
+const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+const WHEP: &str = "/api/webrtc/whep/{camera}";
+const WHEP_SESSION: &str = "/api/webrtc/whep/{camera}/{session}";
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webrtc", web::get().to(page))
         .route("/api/webrtc/ws", web::get().to(ws::open))
-        .route("/api/webrtc/whep/{camera}", web::post().to(whep_offer))
-        .route(
-            "/api/webrtc/whep/{camera}",
-            web::method(Method::OPTIONS).to(whep_options),
-        )
-        .route(
-            "/api/webrtc/whep/{camera}/{session}",
-            web::delete().to(whep_delete),
-        )
-        .route(
-            "/api/webrtc/whep/{camera}/{session}",
-            web::method(Method::PATCH).to(whep_patch),
-        );
+        .route(WHEP, web::post().to(whep_offer))
+        .route(WHEP, web::method(Method::OPTIONS).to(whep_options))
+        .route(WHEP_SESSION, web::delete().to(whep_delete))
+        .route(WHEP_SESSION, web::method(Method::PATCH).to(whep_patch));
 }
 
 const PAGE_HTML: &str = include_str!("../../../web/webrtc.html");
@@ -166,7 +179,7 @@ async fn whep_offer(
     req: HttpRequest,
     path: web::Path<String>,
     query: Query,
-    body: web::Bytes,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let wanted = WantedVariant::from_query(&query)?;
     let (camera, service) = peers(&live, Some(&path))?;
@@ -181,6 +194,7 @@ async fn whep_offer(
             format!("WHEP offers are 'application/sdp' (got '{content_type}')"),
         ));
     }
+    let body = read_body(&req, body, MAX_OFFER_BYTES).await?;
     let sdp = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("the SDP offer is not UTF-8"))?;
     let answer = service

@@ -27,7 +27,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
+use crate::node::{
+    check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services, WatchRoute,
+};
 use crate::port::{PortKind, Ports};
 use crate::stop::{start_on_own_thread, Stopper};
 
@@ -183,6 +185,8 @@ impl NodeConfig for WebRtcSinkConfig {
     fn routes(cfg: &mut actix_web::web::ServiceConfig) {
         api::routes(cfg);
     }
+
+    const WATCH_ROUTES: &'static [WatchRoute] = api::WATCH_ROUTES;
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let feed = cx.h264_input()?;

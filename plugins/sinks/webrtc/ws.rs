@@ -2,6 +2,7 @@
 //! `{"type":"answer","sdp"}` (the answer already holds the server's candidates);
 //! `{"type":"ice-candidate","candidate":{...}}` both ways; anything else gets
 //! `{"type":"error","error"}` and the socket stays open; closing the socket closes the peer.
+//! A frame over 64 KiB closes the socket (`http::face::websocket`).
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use super::api::{
     peers, AddPeerCandidate, ClosePeer, OpenPeer, PeerEvent, WantedVariant, WebRtcPeers,
 };
-use crate::http::face::{Live, Query};
+use crate::http::face::{websocket, Live, Query};
 
 /// `GET /api/webrtc/ws[?camera=NAME][&bitrate=KBPS][&scale=1|2|4]`: upgrades to a signalling
 /// session for that camera; its peers get the variant asked for.
@@ -27,18 +28,19 @@ pub(super) async fn open(
 ) -> Result<HttpResponse, actix_web::Error> {
     let wanted = WantedVariant::from_query(&query)?;
     let (camera, service) = peers(&live, query.get("camera").map(String::as_str))?;
-    ws::start(
-        WsSession {
-            camera,
-            service,
-            wanted,
-            session: None,
-            last_seen: Instant::now(),
-        },
-        &req,
-        stream,
-    )
+    let session = WsSession {
+        camera,
+        service,
+        wanted,
+        session: None,
+        last_seen: Instant::now(),
+    };
+    websocket(session, &req, stream, MAX_FRAME_BYTES)
 }
+
+/// The largest frame a client may send: an SDP offer is a few KiB. A frame that declares more
+/// closes the socket before any of it is held.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// How often the server pings, and how long a silent client is kept.
 const PING_EVERY: Duration = Duration::from_secs(10);
