@@ -258,7 +258,7 @@ fn a_webrtc_peer_on_a_limited_link_moves_down_and_back_up_while_a_direct_one_kee
         out_dir.display().to_string(),
         LIMIT_KBPS.to_string(),
     );
-    let stdout = common::run_browser_script(
+    let summary: Value = common::run_browser_script(
         &server,
         "webrtc-adaptive.mjs",
         &[
@@ -274,11 +274,6 @@ fn a_webrtc_peer_on_a_limited_link_moves_down_and_back_up_while_a_direct_one_kee
             "16",
         ],
     );
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
     println!("time_s  phase    slow: step  width  fps  kbit/s   fast: step  width  fps   encodes");
     for s in summary["timeline"].as_array().unwrap() {
         println!(

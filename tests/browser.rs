@@ -18,15 +18,10 @@ fn the_viewer_page_plays_the_stream_and_its_stop_and_start_buttons_work() {
         test_camera_yaml("front", 640, 360, 30)
     ));
     let (url, out) = (server.url("/"), out_dir.display().to_string());
-    let stdout = common::run_browser_script(
+    let summary: serde_json::Value = common::run_browser_script(
         &server,
         "viewer.mjs",
         &[&url, &out, "--camera", "front", "--fps", "30"],
     );
-    let summary: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
     assert_eq!(summary["ok"], true, "{summary}");
 }

@@ -21,12 +21,7 @@ fn run(server: &Server, mode: &str, extra: &[&str]) -> serde_json::Value {
     let (url, out) = (server.url(""), out_dir());
     let mut args = vec![mode, &url, &out];
     args.extend_from_slice(extra);
-    let stdout = common::run_browser_script(server, "console.mjs", &args);
-    let summary: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
+    let summary: serde_json::Value = common::run_browser_script(server, "console.mjs", &args);
     assert_eq!(summary["ok"], true, "{summary}");
     summary
 }
