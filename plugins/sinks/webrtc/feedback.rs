@@ -18,11 +18,8 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
-use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-
-use super::peer::WriterCommand;
 
 /// The interceptor's place in the chain: after every default one (they read RTCP first).
 pub const SLOT: usize = 14_000;
@@ -116,11 +113,21 @@ impl LossCounter {
     }
 }
 
+/// What a peer's RTCP tells its writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// The peer lost pictures: its variant should send an IDR.
+    Keyframe,
+    /// A receiver report: of `sent` packets since the last one, the peer lost `lost`.
+    Loss { lost: u64, sent: u64 },
+}
+
 /// Who the feedback of one peer goes to.
 pub struct FeedbackTargets {
     /// The sink's SSRC: the report block about our stream.
     pub ssrc: u32,
-    pub writer: mpsc::UnboundedSender<WriterCommand>,
+    /// The peer's writer.
+    pub writer: Box<dyn Fn(Feedback) + Send + Sync>,
     pub keyframe_requests: Arc<AtomicU64>,
     pub lost: IntCounter,
 }
@@ -138,7 +145,7 @@ pub async fn watch(track: Arc<TrackLocalStaticRTP>, to: FeedbackTargets) {
                 to.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                 if last_request.is_none_or(|t| t.elapsed() >= MIN_GAP) {
                     last_request = Some(Instant::now());
-                    let _ = to.writer.send(WriterCommand::Keyframe);
+                    (to.writer)(Feedback::Keyframe);
                 }
                 continue;
             }
@@ -153,7 +160,7 @@ pub async fn watch(track: Arc<TrackLocalStaticRTP>, to: FeedbackTargets) {
                 };
                 to.lost.inc_by(lost);
                 tracing::trace!(lost, sent, "receiver report");
-                let _ = to.writer.send(WriterCommand::Loss { lost, sent });
+                (to.writer)(Feedback::Loss { lost, sent });
             }
         }
     }

@@ -30,6 +30,7 @@ use webrtc::peer_connection::{
 };
 
 use super::api::PeerEvent;
+use super::feedback::Feedback;
 use super::IceConfig;
 use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
@@ -336,10 +337,8 @@ pub struct WriterMetrics {
 
 /// What a peer's writer is told while it runs.
 pub enum WriterCommand {
-    /// The peer lost pictures: ask its variant for an IDR.
-    Keyframe,
-    /// A receiver report: of `sent` packets since the last one, the peer lost `lost`.
-    Loss { lost: u64, sent: u64 },
+    /// What the peer's RTCP said: a keyframe request or a receiver report.
+    Feedback(Feedback),
     /// Go on with another variant's packets (the peer moved on its ladder).
     Switch(Option<H264Variant>, Subscriber<RtpFrame>),
     /// The move could not be made (the encoder has no room for another variant).
@@ -395,8 +394,8 @@ pub async fn write_loop(
             command = commands.recv() => {
                 match command {
                     None => return,
-                    Some(WriterCommand::Keyframe) => feed.request_keyframe(variant),
-                    Some(WriterCommand::Loss { lost, sent }) => {
+                    Some(WriterCommand::Feedback(Feedback::Keyframe)) => feed.request_keyframe(variant),
+                    Some(WriterCommand::Feedback(Feedback::Loss { lost, sent })) => {
                         if let Some(l) = ladder.as_mut() {
                             l.observe(lost, sent);
                         }

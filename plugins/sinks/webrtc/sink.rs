@@ -443,9 +443,12 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                     self.metrics.writer.clone(),
                     ladder,
                 )));
+                let to_writer = writer.clone();
                 let targets = FeedbackTargets {
                     ssrc: self.ssrc,
-                    writer: writer.clone(),
+                    writer: Box::new(move |f| {
+                        let _ = to_writer.send(WriterCommand::Feedback(f));
+                    }),
                     keyframe_requests: self.counts.keyframe_requests.clone(),
                     lost: self.metrics.rtp_lost.clone(),
                 };
