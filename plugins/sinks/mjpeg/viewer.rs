@@ -179,6 +179,7 @@ impl ViewerMetrics {
 
 struct Body {
     frames: ViewerFrames,
+    form: mjpeg::Form,
     /// Chunks of the current part still to yield.
     pending: VecDeque<Bytes>,
     /// A frame taken already (to name the size in the response headers), sent first.
@@ -191,21 +192,48 @@ struct Body {
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Body {
+    /// Queues `frame`'s part (the JPEG bytes shared, never copied) and returns its first chunk.
     fn part(&mut self, frame: &Arc<EncodedFrame>) -> Bytes {
-        self.pending.push_back(frame.data.clone());
-        self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
-        mjpeg::part_header(frame.data.len(), frame.captured_at)
+        let data = &frame.data;
+        match self.form {
+            mjpeg::Form::Classic => {
+                self.pending.push_back(data.clone());
+                self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
+                mjpeg::part_header(data.len(), frame.captured_at)
+            }
+            // The headers went out after the previous JPEG; the capture time goes inside this one.
+            mjpeg::Form::Advance if data.starts_with(&[0xFF, 0xD8]) => {
+                self.pending
+                    .push_back(mjpeg::timestamp_segment(frame.captured_at));
+                self.pending.push_back(data.slice(2..));
+                self.pending
+                    .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
+                data.slice(..2)
+            }
+            mjpeg::Form::Advance => {
+                self.pending
+                    .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
+                data.clone()
+            }
+        }
     }
 }
 
-/// The multipart body of one viewer; `first` (already taken from `frames`) goes out first.
+/// The multipart body of one viewer in `form`; `first` (already taken from `frames`) goes out
+/// first. The advance form starts with its first part's headers at once.
 pub(super) fn mjpeg_body(
     frames: ViewerFrames,
     first: Option<Arc<EncodedFrame>>,
+    form: mjpeg::Form,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut pending = VecDeque::with_capacity(4);
+    if form == mjpeg::Form::Advance {
+        pending.push_back(Bytes::from_static(mjpeg::ADVANCE_HEADER));
+    }
     let body = Body {
         frames,
-        pending: VecDeque::with_capacity(2),
+        form,
+        pending,
         first,
         last: None,
     };
