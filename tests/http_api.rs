@@ -396,6 +396,31 @@ fn cors_answers_allowed_origins_only() {
         .contains("POST"));
 }
 
+/// A viewer that connects gets the newest frame at once, not the next capture: with a 1 fps camera
+/// already watched, a second viewer's first part was captured before it asked, and came well
+/// within one frame interval.
+#[test]
+fn a_new_viewer_gets_the_newest_frame_at_once() {
+    let server = one_camera(1);
+    let mut first = server.mjpeg("/api/camera/stream/front");
+    first.next_part().unwrap().expect("a part");
+    let asked = SystemTime::now();
+    let started = Instant::now();
+    let mut second = server.mjpeg("/api/camera/stream/front");
+    let part = second.next_part().unwrap().expect("a part");
+    let waited = started.elapsed();
+    let captured = part.timestamp.expect("X-Timestamp");
+    assert!(
+        captured <= asked,
+        "the first part was captured {:?} after the viewer asked: it waited for the next capture",
+        captured.duration_since(asked).unwrap_or_default()
+    );
+    assert!(
+        waited < Duration::from_secs(1),
+        "first part after {waited:?}"
+    );
+}
+
 /// An image request (`Accept: image/...`, as browsers send for `<img>`) gets the advance form: the
 /// first part's headers at once, then each JPEG followed directly by the part end and the next
 /// part's boundary and headers; the capture time is inside the JPEG (a comment segment) and is

@@ -1,7 +1,8 @@
 //! One MJPEG viewer, whatever carries its pictures (a multipart HTTP body or a WebSocket): it waits
 //! for the newest JPEG of its variant, thins to its fps, and, when it asked for a size, finds the
 //! nearest size the encoder makes at or below it from the camera's first full-size frame
-//! (`ViewerFrames`). `mjpeg_body` turns those frames into the multipart body: the part header, the
+//! (`ViewerFrames`); its first frame is the newest one already published when that is fresh, so
+//! a new viewer does not wait for the next capture. `mjpeg_body` turns those frames into the multipart body: the part header, the
 //! shared JPEG bytes (not copied) and the part end.
 
 use std::collections::VecDeque;
@@ -94,6 +95,9 @@ pub struct ViewerFrames {
     /// The size asked for, until the first full-size frame has told the camera's size.
     resolve: Option<(u32, u32)>,
     limiter: Option<RateLimiter>,
+    /// Whether the next frame may be the subscription's newest one, already published: true for
+    /// a new subscription, so a viewer does not wait for the next capture to see a picture.
+    take_latest: bool,
     metrics: ViewerMetrics,
     _guard: ViewerGuard,
 }
@@ -117,6 +121,7 @@ impl ViewerFrames {
             variant,
             resolve: wanted.size,
             limiter: wanted.fps.map(RateLimiter::new),
+            take_latest: true,
             metrics,
             _guard: guard,
         })
@@ -130,7 +135,14 @@ impl ViewerFrames {
     /// The next frame for this viewer; `None` once the feed is gone.
     pub async fn next(&mut self) -> Option<Arc<EncodedFrame>> {
         loop {
-            let (frame, skipped) = self.frames.next().await?;
+            let latest = std::mem::take(&mut self.take_latest)
+                .then(|| self.frames.latest())
+                .flatten()
+                .filter(|f| is_fresh(f));
+            let (frame, skipped) = match latest {
+                Some(frame) => (frame, 0),
+                None => self.frames.next().await?,
+            };
             if let (Some((max_w, max_h)), Some(variant)) = (self.resolve.take(), self.variant) {
                 let scale = fitting_scale(frame.width, frame.height, max_w, max_h);
                 if scale != variant.scale {
@@ -139,6 +151,7 @@ impl ViewerFrames {
                         Ok(frames) => {
                             self.frames = frames;
                             self.variant = Some(smaller);
+                            self.take_latest = true;
                             continue;
                         }
                         // No room for one more variant: the full size, and the header says so.
@@ -163,6 +176,14 @@ impl ViewerFrames {
     pub(super) fn metrics(&self) -> ViewerMetrics {
         self.metrics.clone()
     }
+}
+
+/// Whether a frame published before a viewer came is new enough to be its first: captured within
+/// `KEEPALIVE` (an older one is what a stopped camera or an idle encoder left behind).
+fn is_fresh(frame: &EncodedFrame) -> bool {
+    SystemTime::now()
+        .duration_since(frame.captured_at)
+        .is_ok_and(|age| age < KEEPALIVE)
 }
 
 impl ViewerMetrics {
