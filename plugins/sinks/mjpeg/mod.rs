@@ -47,8 +47,17 @@ fn default_snapshot_timeout_ms() -> u64 {
     3000
 }
 
-/// A snapshot request may answer with the latest frame if it is at most this old.
+/// A snapshot request or a new viewer may get the latest frame at once if it is at most this old.
 const FRESH: Duration = Duration::from_millis(500);
+
+/// Whether `frame`, published before a snapshot request or a viewer came, is new enough to answer
+/// it (`FRESH`).
+fn is_fresh(frame: &EncodedFrame) -> bool {
+    SystemTime::now()
+        .duration_since(frame.captured_at)
+        .unwrap_or_default()
+        <= FRESH
+}
 
 impl NodeConfig for MjpegSinkConfig {
     const TYPE: &'static str = "mjpeg_sink";
@@ -146,14 +155,8 @@ impl Handler<TakeSnapshot> for MjpegSink {
         let wait = Duration::from_millis(self.config.snapshot_timeout_ms);
         Box::pin(async move {
             let mut frames = subscribed?;
-            if let Some(latest) = frames.latest() {
-                if SystemTime::now()
-                    .duration_since(latest.captured_at)
-                    .unwrap_or_default()
-                    <= FRESH
-                {
-                    return Ok(latest);
-                }
+            if let Some(latest) = frames.latest().filter(|f| is_fresh(f)) {
+                return Ok(latest);
             }
             match tokio::time::timeout(wait, frames.next()).await {
                 Ok(Some((frame, _))) => Ok(frame),

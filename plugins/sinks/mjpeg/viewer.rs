@@ -1,8 +1,8 @@
 //! One MJPEG viewer, whatever carries its pictures (a multipart HTTP body or a WebSocket): it waits
 //! for the newest JPEG of its variant, thins to its fps, and, when it asked for a size, finds the
 //! nearest size the encoder makes at or below it from the camera's first full-size frame
-//! (`ViewerFrames`); its first frame is the newest one already published when that is fresh, so
-//! a new viewer does not wait for the next capture. `mjpeg_body` turns those frames into the multipart body: the part header, the
+//! (`ViewerFrames`); its first frame is the newest one already published when others are
+//! receiving that stream and it is fresh, so a new viewer does not wait for the next capture. `mjpeg_body` turns those frames into the multipart body: the part header, the
 //! shared JPEG bytes (not copied) and the part end.
 
 use std::collections::VecDeque;
@@ -96,7 +96,9 @@ pub struct ViewerFrames {
     resolve: Option<(u32, u32)>,
     limiter: Option<RateLimiter>,
     /// Whether the next frame may be the subscription's newest one, already published: true for
-    /// a new subscription, so a viewer does not wait for the next capture to see a picture.
+    /// a new subscription, so a viewer does not wait for the next capture to see a picture. Only
+    /// while others receive the variant (frames are flowing) and the frame is fresh: the last frame
+    /// of an idle encoder or a stopped camera is not passed off as the newest.
     take_latest: bool,
     metrics: ViewerMetrics,
     _guard: ViewerGuard,
@@ -136,9 +138,9 @@ impl ViewerFrames {
     pub async fn next(&mut self) -> Option<Arc<EncodedFrame>> {
         loop {
             let latest = std::mem::take(&mut self.take_latest)
-                .then(|| self.frames.latest())
+                .then(|| self.frames.latest_if_flowing())
                 .flatten()
-                .filter(|f| is_fresh(f));
+                .filter(|f| super::is_fresh(f));
             let (frame, skipped) = match latest {
                 Some(frame) => (frame, 0),
                 None => self.frames.next().await?,
@@ -176,14 +178,6 @@ impl ViewerFrames {
     pub(super) fn metrics(&self) -> ViewerMetrics {
         self.metrics.clone()
     }
-}
-
-/// Whether a frame published before a viewer came is new enough to be its first: captured within
-/// `KEEPALIVE` (an older one is what a stopped camera or an idle encoder left behind).
-fn is_fresh(frame: &EncodedFrame) -> bool {
-    SystemTime::now()
-        .duration_since(frame.captured_at)
-        .is_ok_and(|age| age < KEEPALIVE)
 }
 
 impl ViewerMetrics {
