@@ -74,4 +74,10 @@ impl<V: Copy + 'static> FeedReader<V> {
     pub fn latest(&self) -> Option<Arc<EncodedFrame>> {
         self.frames.latest()
     }
+
+    /// The newest frame of the current variant if it was being produced for someone else when
+    /// this reader subscribed (`Subscriber::latest_if_flowing`).
+    pub fn latest_if_flowing(&self) -> Option<Arc<EncodedFrame>> {
+        self.frames.latest_if_flowing()
+    }
 }

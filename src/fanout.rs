@@ -144,11 +144,13 @@ impl<T> Fanout<T> {
 
     /// A new consumer. It waits for the next value: the current one counts as already seen.
     pub fn subscribe(&self) -> Subscriber<T> {
+        let flowing = self.has_subscribers();
         let rx = self.tx.subscribe();
         let last = rx.borrow().as_ref().map(|s| s.index);
         Subscriber {
             rx,
             last,
+            joined_flowing: flowing,
             _counted: self.demand.counted(),
         }
     }
@@ -172,6 +174,9 @@ impl<T> Fanout<T> {
 pub struct Subscriber<T> {
     rx: watch::Receiver<Option<Stamped<T>>>,
     last: Option<u64>,
+    /// Whether someone else was consuming the point when this subscriber joined: then values were
+    /// being produced and the current one is the newest, not a leftover from before a pause.
+    joined_flowing: bool,
     /// Declared after `rx`, so it is dropped after it: when the drop is announced, the point no
     /// longer counts this receiver (`has_subscribers`) either.
     _counted: Counted,
@@ -182,6 +187,7 @@ impl<T> Clone for Subscriber<T> {
         Self {
             rx: self.rx.clone(),
             last: self.last,
+            joined_flowing: self.joined_flowing,
             _counted: self._counted.clone(),
         }
     }
@@ -209,6 +215,13 @@ impl<T> Subscriber<T> {
     /// The value published last, without marking it seen.
     pub fn latest(&self) -> Option<Arc<T>> {
         self.rx.borrow().as_ref().map(|s| s.value.clone())
+    }
+
+    /// The value published last, if values were flowing when this subscriber joined (someone else
+    /// was consuming them), without marking it seen; `None` when the point was idle, whose last
+    /// value is from before the pause.
+    pub fn latest_if_flowing(&self) -> Option<Arc<T>> {
+        self.joined_flowing.then(|| self.latest()).flatten()
     }
 
     /// The values as a stream, for actors (`ctx.add_stream`) and response bodies.
@@ -280,6 +293,17 @@ mod tests {
         assert_eq!(sub.latest().as_deref(), Some(&"old"));
         out.publish(Arc::new("new"));
         assert_eq!(sub.next().await.map(|(v, s)| (*v, s)), Some(("new", 0)));
+    }
+
+    #[tokio::test]
+    async fn the_latest_value_counts_as_flowing_only_if_someone_was_consuming() {
+        let out = Fanout::new();
+        out.publish(Arc::new("left from before"));
+        let first = out.subscribe();
+        assert_eq!(first.latest_if_flowing(), None, "nobody was consuming");
+        out.publish(Arc::new("live"));
+        let second = out.subscribe();
+        assert_eq!(second.latest_if_flowing().as_deref(), Some(&"live"));
     }
 
     #[tokio::test]

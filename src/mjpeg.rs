@@ -11,6 +11,47 @@ pub const CONTENT_TYPE: &str = "multipart/x-mixed-replace; boundary=frame";
 /// What ends every part, after the JPEG bytes.
 pub const PART_END: &[u8] = b"\r\n";
 
+/// How a stream's parts are laid out on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Each part's headers (with `Content-Length` and `X-Timestamp`) just before its JPEG: what
+    /// ffmpeg, curl-based tools and `PartReader` read.
+    Classic,
+    /// "Advance headers": right after each JPEG come the part's end and the next part's boundary
+    /// and headers, so a browser (which shows a part only once the next one has begun) shows each
+    /// frame as soon as it arrives. The next part's length and capture time are not known yet, so
+    /// its headers are `Content-Type` only; the capture time travels inside the JPEG, as a comment
+    /// segment right after its start marker (`timestamp_segment`).
+    Advance,
+}
+
+/// The advance form's part start: boundary and the headers known before the frame.
+pub const ADVANCE_HEADER: &[u8] = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n";
+/// The advance form's part end: the part end and the next part's start.
+pub const ADVANCE_END: &[u8] = b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n";
+
+/// A JPEG comment segment (`FF FE`) carrying `X-Timestamp: <capture time>`, to insert right after a
+/// JPEG's start marker (`FF D8`): decoders skip comments, so the picture is unchanged.
+pub fn timestamp_segment(captured_at: SystemTime) -> Bytes {
+    let text = format!("X-Timestamp: {}", format_timestamp(captured_at));
+    let len = u16::try_from(text.len() + 2).expect("a timestamp is short");
+    let mut seg = Vec::with_capacity(text.len() + 4);
+    seg.extend_from_slice(&[0xFF, 0xFE]);
+    seg.extend_from_slice(&len.to_be_bytes());
+    seg.extend_from_slice(text.as_bytes());
+    Bytes::from(seg)
+}
+
+/// The capture time a JPEG carries in a `timestamp_segment` right after its start marker.
+pub fn jpeg_timestamp(jpeg: &[u8]) -> Option<SystemTime> {
+    let [0xFF, 0xD8, 0xFF, 0xFE, hi, lo, ..] = *jpeg else {
+        return None;
+    };
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    let text = std::str::from_utf8(jpeg.get(6..4 + len)?).ok()?;
+    parse_timestamp(text.strip_prefix("X-Timestamp: ")?)
+}
+
 /// Unix seconds with microseconds, as in `X-Timestamp: 1700000000.123456`.
 pub fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -138,6 +179,17 @@ mod tests {
         assert_eq!(first.content_type.as_deref(), Some("image/jpeg"));
         assert_eq!(r.next_part().unwrap().unwrap().data, b"\xff\xd8two\xff\xd9");
         assert!(r.next_part().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_timestamp_segment_inside_a_jpeg_is_read_back() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000);
+        let mut jpeg = b"\xff\xd8".to_vec();
+        jpeg.extend_from_slice(&timestamp_segment(t));
+        jpeg.extend_from_slice(b"\xff\xdbrest\xff\xd9");
+        assert_eq!(jpeg_timestamp(&jpeg), Some(t));
+        assert_eq!(jpeg_timestamp(b"\xff\xd8\xff\xdbrest\xff\xd9"), None);
+        assert_eq!(jpeg_timestamp(b"\xff\xd8\xff\xfe\x00\x40short"), None);
     }
 
     #[test]

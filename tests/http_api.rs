@@ -396,32 +396,121 @@ fn cors_answers_allowed_origins_only() {
         .contains("POST"));
 }
 
+/// A viewer that connects gets the newest frame at once, not the next capture: with a 1 fps camera
+/// already watched, a second viewer's first part was captured before it asked, and came well
+/// within one frame interval.
 #[test]
-fn ffprobe_reads_the_stream_as_an_independent_client() {
-    let server = one_camera(30);
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "mpjpeg",
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "json",
-        ])
-        .arg(server.url("/api/camera/stream/front"))
-        .output()
-        .expect("ffprobe is installed (apt ffmpeg)");
+fn a_new_viewer_gets_the_newest_frame_at_once() {
+    let server = one_camera(1);
+    let mut first = server.mjpeg("/api/camera/stream/front");
+    first.next_part().unwrap().expect("a part");
+    let asked = SystemTime::now();
+    let started = Instant::now();
+    let mut second = server.mjpeg("/api/camera/stream/front");
+    let part = second.next_part().unwrap().expect("a part");
+    let waited = started.elapsed();
+    let captured = part.timestamp.expect("X-Timestamp");
     assert!(
-        out.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&out.stderr)
+        captured <= asked,
+        "the first part was captured {:?} after the viewer asked: it waited for the next capture",
+        captured.duration_since(asked).unwrap_or_default()
     );
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["streams"][0]["codec_name"], "mjpeg");
-    assert_eq!(info["streams"][0]["width"], 640);
-    assert_eq!(info["streams"][0]["height"], 360);
+    assert!(
+        waited < Duration::from_secs(1),
+        "first part after {waited:?}"
+    );
+}
+
+/// An image request (`Accept: image/...`, as browsers send for `<img>`) gets the advance form: the
+/// first part's headers at once, then each JPEG followed directly by the part end and the next
+/// part's boundary and headers; the capture time is inside the JPEG (a comment segment) and is
+/// the one painted into the picture. `?advance=0` gives the same request the classic form.
+#[test]
+fn an_image_request_gets_each_jpeg_followed_by_the_next_parts_headers() {
+    use camgraph::mjpeg::{jpeg_timestamp, ADVANCE_END, ADVANCE_HEADER};
+    use std::io::{BufRead, Read};
+    let server = one_camera(30);
+    let accept = [(
+        "Accept",
+        "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
+    )];
+    let r = client::request(
+        "GET",
+        &server.url("/api/camera/stream/front"),
+        &accept,
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let mut body = r.into_body();
+    let mut start = vec![0; ADVANCE_HEADER.len()];
+    body.read_exact(&mut start).unwrap();
+    assert_eq!(start, ADVANCE_HEADER);
+    for _ in 0..3 {
+        let mut part = Vec::new();
+        while !part.ends_with(ADVANCE_END) {
+            assert!(
+                body.read_until(b'\n', &mut part).unwrap() > 0,
+                "stream ended"
+            );
+        }
+        let jpeg = &part[..part.len() - ADVANCE_END.len()];
+        let ts = jpeg_timestamp(jpeg).expect("the capture time inside the JPEG");
+        let (rgb, w, h) = decode(jpeg);
+        assert_eq!((w, h), (640, 360));
+        let marks = read_marks(&rgb, w, h).expect("frame number readable");
+        let ts_ms = ts.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert_eq!(captured_unix_ms(marks, SystemTime::now()), ts_ms);
+    }
+    let classic = client::request(
+        "GET",
+        &server.url("/api/camera/stream/front?advance=0"),
+        &accept,
+        None,
+    )
+    .unwrap();
+    let mut parts =
+        camgraph::mjpeg::PartReader::new(classic.into_body(), camgraph::mjpeg::BOUNDARY);
+    let part = parts.next_part().unwrap().expect("a part");
+    assert!(part.timestamp.is_some(), "classic parts carry X-Timestamp");
+    assert_eq!(decode(&part.data).1, 640);
+}
+
+/// Both wire forms (`?advance=0`: parts with `Content-Length`; `?advance=1`: headers advanced,
+/// no length) are read by ffprobe, which decodes 10 frames of each.
+#[test]
+fn ffprobe_reads_both_stream_forms_as_an_independent_client() {
+    let server = one_camera(30);
+    for form in ["advance=0", "advance=1"] {
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "mpjpeg",
+                "-count_frames",
+                "-read_intervals",
+                "%+#10",
+                "-show_entries",
+                "stream=codec_name,width,height,nb_read_frames",
+                "-of",
+                "json",
+            ])
+            .arg(server.url(&format!("/api/camera/stream/front?{form}")))
+            .output()
+            .expect("ffprobe is installed (apt ffmpeg)");
+        assert!(
+            out.status.success(),
+            "ffprobe ({form}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stream = &info["streams"][0];
+        assert_eq!(stream["codec_name"], "mjpeg", "{form}: {info}");
+        assert_eq!(stream["width"], 640, "{form}: {info}");
+        assert_eq!(stream["height"], 360, "{form}: {info}");
+        assert_eq!(stream["nb_read_frames"], "10", "{form}: {info}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The mjpeg_sink's HTTP face: the guide's stream (`GET /api/camera/stream[/{name}]`, with
-//! `?quality=`, `?fps=`, `?width=` and `?height=` per viewer), the same pictures over a WebSocket
+//! `?quality=`, `?fps=`, `?width=` and `?height=` per viewer, and its wire form: `?advance=` or
+//! the `Accept` header, `form`), the same pictures over a WebSocket
 //! (`GET /api/camera/ws[/{name}]`, `ws.rs`) and the snapshot (`GET /api/camera/snapshot[/{name}]`)
 //! routes, the messages they send the sink, and the capabilities by which a route finds the sink
 //! of a camera (or a sink named by its node id).
@@ -7,7 +8,7 @@
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -90,12 +91,39 @@ pub(super) fn wanted(query: &Query, allowed_extra: &[&str]) -> Result<Wanted, Ap
     })
 }
 
+/// The wire form a stream request gets: `?advance=1` the advance-headers form, `?advance=0` the
+/// classic one; without it, the advance form for an image request (an `Accept` header naming an
+/// `image/` type, as browsers send for `<img>`) and the classic form for anyone else (ffmpeg and
+/// curl send `*/*`), since only browsers wait for the next boundary and only tools need
+/// `Content-Length`.
+fn form(query: &Query, request: &HttpRequest) -> Result<mjpeg::Form, ApiError> {
+    let advance = match param::<u8>(query, "advance", 0..=1)? {
+        Some(a) => a == 1,
+        None => request
+            .headers()
+            .get_all(actix_web::http::header::ACCEPT)
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("image/")),
+    };
+    Ok(if advance {
+        mjpeg::Form::Advance
+    } else {
+        mjpeg::Form::Classic
+    })
+}
+
 /// How long a stream that asked for a size waits for the first frame (it names the size given).
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(3);
 
-async fn stream(live: Live, name: Option<&str>, query: Query) -> Result<HttpResponse, ApiError> {
+async fn stream(
+    live: Live,
+    name: Option<&str>,
+    query: Query,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     // `t`: the cache buster pages add to restart an <img>; `token`: for the security layer.
-    let wanted = wanted(&query, &["t", "token"])?;
+    let wanted = wanted(&query, &["t", "token", "advance"])?;
+    let form = form(&query, &request)?;
     let (camera, MjpegStreams(open)) = live.find(name, no_sink)?;
     let mut frames = open.send(OpenStream(wanted)).await??;
     let mut ok = HttpResponse::Ok();
@@ -120,20 +148,25 @@ async fn stream(live: Live, name: Option<&str>, query: Query) -> Result<HttpResp
             }
         },
     };
-    let body: ByteStream = mjpeg_body(frames, first).boxed();
+    let body: ByteStream = mjpeg_body(frames, first, form).boxed();
     Ok(response.streaming(body))
 }
 
-async fn stream_default(live: Live, query: Query) -> Result<HttpResponse, ApiError> {
-    stream(live, None, query).await
+async fn stream_default(
+    live: Live,
+    query: Query,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    stream(live, None, query, request).await
 }
 
 async fn stream_named(
     live: Live,
     path: web::Path<String>,
     query: Query,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    stream(live, Some(&path), query).await
+    stream(live, Some(&path), query, request).await
 }
 
 async fn snapshot(live: Live, name: Option<&str>) -> Result<HttpResponse, ApiError> {

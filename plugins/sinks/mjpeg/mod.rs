@@ -47,8 +47,17 @@ fn default_snapshot_timeout_ms() -> u64 {
     3000
 }
 
-/// A snapshot request may answer with the latest frame if it is at most this old.
+/// A snapshot request or a new viewer may get the latest frame at once if it is at most this old.
 const FRESH: Duration = Duration::from_millis(500);
+
+/// Whether `frame`, published before a snapshot request or a viewer came, is new enough to answer
+/// it (`FRESH`).
+fn is_fresh(frame: &EncodedFrame) -> bool {
+    SystemTime::now()
+        .duration_since(frame.captured_at)
+        .unwrap_or_default()
+        <= FRESH
+}
 
 impl NodeConfig for MjpegSinkConfig {
     const TYPE: &'static str = "mjpeg_sink";
@@ -146,14 +155,8 @@ impl Handler<TakeSnapshot> for MjpegSink {
         let wait = Duration::from_millis(self.config.snapshot_timeout_ms);
         Box::pin(async move {
             let mut frames = subscribed?;
-            if let Some(latest) = frames.latest() {
-                if SystemTime::now()
-                    .duration_since(latest.captured_at)
-                    .unwrap_or_default()
-                    <= FRESH
-                {
-                    return Ok(latest);
-                }
+            if let Some(latest) = frames.latest().filter(|f| is_fresh(f)) {
+                return Ok(latest);
             }
             match tokio::time::timeout(wait, frames.next()).await {
                 Ok(Some((frame, _))) => Ok(frame),
@@ -226,7 +229,7 @@ mod tests {
             .send(OpenStream(Wanted::default()))
             .await
             .unwrap()
-            .map(|frames| viewer::mjpeg_body(frames, None).boxed())
+            .map(|frames| viewer::mjpeg_body(frames, None, crate::mjpeg::Form::Classic).boxed())
             .unwrap();
         let refused = stream
             .send(OpenStream(Wanted::default()))
@@ -257,6 +260,38 @@ mod tests {
             .await
             .unwrap()
             .is_ok());
+        handle.stop.fire();
+    }
+
+    #[actix_rt::test]
+    async fn the_advance_form_sends_headers_first_and_each_jpeg_with_the_next_parts_headers() {
+        use crate::mjpeg::{jpeg_timestamp, Form, ADVANCE_END, ADVANCE_HEADER};
+        let feed = Fanout::new();
+        let (services, handle) = sink(&feed, 1);
+        let MjpegStreams(stream) = services.get().expect("mjpeg streams");
+        let mut body = stream
+            .send(OpenStream(Wanted::default()))
+            .await
+            .unwrap()
+            .map(|frames| viewer::mjpeg_body(frames, None, Form::Advance).boxed())
+            .unwrap();
+        // The first part's headers before any frame exists.
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], ADVANCE_HEADER);
+        let data = Bytes::from_static(b"\xff\xd8jpeg\xff\xd9");
+        feed.publish(jpeg(1, &data));
+        let mut chunks = Vec::new();
+        for _ in 0..4 {
+            chunks.push(body.next().await.unwrap().unwrap());
+        }
+        assert_eq!(chunks[0].as_ptr(), data.as_ptr(), "shared, not copied");
+        assert_eq!(chunks[2].as_ptr(), data[2..].as_ptr(), "shared, not copied");
+        assert_eq!(&chunks[3][..], ADVANCE_END);
+        let jpeg_sent: Vec<u8> = chunks[..3].concat();
+        assert_eq!(
+            jpeg_timestamp(&jpeg_sent),
+            Some(std::time::UNIX_EPOCH + Duration::new(1_700_000_000, 42_000))
+        );
+        assert!(jpeg_sent.ends_with(b"jpeg\xff\xd9"));
         handle.stop.fire();
     }
 

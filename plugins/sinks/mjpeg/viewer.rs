@@ -1,7 +1,8 @@
 //! One MJPEG viewer, whatever carries its pictures (a multipart HTTP body or a WebSocket): it waits
 //! for the newest JPEG of its variant, thins to its fps, and, when it asked for a size, finds the
 //! nearest size the encoder makes at or below it from the camera's first full-size frame
-//! (`ViewerFrames`). `mjpeg_body` turns those frames into the multipart body: the part header, the
+//! (`ViewerFrames`); its first frame is the newest one already published when others are
+//! receiving that stream and it is fresh, so a new viewer does not wait for the next capture. `mjpeg_body` turns those frames into the multipart body: the part header, the
 //! shared JPEG bytes (not copied) and the part end.
 
 use std::collections::VecDeque;
@@ -94,6 +95,11 @@ pub struct ViewerFrames {
     /// The size asked for, until the first full-size frame has told the camera's size.
     resolve: Option<(u32, u32)>,
     limiter: Option<RateLimiter>,
+    /// Whether the next frame may be the subscription's newest one, already published: true for
+    /// a new subscription, so a viewer does not wait for the next capture to see a picture. Only
+    /// while others receive the variant (frames are flowing) and the frame is fresh: the last frame
+    /// of an idle encoder or a stopped camera is not passed off as the newest.
+    take_latest: bool,
     metrics: ViewerMetrics,
     _guard: ViewerGuard,
 }
@@ -117,6 +123,7 @@ impl ViewerFrames {
             variant,
             resolve: wanted.size,
             limiter: wanted.fps.map(RateLimiter::new),
+            take_latest: true,
             metrics,
             _guard: guard,
         })
@@ -130,7 +137,14 @@ impl ViewerFrames {
     /// The next frame for this viewer; `None` once the feed is gone.
     pub async fn next(&mut self) -> Option<Arc<EncodedFrame>> {
         loop {
-            let (frame, skipped) = self.frames.next().await?;
+            let latest = std::mem::take(&mut self.take_latest)
+                .then(|| self.frames.latest_if_flowing())
+                .flatten()
+                .filter(|f| super::is_fresh(f));
+            let (frame, skipped) = match latest {
+                Some(frame) => (frame, 0),
+                None => self.frames.next().await?,
+            };
             if let (Some((max_w, max_h)), Some(variant)) = (self.resolve.take(), self.variant) {
                 let scale = fitting_scale(frame.width, frame.height, max_w, max_h);
                 if scale != variant.scale {
@@ -139,6 +153,7 @@ impl ViewerFrames {
                         Ok(frames) => {
                             self.frames = frames;
                             self.variant = Some(smaller);
+                            self.take_latest = true;
                             continue;
                         }
                         // No room for one more variant: the full size, and the header says so.
@@ -179,6 +194,7 @@ impl ViewerMetrics {
 
 struct Body {
     frames: ViewerFrames,
+    form: mjpeg::Form,
     /// Chunks of the current part still to yield.
     pending: VecDeque<Bytes>,
     /// A frame taken already (to name the size in the response headers), sent first.
@@ -191,21 +207,48 @@ struct Body {
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Body {
+    /// Queues `frame`'s part (the JPEG bytes shared, never copied) and returns its first chunk.
     fn part(&mut self, frame: &Arc<EncodedFrame>) -> Bytes {
-        self.pending.push_back(frame.data.clone());
-        self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
-        mjpeg::part_header(frame.data.len(), frame.captured_at)
+        let data = &frame.data;
+        match self.form {
+            mjpeg::Form::Classic => {
+                self.pending.push_back(data.clone());
+                self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
+                mjpeg::part_header(data.len(), frame.captured_at)
+            }
+            // The headers went out after the previous JPEG; the capture time goes inside this one.
+            mjpeg::Form::Advance if data.starts_with(&[0xFF, 0xD8]) => {
+                self.pending
+                    .push_back(mjpeg::timestamp_segment(frame.captured_at));
+                self.pending.push_back(data.slice(2..));
+                self.pending
+                    .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
+                data.slice(..2)
+            }
+            mjpeg::Form::Advance => {
+                self.pending
+                    .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
+                data.clone()
+            }
+        }
     }
 }
 
-/// The multipart body of one viewer; `first` (already taken from `frames`) goes out first.
+/// The multipart body of one viewer in `form`; `first` (already taken from `frames`) goes out
+/// first. The advance form starts with its first part's headers at once.
 pub(super) fn mjpeg_body(
     frames: ViewerFrames,
     first: Option<Arc<EncodedFrame>>,
+    form: mjpeg::Form,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut pending = VecDeque::with_capacity(4);
+    if form == mjpeg::Form::Advance {
+        pending.push_back(Bytes::from_static(mjpeg::ADVANCE_HEADER));
+    }
     let body = Body {
         frames,
-        pending: VecDeque::with_capacity(2),
+        form,
+        pending,
         first,
         last: None,
     };
