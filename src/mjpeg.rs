@@ -32,6 +32,25 @@ pub fn part_header(len: usize, captured_at: SystemTime) -> Bytes {
     ))
 }
 
+/// The largest part a `PartReader` accepts: several times an 8K JPEG at usual quality, so that
+/// a stream announcing an absurd `Content-Length` is refused before anything is allocated.
+pub const MAX_PART_BYTES: u64 = 32 << 20;
+
+/// A part whose `Content-Length` is over `MAX_PART_BYTES`; carried inside the `io::Error`
+/// (`InvalidData`) that `PartReader::next_part` returns, so that callers can tell it apart.
+#[derive(Debug, thiserror::Error)]
+#[error("a part of {length} bytes is larger than the limit of {} MiB", MAX_PART_BYTES >> 20)]
+pub struct PartTooLarge {
+    pub length: u64,
+}
+
+impl PartTooLarge {
+    /// The `PartTooLarge` inside `e`, if that is what `e` is.
+    pub fn find(e: &io::Error) -> Option<&PartTooLarge> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
 /// One part read back.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -98,7 +117,7 @@ impl<R: BufRead> PartReader<R> {
                 "content-length" => {
                     length = Some(
                         value
-                            .parse::<usize>()
+                            .parse::<u64>()
                             .map_err(|_| invalid(format!("bad Content-Length {value:?}")))?,
                     )
                 }
@@ -108,7 +127,13 @@ impl<R: BufRead> PartReader<R> {
             }
         }
         let length = length.ok_or_else(|| invalid("part without Content-Length".into()))?;
-        let mut data = vec![0; length];
+        if length > MAX_PART_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                PartTooLarge { length },
+            ));
+        }
+        let mut data = vec![0; length as usize];
         self.reader.read_exact(&mut data)?;
         Ok(Some(Part {
             content_type,
@@ -138,6 +163,27 @@ mod tests {
         assert_eq!(first.content_type.as_deref(), Some("image/jpeg"));
         assert_eq!(r.next_part().unwrap().unwrap().data, b"\xff\xd8two\xff\xd9");
         assert!(r.next_part().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_part_over_the_limit_is_refused_before_it_is_allocated() {
+        for length in [MAX_PART_BYTES + 1, 1_000_000_000_000, u64::MAX] {
+            let wire = format!("--frame\r\nContent-Length: {length}\r\n\r\nxx");
+            let err = PartReader::new(wire.as_bytes(), BOUNDARY)
+                .next_part()
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(PartTooLarge::find(&err).map(|p| p.length), Some(length));
+            assert_eq!(
+                err.to_string(),
+                format!("a part of {length} bytes is larger than the limit of 32 MiB")
+            );
+        }
+        let wire = b"--frame\r\nContent-Length: 99999999999999999999\r\n\r\n";
+        let err = PartReader::new(&wire[..], BOUNDARY)
+            .next_part()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("bad Content-Length"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! Hostile camera sources, end to end with the real binary: an MJPEG server that announces absurd
+//! part sizes, files that are devices or FIFOs, and `http://` sources added through the API
+//! used to probe the network (SSRF).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{wait_for, Server};
+
+/// A camera `front` pulling `source`, with an encoder and a stream sink.
+fn camera_yaml(source: &str) -> String {
+    format!(
+        "nodes:\n  \
+         front: {{ type: camera, source: '{source}', width: 320, height: 240, fps: 10 }}\n  \
+         front_jpeg: {{ type: jpeg_encoder, inputs: [front] }}\n  \
+         front_mjpeg: {{ type: mjpeg_sink, inputs: [front_jpeg] }}\n"
+    )
+}
+
+/// The node `id` in `/api/graph`.
+fn node(server: &Server, id: &str) -> serde_json::Value {
+    let (_, graph) = server.get_json("/api/graph");
+    graph["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("no node {id}: {graph}"))
+}
+
+/// An MJPEG server on 127.0.0.1 whose every part announces `length` bytes and then sends a few;
+/// its URL. It serves every connection (the camera reconnects) until the test process ends.
+fn lying_mjpeg_server(length: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n\
+                     --frame\r\nContent-Type: image/jpeg\r\nContent-Length: {length}\r\n\r\nJPEG"
+                );
+                // Hold the connection open (the camera gives up on it, not the server).
+                std::thread::sleep(Duration::from_secs(30));
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn an_mjpeg_part_announcing_a_huge_size_is_refused_and_the_camera_goes_down() {
+    for length in ["1000000000000", "18446744073709551615"] {
+        let url = lying_mjpeg_server(length);
+        let server = Server::start(&camera_yaml(&url));
+        // A viewer makes the camera read parts.
+        let viewer = client_stream(&server);
+        let front = wait_for(
+            &format!("the camera to go down over a {length}-byte part"),
+            Duration::from_secs(10),
+            || {
+                let front = node(&server, "front");
+                let error = front["stats"]["error"].as_str().unwrap_or_default();
+                (front["state"] == "down" && error.contains("larger than the limit"))
+                    .then_some(front)
+            },
+        );
+        let error = front["stats"]["error"].as_str().unwrap();
+        assert!(
+            error.contains(&url) && error.contains(length) && error.contains("32 MiB"),
+            "{error}"
+        );
+        // Still serving, and the refusals are counted.
+        assert_eq!(server.get_json("/healthz").0, 200);
+        let refused = camera_errors(&server, "too_large");
+        assert!(refused >= 1.0, "counted: {refused}");
+        assert!(!server.log().contains("panicked"), "{}", server.log());
+        drop(viewer);
+    }
+}
+
+/// An open MJPEG stream of camera `front` (the viewer's demand starts capture).
+fn client_stream(server: &Server) -> camgraph::client::Response {
+    let r = camgraph::client::get(&server.url("/api/camera/stream/front")).expect("stream");
+    assert_eq!(r.status, 200);
+    r
+}
+
+/// `camgraph_camera_errors_total` of camera `front` for `reason`.
+fn camera_errors(server: &Server, reason: &str) -> f64 {
+    let text = camgraph::client::get(&server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("camgraph_camera_errors_total{")
+                && l.contains("node=\"front\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
