@@ -109,3 +109,54 @@ fn camera_errors(server: &Server, reason: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+#[test]
+fn a_device_in_the_file_is_a_config_error_naming_it() {
+    let err = Server::try_start(&camera_yaml("/dev/zero"))
+        .err()
+        .expect("refused to start");
+    assert!(
+        err.contains("/dev/zero: a character device, not a regular file or folder"),
+        "{err}"
+    );
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_fifo_added_through_the_api_is_refused_and_leaks_no_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.mjpeg");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let server = Server::start(&format!(
+        "server: {{ api_sources: [test, '{}/*'] }}\n{}",
+        dir.path().display(),
+        camera_yaml("test")
+    ));
+    let add = format!("/api/camera/cameras/x?source={}", fifo.display());
+    // Warm up: the HTTP workers start their threads on first use.
+    server.post_json(&add);
+    server.send_json("DELETE", "/api/camera/cameras/x");
+    let before = threads(server.pid());
+    for i in 0..20 {
+        let (status, body) = server.post_json(&add);
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            status == 400 && error.contains("pipe.mjpeg: a FIFO, not a regular file or folder"),
+            "cycle {i}: {status} {body}"
+        );
+        server.send_json("DELETE", "/api/camera/cameras/x");
+    }
+    assert_eq!(threads(server.pid()), before, "threads after 20 cycles");
+}
