@@ -160,3 +160,61 @@ fn a_fifo_added_through_the_api_is_refused_and_leaks_no_thread() {
     }
     assert_eq!(threads(server.pid()), before, "threads after 20 cycles");
 }
+
+/// What `/api/graph` shows as the source error of a camera added through the API.
+const API_SOURCE_ERROR: &str = "the source failed; the server's log says why";
+
+#[test]
+fn an_http_source_added_through_the_api_does_not_tell_what_answered() {
+    // A closed port, and a server that answers everything with 404.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_addr = web.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in web.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let server = Server::start(&camera_yaml("test"));
+    for (name, addr) in [("closed", closed), ("web", web_addr)] {
+        let (status, body) = server.post_json(&format!(
+            "/api/camera/cameras/{name}?source=http://{addr}/stream"
+        ));
+        assert_eq!(status, 200, "{body}");
+    }
+    for name in ["closed", "web"] {
+        let camera = wait_for(
+            &format!("camera {name} to go down"),
+            Duration::from_secs(10),
+            || {
+                let camera = node(&server, name);
+                (camera["state"] == "down").then_some(camera)
+            },
+        );
+        assert_eq!(camera["stats"]["error"], API_SOURCE_ERROR, "{camera}");
+    }
+    // The log keeps what happened, for the operator.
+    wait_for("the details in the log", Duration::from_secs(5), || {
+        let log = server.log();
+        (log.contains(&format!("{closed}/stream: Connection refused"))
+            && log.contains(&format!("{web_addr}/stream: HTTP status 404")))
+        .then_some(())
+    });
+    // A camera of the file still shows its error in full.
+    let server = Server::start(&camera_yaml(&format!("http://{closed}/stream")));
+    let front = wait_for("front to go down", Duration::from_secs(10), || {
+        let front = node(&server, "front");
+        (front["state"] == "down").then_some(front)
+    });
+    let error = front["stats"]["error"].as_str().unwrap();
+    assert!(error.contains("Connection refused"), "{error}");
+}
