@@ -218,3 +218,35 @@ fn an_http_source_added_through_the_api_does_not_tell_what_answered() {
     let error = front["stats"]["error"].as_str().unwrap();
     assert!(error.contains("Connection refused"), "{error}");
 }
+
+/// The resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix(" kB")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn an_idle_8k_test_camera_allocates_no_frame_memory() {
+    // With grain the pattern keeps 8 backgrounds of 7680x4320x3 bytes: 796 MiB while someone watches.
+    let server = Server::start(
+        "nodes:\n  \
+         big: { type: camera, source: test, width: 7680, height: 4320, fps: 1, noise: 4 }\n  \
+         big_jpeg: { type: jpeg_encoder, inputs: [big] }\n  \
+         big_mjpeg: { type: mjpeg_sink, inputs: [big_jpeg] }\n",
+    );
+    wait_for("the camera to be up", Duration::from_secs(20), || {
+        (node(&server, "big")["stats"]["up"] == true).then_some(())
+    });
+    let rss = rss_mib(server.pid());
+    assert!(rss < 200, "idle RSS {rss} MiB");
+}
