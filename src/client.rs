@@ -142,10 +142,31 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The longest line of a response head or an MJPEG part's head that is read.
+pub const MAX_LINE: usize = 8 << 10;
+/// The most header lines of a response head or an MJPEG part's head.
+pub const MAX_HEADERS: usize = 100;
+
+/// Reads a line into `line` (cleared first), up to `MAX_LINE` bytes: a peer that sends a line
+/// without end gets an error instead of our memory. 0 at the end of the stream.
+pub fn read_line_limited(reader: &mut impl BufRead, line: &mut String) -> io::Result<usize> {
+    line.clear();
+    let n = reader.take(MAX_LINE as u64).read_line(line)?;
+    if n == MAX_LINE && !line.ends_with('\n') {
+        return Err(bad(format!("a line longer than {} KiB", MAX_LINE >> 10)));
+    }
+    Ok(n)
+}
+
+/// The error for a head with more than `MAX_HEADERS` lines.
+pub fn too_many_headers() -> io::Error {
+    bad(format!("more than {MAX_HEADERS} header lines"))
+}
+
 /// Reads a response from any byte stream (a TLS stream in the tests, a TCP socket here).
 pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::Result<Response> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    read_line_limited(&mut reader, &mut line)?;
     let status = line
         .split_whitespace()
         .nth(1)
@@ -153,9 +174,11 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
         .ok_or_else(|| bad(format!("not an HTTP status line: {line:?}")))?;
     let mut headers = Vec::new();
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        if read_line_limited(&mut reader, &mut line)? == 0 {
             return Err(bad("connection closed inside the headers".into()));
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(too_many_headers());
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -207,7 +230,7 @@ impl<R: BufRead> Read for Chunked<R> {
         }
         if self.left == 0 {
             let mut line = String::new();
-            if self.inner.read_line(&mut line)? == 0 {
+            if read_line_limited(&mut self.inner, &mut line)? == 0 {
                 return Ok(0);
             }
             let size = line.trim().split(';').next().unwrap_or("");
@@ -238,6 +261,18 @@ impl<R: BufRead> Read for Chunked<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_status_line_or_header_block_is_refused_without_buffering_it() {
+        let line = io::repeat(b'a').take(64 << 20);
+        let err = read_response(BufReader::new(line)).err().unwrap();
+        assert_eq!(err.to_string(), "a line longer than 8 KiB");
+        let many = format!("HTTP/1.1 200 OK\r\n{}", "X-Many: 1\r\n".repeat(10_000));
+        let err = read_response(BufReader::new(io::Cursor::new(many)))
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "more than 100 header lines");
+    }
 
     #[test]
     fn chunked_bodies_are_decoded() {

@@ -80,8 +80,7 @@ impl<R: BufRead> PartReader<R> {
     }
 
     fn read_line(&mut self) -> io::Result<Option<&str>> {
-        self.line.clear();
-        if self.reader.read_line(&mut self.line)? == 0 {
+        if crate::client::read_line_limited(&mut self.reader, &mut self.line)? == 0 {
             return Ok(None);
         }
         Ok(Some(self.line.trim_end_matches(['\r', '\n'])))
@@ -99,7 +98,10 @@ impl<R: BufRead> PartReader<R> {
             }
         }
         let (mut length, mut content_type, mut timestamp) = (None, None, None);
-        loop {
+        for lines in 0.. {
+            if lines == crate::client::MAX_HEADERS {
+                return Err(crate::client::too_many_headers());
+            }
             let Some(line) = self.read_line()? else {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -184,6 +186,26 @@ mod tests {
             .next_part()
             .unwrap_err();
         assert!(err.to_string().starts_with("bad Content-Length"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_line_or_header_block_is_refused_without_buffering_it() {
+        use std::io::Read;
+        let endless = |head: &'static str| {
+            let line = io::repeat(b'a').take(64 << 20);
+            io::BufReader::new(head.as_bytes().chain(line))
+        };
+        for head in ["", "--frame\r\n", "--frame\r\nX-Long: "] {
+            let err = PartReader::new(endless(head), BOUNDARY)
+                .next_part()
+                .unwrap_err();
+            assert_eq!(err.to_string(), "a line longer than 8 KiB", "{head:?}");
+        }
+        let many = format!("--frame\r\n{}", "X-Many: 1\r\n".repeat(10_000));
+        let err = PartReader::new(many.as_bytes(), BOUNDARY)
+            .next_part()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "more than 100 header lines");
     }
 
     #[test]
