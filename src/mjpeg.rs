@@ -79,6 +79,11 @@ impl<R: BufRead> PartReader<R> {
         }
     }
 
+    /// The stream being read.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
     fn read_line(&mut self) -> io::Result<Option<&str>> {
         if crate::client::read_line_limited(&mut self.reader, &mut self.line)? == 0 {
             return Ok(None);

@@ -250,3 +250,55 @@ fn an_idle_8k_test_camera_allocates_no_frame_memory() {
     let rss = rss_mib(server.pid());
     assert!(rss < 200, "idle RSS {rss} MiB");
 }
+
+#[test]
+fn a_removed_camera_lets_go_of_a_source_that_trickles() {
+    // Announces a 1000-byte part, then sends one byte every 250 ms; tells when a connection
+    // opens and when the camera hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let (hung_up, hang_ups) = std::sync::mpsc::channel();
+    let (opened, opens) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = opened.send(());
+            let hung_up = hung_up.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n\
+                      --frame\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n",
+                );
+                while conn.write_all(b"x").is_ok() {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                let _ = hung_up.send(());
+            });
+        }
+    });
+    let server = Server::start(&camera_yaml("test"));
+    let (status, body) = server.post_json(&format!("/api/camera/cameras/slow?source={url}"));
+    assert_eq!(status, 200, "{body}");
+    // The connection made at start to check the URL is closed at once.
+    hang_ups
+        .recv_timeout(Duration::from_secs(5))
+        .expect("first hang-up");
+    let viewer = camgraph::client::get(&server.url("/api/camera/stream/slow")).unwrap();
+    opens
+        .recv_timeout(Duration::from_secs(5))
+        .expect("first connection");
+    opens
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the camera connects for the viewer and reads the trickle");
+    drop(viewer);
+    let (status, body) = server.send_json("DELETE", "/api/camera/cameras/slow");
+    assert_eq!(status, 200, "{body}");
+    hang_ups
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the removed camera hung up");
+}

@@ -2,8 +2,8 @@
 //! Frames are passed on as JPEG, without re-encoding. The connection is closed while nobody
 //! watches and opened again on demand; a broken connection is an error the camera retries.
 
-use std::io::BufRead;
-use std::time::{Duration, SystemTime};
+use std::io::{self, BufRead, Read};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -32,6 +32,9 @@ use crate::mjpeg::PartReader;
 
 /// A camera that sends nothing for this long is considered gone.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// A frame that has not arrived in full this long after it was asked for is an error: a camera
+/// that trickles bytes cannot hold the capture thread (nor a removed camera's thread) longer.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What is wrong with a source URL's form.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -69,7 +72,46 @@ pub enum HttpMjpegError {
 
 pub struct HttpMjpeg {
     url: String,
-    parts: Option<PartReader<Box<dyn BufRead + Send>>>,
+    parts: Option<PartReader<Deadline<Box<dyn BufRead + Send>>>>,
+}
+
+/// A stream that fails with `TimedOut` once `until` has passed.
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R> Deadline<R> {
+    fn check(&self) -> io::Result<()> {
+        if Instant::now() > self.until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "a frame took more than {} s to arrive",
+                    FRAME_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Deadline<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n)
+    }
 }
 
 /// Checks the URL's form; `Err` says what is wrong.
@@ -136,7 +178,11 @@ impl HttpMjpeg {
                 url: url.clone(),
                 content_type: content_type.clone(),
             })?;
-        self.parts = Some(PartReader::new(response.into_body(), &boundary));
+        let body = Deadline {
+            inner: response.into_body(),
+            until: Instant::now() + FRAME_TIMEOUT,
+        };
+        self.parts = Some(PartReader::new(body, &boundary));
         Ok(())
     }
 }
@@ -147,7 +193,10 @@ impl FrameSource for HttpMjpeg {
             self.connect()?;
         }
         let url = &self.url;
-        let part = match self.parts.as_mut().map(|p| p.next_part()) {
+        let part = match self.parts.as_mut().map(|p| {
+            p.get_mut().until = Instant::now() + FRAME_TIMEOUT;
+            p.next_part()
+        }) {
             Some(Ok(Some(part))) => part,
             Some(Ok(None)) => {
                 self.parts = None;
