@@ -302,3 +302,34 @@ fn a_removed_camera_lets_go_of_a_source_that_trickles() {
         .recv_timeout(Duration::from_secs(20))
         .expect("the removed camera hung up");
 }
+
+#[test]
+fn cameras_beyond_server_max_cameras_are_refused_from_the_file_and_the_api() {
+    let server = Server::start(&format!(
+        "server: {{ max_cameras: 2 }}\n{}",
+        camera_yaml("test")
+    ));
+    let (status, body) = server.post_json("/api/camera/cameras/second?source=test");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post_json("/api/camera/cameras/third?source=test");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"], "camera 'third' would be camera 3: server.max_cameras is 2",
+        "{body}"
+    );
+    // Removing one makes room.
+    server.send_json("DELETE", "/api/camera/cameras/second");
+    let (status, body) = server.post_json("/api/camera/cameras/third?source=test");
+    assert_eq!(status, 200, "{body}");
+
+    let err = Server::try_start(
+        "server: { max_cameras: 2 }\ncameras:\n  a: { source: test }\n  b: { source: test }\n  \
+         c: { source: test }\n",
+    )
+    .err()
+    .expect("refused to start");
+    assert!(
+        err.contains("node 'c'") && err.contains("camera 3: server.max_cameras is 2"),
+        "{err}"
+    );
+}

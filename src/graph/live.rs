@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::view::{GraphView, Published};
 use super::{Changes, Graph};
-use crate::config::{self, GraphSpec, NodeSpec, ServerConfig};
+use crate::config::{self, over_max_cameras, GraphSpec, NodeSpec, ServerConfig};
 use crate::error::{BuildError, ServiceError};
 use crate::metrics::Metrics;
 use crate::mjpeg::format_timestamp;
@@ -184,6 +184,10 @@ impl LiveGraph {
                     taken.id
                 )
             }));
+        }
+        let cameras = self.merged().iter().filter(|n| n.inputs.is_empty()).count();
+        if let Some(why) = over_max_cameras(name, cameras + 1, self.server.max_cameras) {
+            return Err(ServiceError::Conflict(why));
         }
         self.api_cameras.push(ApiCamera {
             name: name.to_string(),
