@@ -333,3 +333,25 @@ fn cameras_beyond_server_max_cameras_are_refused_from_the_file_and_the_api() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reload_that_would_go_over_server_max_cameras_with_the_apis_changes_nothing() {
+    let one = "server: { max_cameras: 2 }\ncameras:\n  a: { source: test }\n";
+    let server = Server::start(one);
+    let (status, body) = server.post_json("/api/camera/cameras/added?source=test");
+    assert_eq!(status, 200, "{body}");
+    server.rewrite_config(&format!("{one}  b: {{ source: test }}\n"));
+    let (status, body) = server.post_json("/api/graph/reload");
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("camera 'b' would be camera 3: server.max_cameras is 2"),
+        "{error}"
+    );
+    let (_, graph) = server.get_json("/api/graph");
+    assert_eq!(
+        graph["cameras"],
+        serde_json::json!(["a", "added"]),
+        "{graph}"
+    );
+}
