@@ -197,7 +197,9 @@ fn an_http_source_added_through_the_api_does_not_tell_what_answered() {
             Duration::from_secs(10),
             || {
                 let camera = node(&server, name);
-                (camera["state"] == "down").then_some(camera)
+                // Down with a reason: before its first attempt a camera is down without one.
+                (camera["state"] == "down" && camera["stats"]["error"].is_string())
+                    .then_some(camera)
             },
         );
         assert_eq!(camera["stats"]["error"], API_SOURCE_ERROR, "{camera}");
@@ -213,7 +215,7 @@ fn an_http_source_added_through_the_api_does_not_tell_what_answered() {
     let server = Server::start(&camera_yaml(&format!("http://{closed}/stream")));
     let front = wait_for("front to go down", Duration::from_secs(10), || {
         let front = node(&server, "front");
-        (front["state"] == "down").then_some(front)
+        (front["state"] == "down" && front["stats"]["error"].is_string()).then_some(front)
     });
     let error = front["stats"]["error"].as_str().unwrap();
     assert!(error.contains("Connection refused"), "{error}");
