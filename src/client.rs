@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A response whose body is read as it arrives.
 pub struct Response {
@@ -52,6 +52,8 @@ pub struct Options {
     /// The socket's receive buffer, for clients that must feel back-pressure early (a slow
     /// viewer in a test). Default: the system's.
     pub recv_buffer: Option<usize>,
+    /// The whole response head must arrive within this, however slowly it trickles. Default 10 s.
+    pub head_timeout: Duration,
 }
 
 impl Default for Options {
@@ -59,7 +61,72 @@ impl Default for Options {
         Self {
             read_timeout: Duration::from_secs(10),
             recv_buffer: None,
+            head_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// A stream that fails with `TimedOut` once its deadline (if set) has passed: a peer that
+/// trickles bytes cannot hold a reader longer than that.
+pub struct Deadline<R> {
+    inner: R,
+    until: Option<Instant>,
+    allowed: Duration,
+    /// What must arrive in time, for the error: "the response head", "a frame".
+    what: &'static str,
+}
+
+impl<R> Deadline<R> {
+    /// `inner`, with a deadline `allowed` from now.
+    pub fn new(inner: R, allowed: Duration, what: &'static str) -> Self {
+        Self {
+            inner,
+            until: Some(Instant::now() + allowed),
+            allowed,
+            what,
+        }
+    }
+
+    /// A new deadline, `allowed` from now.
+    pub fn restart(&mut self) {
+        self.until = Some(Instant::now() + self.allowed);
+    }
+
+    /// No deadline until the next `restart`.
+    pub fn clear(&mut self) {
+        self.until = None;
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.until {
+            Some(until) if Instant::now() > until => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{} did not arrive in full within {} s",
+                    self.what,
+                    self.allowed.as_secs_f64()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Deadline<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n)
     }
 }
 
@@ -135,7 +202,11 @@ pub fn request_with(
     if let Some((_, bytes)) = body {
         stream.write_all(bytes)?;
     }
-    read_response(BufReader::with_capacity(64 * 1024, stream))
+    let stream = Deadline::new(stream, options.head_timeout, "the response head");
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let (status, headers) = read_head(&mut reader)?;
+    reader.get_mut().clear();
+    Ok(with_body(reader, status, headers))
 }
 
 fn bad(msg: String) -> io::Error {
@@ -165,8 +236,16 @@ pub fn too_many_headers() -> io::Error {
 
 /// Reads a response from any byte stream (a TLS stream in the tests, a TCP socket here).
 pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::Result<Response> {
+    let (status, headers) = read_head(&mut reader)?;
+    Ok(with_body(reader, status, headers))
+}
+
+/// The status and the headers (names in lower case).
+type Head = (u16, Vec<(String, String)>);
+
+fn read_head<R: Read>(reader: &mut BufReader<R>) -> io::Result<Head> {
     let mut line = String::new();
-    read_line_limited(&mut reader, &mut line)?;
+    read_line_limited(reader, &mut line)?;
     let status = line
         .split_whitespace()
         .nth(1)
@@ -174,7 +253,7 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
         .ok_or_else(|| bad(format!("not an HTTP status line: {line:?}")))?;
     let mut headers = Vec::new();
     loop {
-        if read_line_limited(&mut reader, &mut line)? == 0 {
+        if read_line_limited(reader, &mut line)? == 0 {
             return Err(bad("connection closed inside the headers".into()));
         }
         if headers.len() == MAX_HEADERS {
@@ -188,6 +267,15 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
             headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
+    Ok((status, headers))
+}
+
+/// The response whose head was read, its body read from `reader` as it arrives.
+fn with_body<R: Read + Send + 'static>(
+    reader: BufReader<R>,
+    status: u16,
+    headers: Vec<(String, String)>,
+) -> Response {
     let find = |name: &str| {
         headers
             .iter()
@@ -209,11 +297,11 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
         } else {
             Box::new(reader)
         };
-    Ok(Response {
+    Response {
         status,
         headers,
         body,
-    })
+    }
 }
 
 /// Decodes `Transfer-Encoding: chunked`.
@@ -272,6 +360,39 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.to_string(), "more than 100 header lines");
+    }
+
+    #[test]
+    fn a_response_head_that_trickles_is_cut_off_at_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            for b in b"HTTP/1.1 200 OK\r\nX-Slow: ".iter().chain(&[b'a'; 10_000]) {
+                if conn.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let options = Options {
+            head_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let err = request_with("GET", &url, &[], None, &options)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the response head did not arrive in full within 0.5 s"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! Frames are passed on as JPEG, without re-encoding. The connection is closed while nobody
 //! watches and opened again on demand; a broken connection is an error the camera retries.
 
-use std::io::{self, BufRead, Read};
-use std::time::{Duration, Instant, SystemTime};
+use std::io::BufRead;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -26,7 +26,7 @@ pub const KIND: SourceKind = SourceKind {
     open: |c| Ok(Box::new(HttpMjpeg::open(c.source.trim())?)),
     takes_noise: false,
 };
-use crate::client;
+use crate::client::{self, Deadline};
 use crate::frame::PixelFormat;
 use crate::mjpeg::PartReader;
 
@@ -73,45 +73,6 @@ pub enum HttpMjpegError {
 pub struct HttpMjpeg {
     url: String,
     parts: Option<PartReader<Deadline<Box<dyn BufRead + Send>>>>,
-}
-
-/// A stream that fails with `TimedOut` once `until` has passed.
-struct Deadline<R> {
-    inner: R,
-    until: Instant,
-}
-
-impl<R> Deadline<R> {
-    fn check(&self) -> io::Result<()> {
-        if Instant::now() > self.until {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "a frame took more than {} s to arrive",
-                    FRAME_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl<R: Read> Read for Deadline<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.check()?;
-        self.inner.read(buf)
-    }
-}
-
-impl<R: BufRead> BufRead for Deadline<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.check()?;
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.inner.consume(n)
-    }
 }
 
 /// Checks the URL's form; `Err` says what is wrong.
@@ -178,10 +139,7 @@ impl HttpMjpeg {
                 url: url.clone(),
                 content_type: content_type.clone(),
             })?;
-        let body = Deadline {
-            inner: response.into_body(),
-            until: Instant::now() + FRAME_TIMEOUT,
-        };
+        let body = Deadline::new(response.into_body(), FRAME_TIMEOUT, "a frame");
         self.parts = Some(PartReader::new(body, &boundary));
         Ok(())
     }
@@ -194,7 +152,7 @@ impl FrameSource for HttpMjpeg {
         }
         let url = &self.url;
         let part = match self.parts.as_mut().map(|p| {
-            p.get_mut().until = Instant::now() + FRAME_TIMEOUT;
+            p.get_mut().restart();
             p.next_part()
         }) {
             Some(Ok(Some(part))) => part,
