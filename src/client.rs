@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A response whose body is read as it arrives.
 pub struct Response {
@@ -52,6 +52,8 @@ pub struct Options {
     /// The socket's receive buffer, for clients that must feel back-pressure early (a slow
     /// viewer in a test). Default: the system's.
     pub recv_buffer: Option<usize>,
+    /// The whole response head must arrive within this, however slowly it trickles. Default 10 s.
+    pub head_timeout: Duration,
 }
 
 impl Default for Options {
@@ -59,7 +61,72 @@ impl Default for Options {
         Self {
             read_timeout: Duration::from_secs(10),
             recv_buffer: None,
+            head_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// A stream that fails with `TimedOut` once its deadline (if set) has passed: a peer that
+/// trickles bytes cannot hold a reader longer than that.
+pub struct Deadline<R> {
+    inner: R,
+    until: Option<Instant>,
+    allowed: Duration,
+    /// What must arrive in time, for the error: "the response head", "a frame".
+    what: &'static str,
+}
+
+impl<R> Deadline<R> {
+    /// `inner`, with a deadline `allowed` from now.
+    pub fn new(inner: R, allowed: Duration, what: &'static str) -> Self {
+        Self {
+            inner,
+            until: Some(Instant::now() + allowed),
+            allowed,
+            what,
+        }
+    }
+
+    /// A new deadline, `allowed` from now.
+    pub fn restart(&mut self) {
+        self.until = Some(Instant::now() + self.allowed);
+    }
+
+    /// No deadline until the next `restart`.
+    pub fn clear(&mut self) {
+        self.until = None;
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.until {
+            Some(until) if Instant::now() > until => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{} did not arrive in full within {} s",
+                    self.what,
+                    self.allowed.as_secs_f64()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Deadline<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n)
     }
 }
 
@@ -135,17 +202,50 @@ pub fn request_with(
     if let Some((_, bytes)) = body {
         stream.write_all(bytes)?;
     }
-    read_response(BufReader::with_capacity(64 * 1024, stream))
+    let stream = Deadline::new(stream, options.head_timeout, "the response head");
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let (status, headers) = read_head(&mut reader)?;
+    reader.get_mut().clear();
+    Ok(with_body(reader, status, headers))
 }
 
 fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The longest line of a response head or an MJPEG part's head that is read.
+pub const MAX_LINE: usize = 8 << 10;
+/// The most header lines of a response head or an MJPEG part's head.
+pub const MAX_HEADERS: usize = 100;
+
+/// Reads a line into `line` (cleared first), up to `MAX_LINE` bytes: a peer that sends a line
+/// without end gets an error instead of our memory. 0 at the end of the stream.
+pub fn read_line_limited(reader: &mut impl BufRead, line: &mut String) -> io::Result<usize> {
+    line.clear();
+    let n = reader.take(MAX_LINE as u64).read_line(line)?;
+    if n == MAX_LINE && !line.ends_with('\n') {
+        return Err(bad(format!("a line longer than {} KiB", MAX_LINE >> 10)));
+    }
+    Ok(n)
+}
+
+/// The error for a head with more than `MAX_HEADERS` lines.
+pub fn too_many_headers() -> io::Error {
+    bad(format!("more than {MAX_HEADERS} header lines"))
+}
+
 /// Reads a response from any byte stream (a TLS stream in the tests, a TCP socket here).
 pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::Result<Response> {
+    let (status, headers) = read_head(&mut reader)?;
+    Ok(with_body(reader, status, headers))
+}
+
+/// The status and the headers (names in lower case).
+type Head = (u16, Vec<(String, String)>);
+
+fn read_head<R: Read>(reader: &mut BufReader<R>) -> io::Result<Head> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    read_line_limited(reader, &mut line)?;
     let status = line
         .split_whitespace()
         .nth(1)
@@ -153,9 +253,11 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
         .ok_or_else(|| bad(format!("not an HTTP status line: {line:?}")))?;
     let mut headers = Vec::new();
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        if read_line_limited(reader, &mut line)? == 0 {
             return Err(bad("connection closed inside the headers".into()));
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(too_many_headers());
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -165,6 +267,15 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
             headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
+    Ok((status, headers))
+}
+
+/// The response whose head was read, its body read from `reader` as it arrives.
+fn with_body<R: Read + Send + 'static>(
+    reader: BufReader<R>,
+    status: u16,
+    headers: Vec<(String, String)>,
+) -> Response {
     let find = |name: &str| {
         headers
             .iter()
@@ -186,11 +297,11 @@ pub fn read_response<R: Read + Send + 'static>(mut reader: BufReader<R>) -> io::
         } else {
             Box::new(reader)
         };
-    Ok(Response {
+    Response {
         status,
         headers,
         body,
-    })
+    }
 }
 
 /// Decodes `Transfer-Encoding: chunked`.
@@ -207,7 +318,7 @@ impl<R: BufRead> Read for Chunked<R> {
         }
         if self.left == 0 {
             let mut line = String::new();
-            if self.inner.read_line(&mut line)? == 0 {
+            if read_line_limited(&mut self.inner, &mut line)? == 0 {
                 return Ok(0);
             }
             let size = line.trim().split(';').next().unwrap_or("");
@@ -238,6 +349,51 @@ impl<R: BufRead> Read for Chunked<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_status_line_or_header_block_is_refused_without_buffering_it() {
+        let line = io::repeat(b'a').take(64 << 20);
+        let err = read_response(BufReader::new(line)).err().unwrap();
+        assert_eq!(err.to_string(), "a line longer than 8 KiB");
+        let many = format!("HTTP/1.1 200 OK\r\n{}", "X-Many: 1\r\n".repeat(10_000));
+        let err = read_response(BufReader::new(io::Cursor::new(many)))
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "more than 100 header lines");
+    }
+
+    #[test]
+    fn a_response_head_that_trickles_is_cut_off_at_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            for b in b"HTTP/1.1 200 OK\r\nX-Slow: ".iter().chain(&[b'a'; 10_000]) {
+                if conn.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let options = Options {
+            head_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let err = request_with("GET", &url, &[], None, &options)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the response head did not arrive in full within 0.5 s"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn chunked_bodies_are_decoded() {

@@ -148,6 +148,9 @@ families! {
         "Viewers on each step of an adaptive ladder (step 0 is the best).";
     reconnects: Counter, Node[],
         "camgraph_camera_reconnects_total", "Times a camera came back after failing.";
+    camera_errors: Counter, Node["reason"],
+        "camgraph_camera_errors_total",
+        "Times a camera's source failed, by reason (see CameraErrorReason).";
     rtp_lost: Counter, Node[],
         "camgraph_rtp_packets_lost_total",
         "RTP packets that WebRTC peers' receiver reports count as lost.";
@@ -268,6 +271,27 @@ impl DropReason {
             DropReason::RateLimit => "rate_limit",
             DropReason::WriteFailed => "write_failed",
             DropReason::EncodeFailed => "encode_failed",
+        }
+    }
+}
+
+/// Why a camera's source failed: the closed set of values of the `reason` label of
+/// `camgraph_camera_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraErrorReason {
+    /// The source offered more data than camgraph accepts at once (an MJPEG part or a file over
+    /// its limit): refused before it is read.
+    TooLarge,
+    /// Any other failure (unreachable, ended, not a JPEG, ...).
+    Failed,
+}
+
+impl CameraErrorReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraErrorReason::TooLarge => "too_large",
+            CameraErrorReason::Failed => "failed",
         }
     }
 }
@@ -550,6 +574,13 @@ impl NodeMetrics {
             .families
             .reconnects
             .with_label_values(&self.with(&[]))
+    }
+    /// Failures of a camera's source for one reason.
+    pub fn camera_errors(&self, reason: CameraErrorReason) -> IntCounter {
+        self.metrics
+            .families
+            .camera_errors
+            .with_label_values(&self.with(&[reason.as_str()]))
     }
     pub fn rtp_packets_lost(&self) -> IntCounter {
         self.metrics

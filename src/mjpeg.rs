@@ -73,6 +73,25 @@ pub fn part_header(len: usize, captured_at: SystemTime) -> Bytes {
     ))
 }
 
+/// The largest part a `PartReader` accepts: several times an 8K JPEG at usual quality, so that
+/// a stream announcing an absurd `Content-Length` is refused before anything is allocated.
+pub const MAX_PART_BYTES: u64 = 32 << 20;
+
+/// A part whose `Content-Length` is over `MAX_PART_BYTES`; carried inside the `io::Error`
+/// (`InvalidData`) that `PartReader::next_part` returns, so that callers can tell it apart.
+#[derive(Debug, thiserror::Error)]
+#[error("a part of {length} bytes is larger than the limit of {} MiB", MAX_PART_BYTES >> 20)]
+pub struct PartTooLarge {
+    pub length: u64,
+}
+
+impl PartTooLarge {
+    /// The `PartTooLarge` inside `e`, if that is what `e` is.
+    pub fn find(e: &io::Error) -> Option<&PartTooLarge> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
 /// One part read back.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -101,9 +120,13 @@ impl<R: BufRead> PartReader<R> {
         }
     }
 
+    /// The stream being read.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
     fn read_line(&mut self) -> io::Result<Option<&str>> {
-        self.line.clear();
-        if self.reader.read_line(&mut self.line)? == 0 {
+        if crate::client::read_line_limited(&mut self.reader, &mut self.line)? == 0 {
             return Ok(None);
         }
         Ok(Some(self.line.trim_end_matches(['\r', '\n'])))
@@ -121,7 +144,10 @@ impl<R: BufRead> PartReader<R> {
             }
         }
         let (mut length, mut content_type, mut timestamp) = (None, None, None);
-        loop {
+        for lines in 0.. {
+            if lines == crate::client::MAX_HEADERS {
+                return Err(crate::client::too_many_headers());
+            }
             let Some(line) = self.read_line()? else {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -139,7 +165,7 @@ impl<R: BufRead> PartReader<R> {
                 "content-length" => {
                     length = Some(
                         value
-                            .parse::<usize>()
+                            .parse::<u64>()
                             .map_err(|_| invalid(format!("bad Content-Length {value:?}")))?,
                     )
                 }
@@ -149,7 +175,13 @@ impl<R: BufRead> PartReader<R> {
             }
         }
         let length = length.ok_or_else(|| invalid("part without Content-Length".into()))?;
-        let mut data = vec![0; length];
+        if length > MAX_PART_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                PartTooLarge { length },
+            ));
+        }
+        let mut data = vec![0; length as usize];
         self.reader.read_exact(&mut data)?;
         Ok(Some(Part {
             content_type,
@@ -190,6 +222,47 @@ mod tests {
         assert_eq!(jpeg_timestamp(&jpeg), Some(t));
         assert_eq!(jpeg_timestamp(b"\xff\xd8\xff\xdbrest\xff\xd9"), None);
         assert_eq!(jpeg_timestamp(b"\xff\xd8\xff\xfe\x00\x40short"), None);
+    }
+
+    #[test]
+    fn a_part_over_the_limit_is_refused_before_it_is_allocated() {
+        for length in [MAX_PART_BYTES + 1, 1_000_000_000_000, u64::MAX] {
+            let wire = format!("--frame\r\nContent-Length: {length}\r\n\r\nxx");
+            let err = PartReader::new(wire.as_bytes(), BOUNDARY)
+                .next_part()
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(PartTooLarge::find(&err).map(|p| p.length), Some(length));
+            assert_eq!(
+                err.to_string(),
+                format!("a part of {length} bytes is larger than the limit of 32 MiB")
+            );
+        }
+        let wire = b"--frame\r\nContent-Length: 99999999999999999999\r\n\r\n";
+        let err = PartReader::new(&wire[..], BOUNDARY)
+            .next_part()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("bad Content-Length"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_line_or_header_block_is_refused_without_buffering_it() {
+        use std::io::Read;
+        let endless = |head: &'static str| {
+            let line = io::repeat(b'a').take(64 << 20);
+            io::BufReader::new(head.as_bytes().chain(line))
+        };
+        for head in ["", "--frame\r\n", "--frame\r\nX-Long: "] {
+            let err = PartReader::new(endless(head), BOUNDARY)
+                .next_part()
+                .unwrap_err();
+            assert_eq!(err.to_string(), "a line longer than 8 KiB", "{head:?}");
+        }
+        let many = format!("--frame\r\n{}", "X-Many: 1\r\n".repeat(10_000));
+        let err = PartReader::new(many.as_bytes(), BOUNDARY)
+            .next_part()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "more than 100 header lines");
     }
 
     #[test]

@@ -340,6 +340,7 @@ fn promtool_finds_no_problem_in_the_exposition() {
         "camgraph_camera_up",
         "camgraph_encoder_active_settings",
         "camgraph_camera_reconnects_total",
+        "camgraph_camera_errors_total",
         "camgraph_config_reloads_total",
         "camgraph_build_info",
     ] {

@@ -32,6 +32,7 @@ use crate::config::ApiSources;
 use crate::error::BuildError;
 use crate::fanout::{watch_demand, Demand, Fanout};
 use crate::frame::{Frame, PixelFormat};
+use crate::metrics::CameraErrorReason;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
 use crate::port::{Port, PortKind, Ports};
 use crate::stop::{stop_on, StopToken, Stopper};
@@ -278,6 +279,8 @@ struct CameraMetrics {
     captured: prometheus::IntCounter,
     up: prometheus::IntGauge,
     reconnects: prometheus::IntCounter,
+    too_large: prometheus::IntCounter,
+    failed: prometheus::IntCounter,
 }
 
 /// Starts the capture thread (which opens the source, and reopens it when it fails) and the
@@ -297,6 +300,8 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
         captured: cx.metrics.frames_captured(),
         up: cx.metrics.camera_up(),
         reconnects: cx.metrics.camera_reconnects(),
+        too_large: cx.metrics.camera_errors(CameraErrorReason::TooLarge),
+        failed: cx.metrics.camera_errors(CameraErrorReason::Failed),
     };
     let (captured, up, reconnects) = (
         metrics.captured.clone(),
@@ -375,9 +380,15 @@ impl Capture {
         }));
     }
 
-    /// Notes a failure; `down_since` keeps when the outage began.
-    fn down(&self, error: String, down_since: &mut Option<Instant>) {
+    /// Notes and counts a failure; `down_since` keeps when the outage began.
+    fn down(&self, error: &SourceError, down_since: &mut Option<Instant>) {
         down_since.get_or_insert_with(Instant::now);
+        if too_large(error.as_ref()) {
+            self.metrics.too_large.inc();
+        } else {
+            self.metrics.failed.inc();
+        }
+        let error = error.to_string();
         let mut last = self.control.last_error.lock().expect("camera status");
         if last.as_deref() != Some(error.as_str()) {
             tracing::error!(camera = %self.camera, "camera down: {error}");
@@ -417,7 +428,7 @@ impl Capture {
                         *self.control.last_error.lock().expect("camera status") = None;
                     }
                     Err(e) => {
-                        self.down(e.to_string(), &mut down_since);
+                        self.down(&e, &mut down_since);
                         retry_at = Instant::now() + backoff.next_wait();
                     }
                 }
@@ -457,7 +468,7 @@ impl Capture {
                 }
                 Err(e) => {
                     source = None; // closes the device or connection
-                    self.down(e.to_string(), &mut down_since);
+                    self.down(&e, &mut down_since);
                     retry_at = Instant::now() + backoff.next_wait();
                 }
             }
@@ -466,6 +477,23 @@ impl Capture {
             s.pause();
         }
     }
+}
+
+/// Whether a source failed because it offered more than camgraph accepts (an MJPEG part or a
+/// file over its limit), anywhere in the error's chain.
+fn too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        // An `io::Error`'s `source()` skips the error it carries, so look inside it here.
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| crate::mjpeg::PartTooLarge::find(io).is_some())
+            || matches!(
+                e.downcast_ref::<files::FilesError>(),
+                Some(
+                    files::FilesError::FileTooLarge { .. }
+                        | files::FilesError::FolderTooLarge { .. }
+                )
+            )
+    })
 }
 
 /// The control side of a camera: start/stop, demand and stop, passed to the capture thread.

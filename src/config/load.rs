@@ -272,6 +272,12 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
         parse_nodes(&mut c, entries, registry)
     };
     check_edges(&mut c, &nodes);
+    let cameras = nodes.iter().filter(|n| n.inputs.is_empty());
+    if let Some((n, over)) = cameras.enumerate().nth(server.max_cameras) {
+        if let Some(why) = super::server::over_max_cameras(&over.id, n + 1, server.max_cameras) {
+            c.node(&over.id.clone(), None, why);
+        }
+    }
 
     if c.errors.is_empty() {
         // Without errors every node's settings parsed.

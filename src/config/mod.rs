@@ -11,7 +11,9 @@ use std::sync::Arc;
 use crate::registry::DynNode;
 
 pub use load::{load_file, parse};
-pub use server::{ApiSources, Auth, Role, ServerConfig, TlsConfig, TokenConfig, TokenSource};
+pub use server::{
+    over_max_cameras, ApiSources, Auth, Role, ServerConfig, TlsConfig, TokenConfig, TokenSource,
+};
 
 /// A whole, validated configuration.
 #[derive(Clone)]

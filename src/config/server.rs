@@ -11,6 +11,7 @@
 //!   tls: { cert: /etc/camgraph/cert.pem, key: /etc/camgraph/key.pem }
 //!   hosts: [robot.local]
 //!   api_sources: [test, /dev/video*, "http://*", "https://*", "rtsp://*", /srv/clips/*]
+//!   max_cameras: 32
 //! ```
 
 use std::collections::BTreeSet;
@@ -52,6 +53,19 @@ pub struct ServerConfig {
     /// `rtsp://*`; local files and folders only when listed (e.g. `/srv/clips/*`).
     #[serde(default)]
     pub api_sources: ApiSources,
+    /// The most cameras (nodes without inputs), those of the file and those added through the
+    /// API together: each costs a capture thread and frame memory. Default 32.
+    #[serde(default = "default_max_cameras")]
+    pub max_cameras: usize,
+}
+
+fn default_max_cameras() -> usize {
+    32
+}
+
+/// Why camera `name` cannot be camera number `n`, if it cannot; `None` if it fits.
+pub fn over_max_cameras(name: &str, n: usize, max: usize) -> Option<String> {
+    (n > max).then(|| format!("camera '{name}' would be camera {n}: server.max_cameras is {max}"))
 }
 
 fn default_listen() -> SocketAddr {
@@ -67,6 +81,7 @@ impl Default for ServerConfig {
             tls: None,
             hosts: Vec::new(),
             api_sources: ApiSources::default(),
+            max_cameras: default_max_cameras(),
         }
     }
 }

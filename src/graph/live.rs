@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::view::{GraphView, Published};
 use super::{Changes, Graph};
-use crate::config::{self, GraphSpec, NodeSpec, ServerConfig};
+use crate::config::{self, over_max_cameras, GraphSpec, NodeSpec, ServerConfig};
 use crate::error::{BuildError, ServiceError};
 use crate::metrics::Metrics;
 use crate::mjpeg::format_timestamp;
@@ -156,6 +156,24 @@ impl LiveGraph {
             );
         }
         let file_ids: Vec<&str> = spec.nodes.iter().map(|n| n.id.as_str()).collect();
+        // The API's cameras that stay, then the file's, must fit within server.max_cameras.
+        let kept = self
+            .api_cameras
+            .iter()
+            .filter(|c| !c.nodes.iter().any(|n| file_ids.contains(&n.id.as_str())))
+            .flat_map(|c| c.nodes.iter());
+        let roots = kept.chain(&spec.nodes).filter(|n| n.inputs.is_empty());
+        if let Some((n, over)) = roots.enumerate().nth(self.server.max_cameras) {
+            if let Some(text) = over_max_cameras(&over.id, n + 1, self.server.max_cameras) {
+                let text = format!("{text} (with the cameras added through the API)");
+                tracing::error!(
+                    trigger,
+                    "configuration not reloaded, nothing changed: {text}"
+                );
+                self.record(trigger, Err(text.clone()));
+                return Err(ServiceError::BadRequest(text));
+            }
+        }
         self.api_cameras.retain(|c| {
             let clash = c.nodes.iter().any(|n| file_ids.contains(&n.id.as_str()));
             if clash {
@@ -184,6 +202,10 @@ impl LiveGraph {
                     taken.id
                 )
             }));
+        }
+        let cameras = self.merged().iter().filter(|n| n.inputs.is_empty()).count();
+        if let Some(why) = over_max_cameras(name, cameras + 1, self.server.max_cameras) {
+            return Err(ServiceError::Conflict(why));
         }
         self.api_cameras.push(ApiCamera {
             name: name.to_string(),

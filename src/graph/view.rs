@@ -37,6 +37,20 @@ pub struct GraphView {
     pub last_reload: Option<ReloadStatus>,
 }
 
+/// What `/api/graph` shows instead of the error of a node of a camera added through the API.
+pub const HIDDEN_ERROR: &str = "the source failed; the server's log says why";
+
+/// Replaces a node's `error` statistic by `HIDDEN_ERROR`. Whoever may add a camera through the
+/// API may point it at any address the server can reach: the exact error (refused, timed out,
+/// HTTP 404, not MJPEG) would make the server a port scanner for them (SSRF). The log keeps it.
+fn hide_error(stats: &mut Option<serde_json::Value>) {
+    if let Some(error) = stats.as_mut().and_then(|s| s.get_mut("error")) {
+        if !error.is_null() {
+            *error = json!(HIDDEN_ERROR);
+        }
+    }
+}
+
 /// Where the current view is published: written by the graph's owner, read by everyone else.
 pub type Published = Arc<ArcSwap<GraphView>>;
 
@@ -129,7 +143,13 @@ impl GraphView {
             .nodes
             .iter()
             .map(|n| {
-                let stats = n.stats.as_ref().map(|s| s());
+                let mut stats = n.stats.as_ref().map(|s| s());
+                if n.camera
+                    .as_deref()
+                    .is_some_and(|c| self.api_cameras.iter().any(|a| a == c))
+                {
+                    hide_error(&mut stats);
+                }
                 let state = match (&n.camera, &stats) {
                     (None, _) => "failed",
                     (Some(_), Some(s)) if s.get("up") == Some(&json!(false)) => "down",

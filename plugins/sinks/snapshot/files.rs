@@ -48,6 +48,19 @@ pub fn utc_stamp(t: SystemTime) -> String {
     )
 }
 
+/// Whether `s` has the exact form `utc_stamp` writes: `YYYYMMDDTHHMMSS.mmmZ`.
+fn is_utc_stamp(s: &str) -> bool {
+    const FORM: &[u8] = b"00000000T000000.000Z";
+    s.len() == FORM.len()
+        && s.bytes().zip(FORM).all(|(c, &f)| {
+            if f == b'0' {
+                c.is_ascii_digit()
+            } else {
+                c == f
+            }
+        })
+}
+
 /// Saves `frame` as `folder/camera-STAMP.jpg` through a temporary file, then prunes.
 pub fn save(
     folder: &Path,
@@ -89,7 +102,8 @@ pub fn save(
     })
 }
 
-/// Deletes this camera's oldest pictures until both limits hold.
+/// Deletes this camera's oldest pictures (files named as `save` names them, nothing else) until
+/// both limits hold.
 fn prune(folder: &Path, camera: &str, max_files: usize, max_bytes: u64) {
     let prefix = format!("{camera}-");
     let Ok(entries) = std::fs::read_dir(folder) else {
@@ -99,10 +113,10 @@ fn prune(folder: &Path, camera: &str, max_files: usize, max_bytes: u64) {
         .filter_map(Result::ok)
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let rest = name.strip_prefix(&prefix)?;
-            // Another camera whose name starts with ours ("front" vs "front-left") is not ours.
-            (rest.starts_with(|c: char| c.is_ascii_digit()) && name.ends_with(".jpg"))
-                .then(|| (name.clone(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+            let stamp = name.strip_prefix(&prefix)?.strip_suffix(".jpg")?;
+            // Only names `save` writes: another camera's ("front-left-...") or the user's own
+            // files ("front-1-holiday.jpg") are not ours to delete.
+            is_utc_stamp(stamp).then(|| (name.clone(), e.metadata().map(|m| m.len()).unwrap_or(0)))
         })
         .collect();
     pictures.sort();
@@ -199,6 +213,42 @@ mod tests {
             ours.count(),
             1,
             "250 + 100 bytes is over 300: only the newest stays"
+        );
+    }
+
+    #[test]
+    fn pruning_leaves_the_users_own_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = [
+            "front-1-holiday.jpg",
+            "front-2024.jpg",
+            "front-20000101T000000.000Z-copy.jpg",
+            "front-20000101T000000Z.jpg",
+        ];
+        for name in theirs {
+            std::fs::write(dir.path().join(name), b"the user's").unwrap();
+        }
+        for i in 0..3 {
+            save(
+                dir.path(),
+                "front",
+                &frame(1_000_000 + i * 1000, 100),
+                1,
+                10_000,
+            )
+            .unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut expected: Vec<&str> = theirs.to_vec();
+        expected.push("front-19700101T001642.000Z.jpg");
+        expected.sort();
+        assert_eq!(
+            names, expected,
+            "only the newest of ours stays; theirs all do"
         );
     }
 

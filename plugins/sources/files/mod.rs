@@ -18,14 +18,21 @@ pub const KIND: SourceKind = SourceKind {
     name: "file or folder",
     claims: |_| true,
     validate: |c, issues| {
-        if !Path::new(c.source.trim()).exists() {
-            issues.push(FieldIssue::new(
+        let path = Path::new(c.source.trim());
+        match std::fs::metadata(path) {
+            Err(_) => issues.push(FieldIssue::new(
                 "source",
                 format!(
                     "'{}' is not 'test', a device (/dev/videoN or an index) or an existing file or folder",
                     c.source
                 ),
-            ));
+            )),
+            Ok(m) if !m.is_dir() => {
+                if let Err(e) = regular_len(path, &m) {
+                    issues.push(FieldIssue::new("source", e.to_string()));
+                }
+            }
+            Ok(_) => {}
         }
     },
     validate_added: no_checks,
@@ -39,8 +46,8 @@ pub const KIND: SourceKind = SourceKind {
 };
 use crate::frame::PixelFormat;
 
-/// Refuse to load more than this into memory.
-const MAX_TOTAL_BYTES: usize = 512 << 20;
+/// Refuse to load more than this into memory (a file, or a folder's JPEGs together).
+const MAX_TOTAL_BYTES: u64 = 512 << 20;
 
 /// Why a file or folder cannot be played.
 #[derive(Debug, Error)]
@@ -59,6 +66,9 @@ pub enum FilesError {
     FolderTooLarge { path: PathBuf },
     #[error("{}: larger than {} MiB", .path.display(), MAX_TOTAL_BYTES >> 20)]
     FileTooLarge { path: PathBuf },
+    /// A device, FIFO or socket: reading it could block forever or never end.
+    #[error("{}: {what}, not a regular file or folder", .path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
     #[error("{}: no JPEG images found", .path.display())]
     NoImages { path: PathBuf },
     /// `image` names the file, or the file and the image's place in it.
@@ -99,27 +109,23 @@ impl FilePlayer {
                 })
                 .collect();
             names.sort();
+            // Every file is checked before any is read: the sum is known up front.
             let mut total = 0;
+            for p in &names {
+                total += stat_regular(p)?;
+            }
+            if total > MAX_TOTAL_BYTES {
+                return Err(FilesError::FolderTooLarge { path: path.into() });
+            }
+            let mut budget = MAX_TOTAL_BYTES;
             for p in names {
-                let data = std::fs::read(&p).map_err(|source| FilesError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                total += data.len();
-                if total > MAX_TOTAL_BYTES {
-                    return Err(FilesError::FolderTooLarge { path: path.into() });
-                }
+                let data = read_bounded(&p, budget).map_err(|e| e.in_folder(path))?;
+                budget -= data.len() as u64;
                 images.push((p.display().to_string(), Bytes::from(data)));
             }
         } else {
-            let data = std::fs::read(path).map_err(|source| FilesError::Read {
-                path: path.into(),
-                source,
-            })?;
-            if data.len() > MAX_TOTAL_BYTES {
-                return Err(FilesError::FileTooLarge { path: path.into() });
-            }
-            let data = Bytes::from(data);
+            stat_regular(path)?;
+            let data = Bytes::from(read_bounded(path, MAX_TOTAL_BYTES)?);
             for (i, range) in split_jpegs(&data).into_iter().enumerate() {
                 let image = format!("{} (image {})", path.display(), i + 1);
                 images.push((image, data.slice(range)));
@@ -151,6 +157,71 @@ impl FilePlayer {
 
     pub fn is_empty(&self) -> bool {
         self.pictures.is_empty()
+    }
+}
+
+/// The metadata of `path` (following links), read without opening it: a FIFO blocks on open.
+fn stat_regular(path: &Path) -> Result<u64, FilesError> {
+    let meta = std::fs::metadata(path).map_err(|source| FilesError::Read {
+        path: path.into(),
+        source,
+    })?;
+    regular_len(path, &meta)
+}
+
+/// The length of a regular file; `NotAFile` for anything else.
+fn regular_len(path: &Path, meta: &std::fs::Metadata) -> Result<u64, FilesError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        return Ok(meta.len());
+    }
+    let what = if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a folder"
+    };
+    Err(FilesError::NotAFile {
+        path: path.into(),
+        what,
+    })
+}
+
+/// Reads a regular file of at most `limit` bytes; `FileTooLarge` past it, even if the file grew
+/// (or was swapped) since it was checked.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, FilesError> {
+    use std::io::Read;
+    let read_err = |source| FilesError::Read {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    regular_len(path, &file.metadata().map_err(read_err)?)?;
+    let mut data = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() as u64 > limit {
+        return Err(FilesError::FileTooLarge { path: path.into() });
+    }
+    Ok(data)
+}
+
+impl FilesError {
+    /// A file of `folder` over the budget is the folder being too large.
+    fn in_folder(self, folder: &Path) -> Self {
+        match self {
+            FilesError::FileTooLarge { .. } => FilesError::FolderTooLarge {
+                path: folder.into(),
+            },
+            e => e,
+        }
     }
 }
 
@@ -279,6 +350,93 @@ mod tests {
             .map(|i| player.next_frame(i).map(|c| (c.width, c.height)).unwrap())
             .collect();
         assert_eq!(sizes, vec![(64, 48), (32, 16), (64, 48)]);
+    }
+
+    /// Runs `f` on another thread; panics if it does not return within 5 s (a FIFO blocks).
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("returned within 5 s")
+    }
+
+    fn mkfifo(path: &Path) {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    #[test]
+    fn devices_and_fifos_are_refused_at_once_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.mjpeg");
+        mkfifo(&fifo);
+        let pictures = dir.path().join("pictures");
+        std::fs::create_dir(&pictures).unwrap();
+        std::fs::write(pictures.join("a.jpg"), jpeg(32, 16, 200)).unwrap();
+        mkfifo(&pictures.join("b.jpg"));
+        for (path, what) in [
+            (PathBuf::from("/dev/zero"), "/dev/zero: a character device"),
+            (fifo.clone(), "pipe.mjpeg: a FIFO"),
+            (pictures.clone(), "b.jpg: a FIFO"),
+        ] {
+            let shown = path.clone();
+            let err = within_5s(move || FilePlayer::open(&path, 30).err())
+                .unwrap_or_else(|| panic!("{} opened", shown.display()));
+            assert!(matches!(err, FilesError::NotAFile { .. }), "{err:?}");
+            let err = err.to_string();
+            assert!(
+                err.contains(what) && err.ends_with("not a regular file or folder"),
+                "{err}"
+            );
+        }
+        // In the file, refused when the config is checked, naming the field.
+        for source in ["/dev/zero".to_string(), fifo.display().to_string()] {
+            let camera = super::super::CameraConfig {
+                source: source.clone(),
+                width: 320,
+                height: 240,
+                fps: 10,
+                start: true,
+                noise: 0,
+            };
+            let issues = crate::node::NodeConfig::validate(&camera);
+            assert!(
+                issues
+                    .iter()
+                    .any(|i| i.message.contains("not a regular file or folder")),
+                "{source}: {issues:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_or_folder_over_the_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.mjpeg");
+        // Sparse: no disk space, but reading it would take MAX_TOTAL_BYTES of memory.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_TOTAL_BYTES + 1)
+            .unwrap();
+        let err = within_5s(move || FilePlayer::open(&big, 30).err()).unwrap();
+        assert!(matches!(err, FilesError::FileTooLarge { .. }), "{err:?}");
+        let folder = dir.path().join("pictures");
+        std::fs::create_dir(&folder).unwrap();
+        for name in ["a.jpg", "b.jpg"] {
+            std::fs::File::create(folder.join(name))
+                .unwrap()
+                .set_len(MAX_TOTAL_BYTES / 2 + 1)
+                .unwrap();
+        }
+        let err = within_5s(move || FilePlayer::open(&folder, 30).err()).unwrap();
+        assert!(matches!(err, FilesError::FolderTooLarge { .. }), "{err:?}");
+        assert!(
+            err.to_string().ends_with("more than 512 MiB of JPEGs"),
+            "{err}"
+        );
     }
 
     #[test]

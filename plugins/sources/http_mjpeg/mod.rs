@@ -26,12 +26,15 @@ pub const KIND: SourceKind = SourceKind {
     open: |c| Ok(Box::new(HttpMjpeg::open(c.source.trim())?)),
     takes_noise: false,
 };
-use crate::client;
+use crate::client::{self, Deadline};
 use crate::frame::PixelFormat;
 use crate::mjpeg::PartReader;
 
 /// A camera that sends nothing for this long is considered gone.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// A frame that has not arrived in full this long after it was asked for is an error: a camera
+/// that trickles bytes cannot hold the capture thread (nor a removed camera's thread) longer.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What is wrong with a source URL's form.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -69,7 +72,7 @@ pub enum HttpMjpegError {
 
 pub struct HttpMjpeg {
     url: String,
-    parts: Option<PartReader<Box<dyn BufRead + Send>>>,
+    parts: Option<PartReader<Deadline<Box<dyn BufRead + Send>>>>,
 }
 
 /// Checks the URL's form; `Err` says what is wrong.
@@ -136,7 +139,8 @@ impl HttpMjpeg {
                 url: url.clone(),
                 content_type: content_type.clone(),
             })?;
-        self.parts = Some(PartReader::new(response.into_body(), &boundary));
+        let body = Deadline::new(response.into_body(), FRAME_TIMEOUT, "a frame");
+        self.parts = Some(PartReader::new(body, &boundary));
         Ok(())
     }
 }
@@ -147,7 +151,10 @@ impl FrameSource for HttpMjpeg {
             self.connect()?;
         }
         let url = &self.url;
-        let part = match self.parts.as_mut().map(|p| p.next_part()) {
+        let part = match self.parts.as_mut().map(|p| {
+            p.get_mut().restart();
+            p.next_part()
+        }) {
             Some(Ok(Some(part))) => part,
             Some(Ok(None)) => {
                 self.parts = None;

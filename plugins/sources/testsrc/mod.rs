@@ -25,9 +25,12 @@ pub const KIND: SourceKind = SourceKind {
     },
     validate_added: no_checks,
     open: |c| {
-        Ok(Box::new(
-            TestPattern::new(c.width, c.height, c.fps).with_noise(c.noise),
-        ))
+        Ok(Box::new(OnDemand {
+            size: (c.width, c.height),
+            fps: c.fps,
+            noise: c.noise,
+            pattern: None,
+        }))
     },
     takes_noise: true,
 };
@@ -186,6 +189,28 @@ impl FrameSource for TestPattern {
 
     fn pause(&mut self) {
         self.pacer.reset();
+    }
+}
+
+/// The test pattern as a camera's source: its backgrounds (95 MiB at 8K, eight times that with
+/// grain) exist only while frames are wanted: made for the first frame, dropped on pause.
+struct OnDemand {
+    size: (u32, u32),
+    fps: u32,
+    noise: u8,
+    pattern: Option<TestPattern>,
+}
+
+impl FrameSource for OnDemand {
+    fn next_frame(&mut self, seq: u64) -> Result<Captured, SourceError> {
+        let (width, height) = self.size;
+        self.pattern
+            .get_or_insert_with(|| TestPattern::new(width, height, self.fps).with_noise(self.noise))
+            .next_frame(seq)
+    }
+
+    fn pause(&mut self) {
+        self.pattern = None;
     }
 }
 
