@@ -9,6 +9,7 @@ mod cors;
 mod error;
 pub mod face;
 mod guard;
+mod stall;
 pub mod stats;
 mod tls;
 mod ws_limit;
@@ -115,9 +116,10 @@ pub fn serve(
     })
     // A small send buffer per connection: a slow MJPEG viewer then skips to the newest frame
     // after ~0.25 MiB instead of queueing seconds of old frames in the kernel.
-    .on_connect(|conn, _| {
+    .on_connect(|conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER_BYTES);
+            stall::remember(tcp, ext);
         }
     })
     .workers(2)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 
 use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
-use crate::http::face::{no_cache, param, ApiError, Live, Query};
+use crate::http::face::{cut_when_stalled, no_cache, param, ApiError, Live, Query};
 use crate::mjpeg;
 use crate::node::Capability;
 
@@ -38,7 +38,11 @@ pub struct TakeSnapshot;
 
 /// MJPEG streams of a camera.
 #[derive(Clone)]
-pub struct MjpegStreams(pub Recipient<OpenStream>);
+pub struct MjpegStreams {
+    pub open: Recipient<OpenStream>,
+    /// A multipart viewer that takes no part for this long is cut off (`write_timeout_ms`).
+    pub write_timeout: Duration,
+}
 
 impl Capability for MjpegStreams {
     const NAME: &'static str = "mjpeg";
@@ -93,10 +97,21 @@ pub(super) fn wanted(query: &Query, allowed_extra: &[&str]) -> Result<Wanted, Ap
 /// How long a stream that asked for a size waits for the first frame (it names the size given).
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(3);
 
-async fn stream(live: Live, name: Option<&str>, query: Query) -> Result<HttpResponse, ApiError> {
+async fn stream(
+    req: HttpRequest,
+    live: Live,
+    name: Option<&str>,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
     // `t`: the cache buster pages add to restart an <img>; `token`: for the security layer.
     let wanted = wanted(&query, &["t", "token"])?;
-    let (camera, MjpegStreams(open)) = live.find(name, no_sink)?;
+    let (
+        camera,
+        MjpegStreams {
+            open,
+            write_timeout,
+        },
+    ) = live.find(name, no_sink)?;
     let mut frames = open.send(OpenStream(wanted)).await??;
     let mut ok = HttpResponse::Ok();
     let response = no_cache(&mut ok).content_type(mjpeg::CONTENT_TYPE);
@@ -121,19 +136,25 @@ async fn stream(live: Live, name: Option<&str>, query: Query) -> Result<HttpResp
         },
     };
     let body: ByteStream = mjpeg_body(frames, first).boxed();
-    Ok(response.streaming(body))
+    // A viewer that takes nothing (it stopped reading) frees its slot after the timeout.
+    Ok(response.streaming(cut_when_stalled(&req, body, write_timeout)))
 }
 
-async fn stream_default(live: Live, query: Query) -> Result<HttpResponse, ApiError> {
-    stream(live, None, query).await
+async fn stream_default(
+    req: HttpRequest,
+    live: Live,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
+    stream(req, live, None, query).await
 }
 
 async fn stream_named(
+    req: HttpRequest,
     live: Live,
     path: web::Path<String>,
     query: Query,
 ) -> Result<HttpResponse, ApiError> {
-    stream(live, Some(&path), query).await
+    stream(req, live, Some(&path), query).await
 }
 
 async fn snapshot(live: Live, name: Option<&str>) -> Result<HttpResponse, ApiError> {
