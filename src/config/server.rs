@@ -29,8 +29,8 @@ pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Origins allowed to call the API from a browser page served elsewhere (CORS), e.g.
-    /// `http://robot.local:5173`, or `*` for any. Default: loopback development origins
-    /// (`http://localhost:<any port>`, `http://127.0.0.1:<any port>`).
+    /// `http://robot.local:5173`, or `*` for any. Default: none (the server's own pages need
+    /// none; a development server on `http://localhost:5173` must be listed too).
     #[serde(default)]
     pub cors_origins: Vec<String>,
     /// Who may call camgraph: `{ tokens: [...] }`, or `none` to let anyone who can reach it do
