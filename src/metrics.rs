@@ -155,7 +155,7 @@ families! {
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
     http_refused: Counter, Process["reason"],
         "camgraph_http_refused_total",
-        "HTTP requests refused before any handler, by reason (see RefusedReason).";
+        "HTTP requests refused, by reason (see RefusedReason).";
     build_info: Gauge, Process["version"],
         "camgraph_build_info", "Always 1; labels give the build.";
 }
@@ -272,7 +272,7 @@ impl DropReason {
     }
 }
 
-/// Why an HTTP request was refused before reaching its handler: the closed set of values of the
+/// Why an HTTP request was refused (by the gate, or a limit of the server): the closed set of values of the
 /// `reason` label of `camgraph_http_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefusedReason {
@@ -286,16 +286,19 @@ pub enum RefusedReason {
     Host,
     /// A form or plain-text body sent to a state-changing route (415).
     ContentType,
+    /// An endless stream beyond `server.max_viewers`, all cameras together (503).
+    Viewers,
 }
 
 impl RefusedReason {
     /// Every reason.
-    pub const ALL: [RefusedReason; 5] = [
+    pub const ALL: [RefusedReason; 6] = [
         RefusedReason::Unauthenticated,
         RefusedReason::Role,
         RefusedReason::Origin,
         RefusedReason::Host,
         RefusedReason::ContentType,
+        RefusedReason::Viewers,
     ];
 
     /// The label value.
@@ -306,6 +309,7 @@ impl RefusedReason {
             RefusedReason::Origin => "origin",
             RefusedReason::Host => "host",
             RefusedReason::ContentType => "content_type",
+            RefusedReason::Viewers => "viewers",
         }
     }
 }

@@ -685,3 +685,25 @@ fn viewers_that_never_read_are_cut_off_and_free_their_slots() {
         println!("stuck viewer {i}: {ended} after {total} bytes");
     }
 }
+
+#[test]
+fn viewers_beyond_the_servers_total_get_503_and_are_counted() {
+    let server = Server::start(&format!(
+        "server: {{ max_viewers: 2 }}\nnodes:\n{}{}",
+        test_camera_yaml("front", 320, 240, 10),
+        test_camera_yaml("rear", 320, 240, 10)
+    ));
+    // Each camera allows 200: the server's total of 2 is the limit.
+    let _front = server.mjpeg("/api/camera/stream/front");
+    let _rear = server.mjpeg("/api/camera/stream/rear");
+    let (status, body, _) = call(&server, "GET", "/api/camera/stream/front", &[], None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("server.max_viewers"), "{body}");
+    assert_eq!(refused_count(&server, "viewers"), 1.0);
+    drop(_rear);
+    wait_for(
+        "the rear viewer's slot to be free",
+        Duration::from_secs(5),
+        || (call(&server, "GET", "/api/camera/stream/rear", &[], None).0 == 200).then_some(()),
+    );
+}

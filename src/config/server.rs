@@ -52,6 +52,14 @@ pub struct ServerConfig {
     /// `rtsp://*`; local files and folders only when listed (e.g. `/srv/clips/*`).
     #[serde(default)]
     pub api_sources: ApiSources,
+    /// Most endless streams (MJPEG viewers) at once, all cameras together; one more gets a 503.
+    /// Each `mjpeg_sink` has its own `max_viewers` too. Default 500.
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: usize,
+}
+
+fn default_max_viewers() -> usize {
+    500
 }
 
 fn default_listen() -> SocketAddr {
@@ -67,6 +75,7 @@ impl Default for ServerConfig {
             tls: None,
             hosts: Vec::new(),
             api_sources: ApiSources::default(),
+            max_viewers: default_max_viewers(),
         }
     }
 }

@@ -17,8 +17,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 pub use super::error::ApiError;
-/// Ends an endless body's connection when its client stops taking it (see `stall`).
-pub use super::stall::{cut_when_stalled, CutWhenStalled};
+/// An endless body: a server viewer slot, and its connection cut when its client stops taking it
+/// (see `stall`).
+pub use super::stall::{endless_body, CutWhenStalled};
 /// Upgrades to a WebSocket whose client frames are capped (see `ws_limit`).
 pub use super::ws_limit::start as websocket;
 use crate::graph::view::{GraphView, Lookup, Published};

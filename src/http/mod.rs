@@ -85,6 +85,11 @@ pub fn serve(
         registry: registry.clone(),
         metrics: state.metrics.clone(),
     });
+    let viewers = web::Data::new(stall::Viewers {
+        open: Default::default(),
+        max: server.max_viewers,
+        metrics: state.metrics.clone(),
+    });
     let data = web::Data::from(state);
     let http = HttpServer::new(move || {
         App::new()
@@ -94,6 +99,7 @@ pub fn serve(
             .app_data(access.clone())
             .app_data(secure.clone())
             .app_data(gate.clone())
+            .app_data(viewers.clone())
             // Bodies read by extractors stay small (routes that take more read them with
             // `face::read_body`, which also bounds the time).
             .app_data(web::PayloadConfig::new(64 * 1024))

@@ -4,17 +4,19 @@
 //! marks the moment the body started waiting to be asked for the next one; a watchdog task (one
 //! per body, asleep until a deadline) cuts the connection when no chunk could be handed over for
 //! the timeout. The cut resets the socket; the dispatcher then fails its write and drops the body,
-//! which frees whatever the body held (a viewer slot).
+//! which frees whatever the body held (a viewer slot). Every such body also holds one of the
+//! server's `server.max_viewers` slots (`Viewers`), all cameras together.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Extensions;
-use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
 use futures_util::Stream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -27,6 +29,48 @@ struct ConnFd(RawFd);
 /// Records the connection's socket in its extensions (called from `HttpServer::on_connect`).
 pub(super) fn remember(tcp: &actix_web::rt::net::TcpStream, ext: &mut Extensions) {
     ext.insert(ConnFd(tcp.as_raw_fd()));
+}
+
+use super::ApiError;
+use crate::metrics::{Metrics, RefusedReason};
+
+/// The server's count of endless bodies, against `server.max_viewers`.
+pub(super) struct Viewers {
+    pub open: Arc<AtomicUsize>,
+    pub max: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One of the server's viewer slots, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Viewers {
+    fn take(&self) -> Result<Slot, ApiError> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(self.open.clone())),
+            Err(_) => {
+                self.metrics.refused(RefusedReason::Viewers);
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the server has its maximum of {} viewers (server.max_viewers)",
+                        self.max
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 /// "Not waiting": the body is being polled or waits for data of its own.
@@ -44,13 +88,23 @@ struct Progress {
 /// A body that ends its connection when the client has not taken a chunk for `timeout`.
 pub struct CutWhenStalled<S> {
     inner: S,
+    _slot: Option<Slot>,
     progress: Arc<Progress>,
     watchdog: Option<JoinHandle<()>>,
 }
 
-/// Wraps `body` so that its connection is reset when no chunk could be written for `timeout`.
-/// A connection whose socket is unknown (TLS) keeps the body as it is: the cut needs the socket.
-pub fn cut_when_stalled<S>(req: &HttpRequest, body: S, timeout: Duration) -> CutWhenStalled<S> {
+/// The body of an endless response (a viewer's stream): it takes one of the server's viewer
+/// slots (503 when none is left) and its connection is reset when no chunk could be written for
+/// `timeout`. A connection whose socket is unknown (TLS) is not cut: the cut needs the socket.
+pub fn endless_body<S>(
+    req: &HttpRequest,
+    body: S,
+    timeout: Duration,
+) -> Result<CutWhenStalled<S>, ApiError> {
+    let slot = req
+        .app_data::<web::Data<Viewers>>()
+        .map(|v| v.take())
+        .transpose()?;
     let progress = Arc::new(Progress {
         origin: Instant::now(),
         waiting_since: AtomicU64::new(IDLE),
@@ -67,11 +121,12 @@ pub fn cut_when_stalled<S>(req: &HttpRequest, body: S, timeout: Duration) -> Cut
             .ok()
     });
     let watchdog = socket.map(|socket| actix_rt::spawn(watch(progress.clone(), socket, timeout)));
-    CutWhenStalled {
+    Ok(CutWhenStalled {
         inner: body,
+        _slot: slot,
         progress,
         watchdog,
-    }
+    })
 }
 
 /// Sleeps until the body has waited `timeout` to be asked for a chunk; then resets the socket.

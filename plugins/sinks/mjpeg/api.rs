@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 
 use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
-use crate::http::face::{cut_when_stalled, no_cache, param, ApiError, Live, Query};
+use crate::http::face::{endless_body, no_cache, param, ApiError, Live, Query};
 use crate::mjpeg;
 use crate::node::Capability;
 
@@ -136,8 +136,9 @@ async fn stream(
         },
     };
     let body: ByteStream = mjpeg_body(frames, first).boxed();
-    // A viewer that takes nothing (it stopped reading) frees its slot after the timeout.
-    Ok(response.streaming(cut_when_stalled(&req, body, write_timeout)))
+    // Also one of the server's viewers (server.max_viewers); a viewer that takes nothing (it
+    // stopped reading) frees its slots after the timeout.
+    Ok(response.streaming(endless_body(&req, body, write_timeout)?))
 }
 
 async fn stream_default(
