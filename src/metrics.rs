@@ -106,6 +106,7 @@ macro_rules! families {
                 // Struct fields are evaluated in the order written: the order of `FAMILIES`.
                 Self {
                     $($field: Register::register(
+                        // Infallible: the macro makes one field per row of FAMILIES.
                         rows.next().expect("a row per field"),
                         registry,
                     ),)*
@@ -169,6 +170,8 @@ fn registered<V: Collector + Clone + 'static>(
     vec: prometheus::Result<V>,
     registry: &Registry,
 ) -> V {
+    // Infallible for the constant FAMILIES table (names and labels fixed at compile time; the
+    // unit tests register it), never for input.
     let vec = vec.expect("valid metric");
     registry
         .register(Box::new(vec.clone()))

@@ -21,7 +21,7 @@ mod ws;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -52,7 +52,7 @@ pub struct WebRtcSinkConfig {
 }
 
 /// ICE settings of a `webrtc_sink`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IceConfig {
     /// UDP addresses to bind for media, one socket each; port 0 picks a free port per peer.
@@ -97,16 +97,6 @@ fn default_udp_addrs(listen: IpAddr) -> Vec<String> {
         vec!["127.0.0.1:0".into(), "0.0.0.0:0".into()]
     } else {
         vec![SocketAddr::new(listen, 0).to_string()]
-    }
-}
-
-impl Default for IceConfig {
-    fn default() -> Self {
-        Self {
-            udp_addrs: None,
-            nat_1to1_ips: Vec::new(),
-            servers: Vec::new(),
-        }
     }
 }
 
@@ -232,7 +222,7 @@ impl NodeConfig for WebRtcSinkConfig {
                     "packetized": counts.packetized.load(Ordering::Relaxed),
                     "keyframe_requests": counts.keyframe_requests.load(Ordering::Relaxed),
                     "switches": counts.switches.load(Ordering::Relaxed),
-                    "peer_variants": *counts.variants.lock().expect("variants lock"),
+                    "peer_variants": *counts.variants.lock().unwrap_or_else(PoisonError::into_inner),
                     "sent": stats_metrics.writer.sent.get(),
                     "bytes_sent": stats_metrics.writer.bytes.get(),
                     "dropped_behind": stats_metrics.writer.dropped_behind.get(),
