@@ -53,7 +53,13 @@ impl App {
         server: &ServerConfig,
     ) -> Result<App, StartError> {
         let metrics = Metrics::new();
-        let live = LiveGraph::start(spec, config.clone(), registry.clone(), &metrics)?;
+        let live = LiveGraph::start(
+            spec,
+            config.clone(),
+            registry.clone(),
+            &metrics,
+            server.listen.ip(),
+        )?;
         let view = Arc::new(ArcSwap::from_pointee(GraphView::default()));
         let supervisor = Supervisor::new(live, view.clone()).start();
         let watcher = match config {

@@ -106,6 +106,7 @@ macro_rules! families {
                 // Struct fields are evaluated in the order written: the order of `FAMILIES`.
                 Self {
                     $($field: Register::register(
+                        // Infallible: the macro makes one field per row of FAMILIES.
                         rows.next().expect("a row per field"),
                         registry,
                     ),)*
@@ -158,7 +159,7 @@ families! {
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
     http_refused: Counter, Process["reason"],
         "camgraph_http_refused_total",
-        "HTTP requests refused before any handler, by reason (see RefusedReason).";
+        "HTTP requests refused, by reason (see RefusedReason).";
     build_info: Gauge, Process["version"],
         "camgraph_build_info", "Always 1; labels give the build.";
 }
@@ -172,6 +173,8 @@ fn registered<V: Collector + Clone + 'static>(
     vec: prometheus::Result<V>,
     registry: &Registry,
 ) -> V {
+    // Infallible for the constant FAMILIES table (names and labels fixed at compile time; the
+    // unit tests register it), never for input.
     let vec = vec.expect("valid metric");
     registry
         .register(Box::new(vec.clone()))
@@ -296,7 +299,7 @@ impl CameraErrorReason {
     }
 }
 
-/// Why an HTTP request was refused before reaching its handler: the closed set of values of the
+/// Why an HTTP request was refused (by the gate, or a limit of the server): the closed set of values of the
 /// `reason` label of `camgraph_http_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefusedReason {
@@ -310,16 +313,19 @@ pub enum RefusedReason {
     Host,
     /// A form or plain-text body sent to a state-changing route (415).
     ContentType,
+    /// An endless stream beyond `server.max_viewers`, all cameras together (503).
+    Viewers,
 }
 
 impl RefusedReason {
     /// Every reason.
-    pub const ALL: [RefusedReason; 5] = [
+    pub const ALL: [RefusedReason; 6] = [
         RefusedReason::Unauthenticated,
         RefusedReason::Role,
         RefusedReason::Origin,
         RefusedReason::Host,
         RefusedReason::ContentType,
+        RefusedReason::Viewers,
     ];
 
     /// The label value.
@@ -330,6 +336,7 @@ impl RefusedReason {
             RefusedReason::Origin => "origin",
             RefusedReason::Host => "host",
             RefusedReason::ContentType => "content_type",
+            RefusedReason::Viewers => "viewers",
         }
     }
 }

@@ -96,6 +96,9 @@ pub struct BuildContext {
     pub inputs: Vec<Port>,
     /// Metrics labelled for this node.
     pub metrics: NodeMetrics,
+    /// The IP the HTTP server listens on, for defaults that follow it (a loopback server offers
+    /// WebRTC candidates on loopback only).
+    pub listen: std::net::IpAddr,
 }
 
 impl BuildContext {

@@ -30,6 +30,7 @@ pub fn context(
         camera: "cam".into(),
         inputs: vec![input],
         metrics: metrics.node("cam", id, type_name),
+        listen: std::net::Ipv4Addr::LOCALHOST.into(),
     };
     (cx, metrics)
 }

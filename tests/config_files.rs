@@ -113,3 +113,73 @@ fn a_missing_file_names_the_file() {
         "{err}"
     );
 }
+
+/// The two hostile files of the reload probe: 100,000 nested `[` (200 KB) and 8,000 bad nodes.
+fn hostile_files() -> (String, String) {
+    let deep = format!("nodes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let mut bad = String::from("nodes:\n");
+    for i in 0..8000 {
+        bad.push_str(&format!("  n{i}: {{ type: nosuch_{i}, bad: 1 }}\n"));
+    }
+    (deep, bad)
+}
+
+#[test]
+fn a_deeply_nested_file_is_rejected_at_the_depth_it_passes() {
+    let registry = camgraph::plugins::registry();
+    let (deep, _) = hostile_files();
+    let err = camgraph::config::parse("deep.yaml", &deep, &registry)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err.trim(),
+        "deep.yaml:1:72: nesting deeper than 64 levels of '[' or '{'"
+    );
+    // Brackets in quoted scalars and comments are not nesting.
+    let quoted = format!(
+        "nodes: {{}}  # {}\nserver: {{ hosts: ['{}', \"{}\"] }}\n",
+        "[".repeat(100),
+        "[".repeat(100),
+        "{".repeat(100)
+    );
+    let err = camgraph::config::parse("q.yaml", &quoted, &registry)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(!err.contains("nesting"), "{err}");
+}
+
+#[test]
+fn a_file_of_8000_bad_nodes_names_each_one_at_its_line() {
+    let registry = camgraph::plugins::registry();
+    let (_, bad) = hostile_files();
+    let err = camgraph::config::parse("bad.yaml", &bad, &registry)
+        .err()
+        .unwrap();
+    assert!(err.0.len() >= 8000, "{}", err.0.len());
+    let last = err
+        .0
+        .iter()
+        .rfind(|e| e.node.as_deref() == Some("n7999"))
+        .unwrap();
+    assert_eq!(
+        (last.line, last.column),
+        (8001, 12),
+        "its type field: {last}"
+    );
+}
+
+#[test]
+fn a_file_larger_than_the_bound_is_refused_before_it_is_read() {
+    let registry = camgraph::plugins::registry();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(camgraph::config::MAX_FILE_BYTES + 1).unwrap();
+    let err = camgraph::config::load_file(&path, &registry)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("larger than 4194304 bytes"), "{err}");
+}

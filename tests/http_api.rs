@@ -359,7 +359,27 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
 
 #[test]
 fn cors_answers_allowed_origins_only() {
-    let server = one_camera(5);
+    // By default no other origin may read the API, a local one included (any local page or
+    // program could otherwise read it).
+    let default = one_camera(5);
+    let allowed_by = |server: &Server, origin: &str| {
+        let r = client::request(
+            "GET",
+            &server.url("/api/camera/cameras"),
+            &[("Origin", origin)],
+            None,
+        )
+        .unwrap();
+        r.header("access-control-allow-origin").map(str::to_string)
+    };
+    assert_eq!(allowed_by(&default, "http://localhost:5173"), None);
+    assert_eq!(allowed_by(&default, "http://127.0.0.1:3000"), None);
+    drop(default);
+
+    let server = Server::start(&format!(
+        "server: {{ cors_origins: [\"http://localhost:5173\", \"http://127.0.0.1:3000\"] }}\nnodes:\n{}",
+        test_camera_yaml("front", 640, 360, 5)
+    ));
     let origin_header = |origin: &str| {
         let r = client::request(
             "GET",
@@ -375,6 +395,7 @@ fn cors_answers_allowed_origins_only() {
         Some("http://localhost:5173")
     );
     assert_eq!(origin_header("http://evil.example"), None);
+    assert_eq!(origin_header("http://localhost:5174"), None);
     let preflight = client::request(
         "OPTIONS",
         &server.url("/api/camera/start"),

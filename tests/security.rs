@@ -623,3 +623,87 @@ fn a_head_sent_slowly_is_cut_off_while_healthz_answers() {
     }
     assert!(started.elapsed() < Duration::from_secs(12));
 }
+
+/// Opens a stream on a connection with a tiny receive buffer and never reads its body.
+fn stuck_viewer(server: &Server, path: &str) -> socket2::Socket {
+    let addr: std::net::SocketAddr = host(server).parse().unwrap();
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let mut s = TcpStream::from(s);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", host(server)).unwrap();
+    // Read only the status line's start: the viewer is being served, then nothing more.
+    let mut status = [0u8; 12];
+    s.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    socket2::Socket::from(s)
+}
+
+#[test]
+fn viewers_that_never_read_are_cut_off_and_free_their_slots() {
+    let server = Server::start(
+        "nodes:\n  \
+         front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }\n  \
+         front_jpeg: { type: jpeg_encoder, inputs: [front], quality: 95 }\n  \
+         front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 3, write_timeout_ms: 1000 }\n",
+    );
+    let stuck: Vec<_> = (0..3)
+        .map(|_| stuck_viewer(&server, "/api/camera/stream"))
+        .collect();
+    let status = || call(&server, "GET", "/api/camera/stream", &[], None).0;
+    assert_eq!(status(), 503, "the 3 stuck viewers fill the sink");
+    // Past the write timeout all three stuck viewers are cut off: a new viewer is served.
+    let started = Instant::now();
+    wait_for(
+        "the stuck viewers to be cut off",
+        Duration::from_secs(15),
+        || {
+            let viewers = server.metric("camgraph_viewers{")?;
+            (viewers == 0.0).then_some(())
+        },
+    );
+    println!("stuck viewers cut off after {:?}", started.elapsed());
+    assert_eq!(status(), 200, "a new viewer is served");
+    // Each stuck client's connection was reset (its unread bytes dropped): reading it ends.
+    for (i, s) in stuck.into_iter().enumerate() {
+        let mut s = TcpStream::from(s);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 65536];
+        let mut total = 0;
+        let ended = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break "closed",
+                Ok(n) => total += n,
+                Err(_) => break "reset",
+            }
+            assert!(
+                Instant::now() < until,
+                "stuck viewer {i} still streams ({total} bytes read)"
+            );
+        };
+        println!("stuck viewer {i}: {ended} after {total} bytes");
+    }
+}
+
+#[test]
+fn viewers_beyond_the_servers_total_get_503_and_are_counted() {
+    let server = Server::start(&format!(
+        "server: {{ max_viewers: 2 }}\nnodes:\n{}{}",
+        test_camera_yaml("front", 320, 240, 10),
+        test_camera_yaml("rear", 320, 240, 10)
+    ));
+    // Each camera allows 200: the server's total of 2 is the limit.
+    let _front = server.mjpeg("/api/camera/stream/front");
+    let _rear = server.mjpeg("/api/camera/stream/rear");
+    let (status, body, _) = call(&server, "GET", "/api/camera/stream/front", &[], None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("server.max_viewers"), "{body}");
+    assert_eq!(refused_count(&server, "viewers"), 1.0);
+    drop(_rear);
+    wait_for(
+        "the rear viewer's slot to be free",
+        Duration::from_secs(5),
+        || (call(&server, "GET", "/api/camera/stream/rear", &[], None).0 == 200).then_some(()),
+    );
+}

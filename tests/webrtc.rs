@@ -73,6 +73,16 @@ fn whep_answers_offers_sessions_and_bad_input_clearly() {
         answer.contains("a=candidate:") && answer.contains("127.0.0.1"),
         "the answer holds a loopback candidate:\n{answer}"
     );
+    // A loopback server tells no one its LAN address: its candidates are on loopback only.
+    let foreign: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .filter(|l| l.split(' ').nth(4) != Some("127.0.0.1"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "a loopback server offered non-loopback candidates: {foreign:?}"
+    );
     assert!(
         answer.contains("a=msid:front "),
         "the track carries a stream id:\n{answer}"

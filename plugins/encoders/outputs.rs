@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::ServiceError;
 use crate::fanout::{Demand, Fanout, Subscriber};
@@ -45,7 +45,7 @@ impl<V: Ord + Copy + Display> Outputs<V> {
 
     /// Forgets variants nobody listens to; returns those still listened to.
     pub fn active(&self) -> Vec<(V, Arc<VariantOutput>)> {
-        let mut outputs = self.outputs.lock().expect("variants lock");
+        let mut outputs = self.outputs.lock().unwrap_or_else(PoisonError::into_inner);
         outputs.retain(|_, o| o.out.has_subscribers());
         outputs.iter().map(|(v, o)| (*v, o.clone())).collect()
     }
@@ -68,7 +68,7 @@ impl<V: Ord + Copy + Display> Outputs<V> {
 
     /// The stream of `variant`, started if it is new and there is room.
     pub fn subscribe(&self, variant: V) -> Result<Subscriber<EncodedFrame>, ServiceError> {
-        let mut outputs = self.outputs.lock().expect("variants lock");
+        let mut outputs = self.outputs.lock().unwrap_or_else(PoisonError::into_inner);
         if !outputs.contains_key(&variant) {
             outputs.retain(|_, o| o.out.has_subscribers());
             if outputs.len() >= self.max {
@@ -94,7 +94,7 @@ impl<V: Ord + Copy + Display> Outputs<V> {
     pub fn get(&self, variant: &V) -> Option<Arc<VariantOutput>> {
         self.outputs
             .lock()
-            .expect("variants lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(variant)
             .cloned()
     }

@@ -13,19 +13,91 @@ use crate::node::NodeId;
 use crate::port::{PortKind, Ports};
 use crate::registry::{path_error, DynNode, ParseError, Registry};
 
-/// Reads and parses `path`; errors name the path as given.
+/// The largest configuration accepted, in bytes: a graph of hundreds of cameras is far smaller,
+/// and parsing stays well under a second.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The deepest nesting of flow collections (`[`, `{`) accepted. A graph needs 3 or 4 levels; the
+/// YAML parser's cost grows with the square of the depth, so a deep file is refused before it.
+pub const MAX_DEPTH: usize = 64;
+
+/// Reads and parses `path`; errors name the path as given. A file over `MAX_FILE_BYTES` is refused
+/// before it is read.
 pub fn load_file(path: &Path, registry: &Registry) -> Result<GraphSpec, ConfigErrors> {
+    use std::io::Read;
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file, &text, registry),
-        Err(err) => Err(ConfigErrors(vec![ConfigError {
-            file,
+    let whole_file = |message: String| {
+        Err(ConfigErrors(vec![ConfigError {
+            file: file.clone(),
             line: 0,
             column: 0,
             node: None,
-            message: format!("cannot read the file: {err}"),
-        }])),
+            message,
+        }]))
+    };
+    let too_large = || format!("the file is larger than {MAX_FILE_BYTES} bytes");
+    let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+    let mut text = String::new();
+    match opened {
+        Ok((len, _)) if len > MAX_FILE_BYTES => return whole_file(too_large()),
+        // Bounded by the read too: the file may grow between the check and the read.
+        Ok((_, f)) => match f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text) {
+            Ok(n) if n as u64 > MAX_FILE_BYTES => return whole_file(too_large()),
+            Ok(_) => {}
+            Err(err) => return whole_file(format!("cannot read the file: {err}")),
+        },
+        Err(err) => return whole_file(format!("cannot read the file: {err}")),
     }
+    parse(&file, &text, registry)
+}
+
+/// Where flow collections first nest deeper than `max` (1-based line and column), skipping quoted
+/// scalars and comments. Linear in the text. A quote counts only where a scalar can start, and
+/// ends with its line at the latest: nothing can hide brackets from the count that the YAML parser
+/// would then nest (a multi-line quoted scalar full of brackets is counted, which only errs on the
+/// safe side).
+fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    // The last character that was not a space on this line ('\n' at its start).
+    let mut significant = '\n';
+    let mut previous = '\n';
+    for ch in text.chars() {
+        column += 1;
+        if ch == '\n' {
+            (line, column, comment, quote, significant, previous) =
+                (line + 1, 0, false, None, '\n', '\n');
+            continue;
+        }
+        match quote {
+            _ if comment => {}
+            Some(_) if escaped => escaped = false,
+            Some('"') if ch == '\\' => escaped = true,
+            Some(q) if ch == q => quote = None,
+            Some(_) => {}
+            None => match ch {
+                '"' | '\'' if matches!(significant, '\n' | '[' | '{' | ',' | ':' | '-' | '?') => {
+                    quote = Some(ch)
+                }
+                '#' if previous.is_whitespace() || previous == '\n' => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > max {
+                        return Some((line, column));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        if !ch.is_whitespace() {
+            significant = ch;
+        }
+        previous = ch;
+    }
+    None
 }
 
 struct Collector<'a> {
@@ -142,6 +214,22 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
         written_as: HashMap::new(),
         unparsed: HashSet::new(),
     };
+    if text.len() as u64 > MAX_FILE_BYTES {
+        c.push(
+            None,
+            None,
+            format!("the file is larger than {MAX_FILE_BYTES} bytes"),
+        );
+        return Err(ConfigErrors(c.errors));
+    }
+    if let Some(at) = too_deep(text, MAX_DEPTH) {
+        c.push(
+            Some(at),
+            None,
+            format!("nesting deeper than {MAX_DEPTH} levels of '[' or '{{'"),
+        );
+        return Err(ConfigErrors(c.errors));
+    }
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(err) => {

@@ -3,9 +3,16 @@
 //! syntax errors, so this reads the text: block style (`key:` on its own line) and flow style
 //! (`{ key: value }`) both work.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
 /// Positions are 1-based `(line, column)`.
 pub struct Locator<'a> {
     lines: Vec<&'a str>,
+    /// For `nodes:` then `cameras:`: each key written at the start of a line of the section, and
+    /// the first line it is on. Built once, on the first lookup: a file with thousands of bad
+    /// nodes is not searched again per error.
+    sections: OnceCell<[HashMap<&'a str, usize>; 2]>,
 }
 
 fn indent(line: &str) -> usize {
@@ -37,6 +44,7 @@ impl<'a> Locator<'a> {
     pub fn new(text: &'a str) -> Self {
         Self {
             lines: text.lines().collect(),
+            sections: OnceCell::new(),
         }
     }
 
@@ -51,22 +59,38 @@ impl<'a> Locator<'a> {
     /// The line index of the node's key under `nodes:`.
     /// The line index of a node's key under `nodes:` (or of a short-form camera under `cameras:`).
     fn node_line(&self, id: &str) -> Option<usize> {
-        ["nodes", "cameras"].iter().find_map(|section| {
-            let (section_line, _) = self.top_key(section)?;
-            // `section_line` is 1-based: it indexes the line after the section key.
-            for (i, line) in self.lines.iter().enumerate().skip(section_line) {
-                if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                    continue;
-                }
-                if indent(line) == 0 {
-                    return None;
-                }
-                if key_column(line, id) == Some(indent(line)) {
-                    return Some(i);
-                }
+        let sections = self
+            .sections
+            .get_or_init(|| ["nodes", "cameras"].map(|section| self.keys_under(section)));
+        sections.iter().find_map(|keys| keys.get(id).copied())
+    }
+
+    /// Each key written at the start of a line under the top-level `section`, with its first line.
+    fn keys_under(&self, section: &str) -> HashMap<&'a str, usize> {
+        let mut keys = HashMap::new();
+        let Some((section_line, _)) = self.top_key(section) else {
+            return keys;
+        };
+        // `section_line` is 1-based: it indexes the line after the section key.
+        for (i, line) in self.lines.iter().copied().enumerate().skip(section_line) {
+            let lead = line.trim_start();
+            if lead.is_empty() || lead.starts_with('#') {
+                continue;
             }
-            None
-        })
+            if indent(line) == 0 {
+                break;
+            }
+            let Some((key, _)) = lead.split_once(':') else {
+                continue;
+            };
+            let key = key.trim_end();
+            let key = ["\"", "'"]
+                .iter()
+                .find_map(|q| key.strip_prefix(q)?.strip_suffix(q))
+                .unwrap_or(key);
+            keys.entry(key).or_insert(i);
+        }
+        keys
     }
 
     /// The second place `key` is written as a key at the start of a line (a duplicate).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::registry::DynNode;
 
-pub use load::{load_file, parse};
+pub use load::{load_file, parse, MAX_DEPTH, MAX_FILE_BYTES};
 pub use server::{
     over_max_cameras, ApiSources, Auth, Role, ServerConfig, TlsConfig, TokenConfig, TokenSource,
 };

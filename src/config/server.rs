@@ -30,8 +30,8 @@ pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Origins allowed to call the API from a browser page served elsewhere (CORS), e.g.
-    /// `http://robot.local:5173`, or `*` for any. Default: loopback development origins
-    /// (`http://localhost:<any port>`, `http://127.0.0.1:<any port>`).
+    /// `http://robot.local:5173`, or `*` for any. Default: none (the server's own pages need
+    /// none; a development server on `http://localhost:5173` must be listed too).
     #[serde(default)]
     pub cors_origins: Vec<String>,
     /// Who may call camgraph: `{ tokens: [...] }`, or `none` to let anyone who can reach it do
@@ -57,10 +57,18 @@ pub struct ServerConfig {
     /// API together: each costs a capture thread and frame memory. Default 32.
     #[serde(default = "default_max_cameras")]
     pub max_cameras: usize,
+    /// Most endless streams (MJPEG viewers) at once, all cameras together; one more gets a 503.
+    /// Each `mjpeg_sink` has its own `max_viewers` too. Default 500.
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: usize,
 }
 
 fn default_max_cameras() -> usize {
     32
+}
+
+fn default_max_viewers() -> usize {
+    500
 }
 
 /// Why camera `name` cannot be camera number `n`, if it cannot; `None` if it fits.
@@ -82,6 +90,7 @@ impl Default for ServerConfig {
             hosts: Vec::new(),
             api_sources: ApiSources::default(),
             max_cameras: default_max_cameras(),
+            max_viewers: default_max_viewers(),
         }
     }
 }

@@ -87,8 +87,9 @@ impl LiveGraph {
         config_path: Option<PathBuf>,
         registry: Arc<Registry>,
         metrics: &Arc<Metrics>,
+        listen: std::net::IpAddr,
     ) -> Result<Self, BuildError> {
-        let graph = Graph::start(spec.clone(), metrics)?;
+        let graph = Graph::start(spec.clone(), metrics, listen)?;
         Ok(LiveGraph {
             graph,
             registry,

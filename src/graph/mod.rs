@@ -57,6 +57,8 @@ impl Changes {
 
 pub struct Graph {
     metrics: Arc<Metrics>,
+    /// The HTTP server's listen IP, handed to every node it builds.
+    listen: std::net::IpAddr,
     /// In file order, as last applied.
     spec: Vec<NodeSpec>,
     /// In start order: every node after its inputs.
@@ -71,9 +73,10 @@ fn same(a: &NodeSpec, b: &NodeSpec) -> bool {
 }
 
 impl Graph {
-    pub fn new(metrics: Arc<Metrics>) -> Graph {
+    pub fn new(metrics: Arc<Metrics>, listen: std::net::IpAddr) -> Graph {
         Graph {
             metrics,
+            listen,
             spec: Vec::new(),
             nodes: Vec::new(),
             failures: HashMap::new(),
@@ -81,8 +84,12 @@ impl Graph {
     }
 
     /// A graph running `spec`; fails (stopping what it started) if any node fails to start.
-    pub fn start(spec: GraphSpec, metrics: &Arc<Metrics>) -> Result<Graph, BuildError> {
-        let mut graph = Graph::new(metrics.clone());
+    pub fn start(
+        spec: GraphSpec,
+        metrics: &Arc<Metrics>,
+        listen: std::net::IpAddr,
+    ) -> Result<Graph, BuildError> {
+        let mut graph = Graph::new(metrics.clone(), listen);
         let changes = graph.apply(spec.nodes);
         match changes.failed.first() {
             None => Ok(graph),
@@ -212,6 +219,7 @@ impl Graph {
             camera: camera.clone(),
             inputs,
             metrics: self.metrics.node(&camera, &node.id, &node.type_name),
+            listen: self.listen,
         };
         // A plugin that panics while starting fails its node, not the graph or the server.
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| node.config.build(cx))).map_err(

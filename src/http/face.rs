@@ -1,6 +1,7 @@
 //! What the core offers plugins for their HTTP routes: the current graph (`Live`, an extractor
 //! that loads the published view without a lock) with name resolution by capability, JSON
-//! errors, query parameters, bounded request bodies and no-cache headers. A plugin's routes need
+//! errors, query parameters, bounded request bodies, write timeouts for endless bodies and
+//! no-cache headers. A plugin's routes need
 //! nothing else from the server.
 
 use std::collections::HashMap;
@@ -16,6 +17,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 pub use super::error::ApiError;
+/// An endless body: a server viewer slot, and its connection cut when its client stops taking it
+/// (see `stall`).
+pub use super::stall::{endless_body, CutWhenStalled};
 /// Upgrades to a WebSocket whose client frames are capped (see `ws_limit`).
 pub use super::ws_limit::start as websocket;
 use crate::graph::view::{GraphView, Lookup, Published};

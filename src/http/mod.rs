@@ -9,6 +9,7 @@ mod cors;
 mod error;
 pub mod face;
 mod guard;
+mod stall;
 pub mod stats;
 mod tls;
 mod ws_limit;
@@ -84,6 +85,11 @@ pub fn serve(
         registry: registry.clone(),
         metrics: state.metrics.clone(),
     });
+    let viewers = web::Data::new(stall::Viewers {
+        open: Default::default(),
+        max: server.max_viewers,
+        metrics: state.metrics.clone(),
+    });
     let data = web::Data::from(state);
     let http = HttpServer::new(move || {
         App::new()
@@ -93,6 +99,7 @@ pub fn serve(
             .app_data(access.clone())
             .app_data(secure.clone())
             .app_data(gate.clone())
+            .app_data(viewers.clone())
             // Bodies read by extractors stay small (routes that take more read them with
             // `face::read_body`, which also bounds the time).
             .app_data(web::PayloadConfig::new(64 * 1024))
@@ -115,9 +122,10 @@ pub fn serve(
     })
     // A small send buffer per connection: a slow MJPEG viewer then skips to the newest frame
     // after ~0.25 MiB instead of queueing seconds of old frames in the kernel.
-    .on_connect(|conn, _| {
+    .on_connect(|conn, ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER_BYTES);
+            stall::remember(tcp, ext);
         }
     })
     .workers(2)

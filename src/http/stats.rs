@@ -3,7 +3,7 @@
 //! from the difference between now and a sample taken a few seconds ago by a background task.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -23,7 +23,7 @@ pub struct StatsWindow {
 
 impl StatsWindow {
     fn push(&self, sample: Sample) {
-        let mut samples = self.samples.lock().expect("stats window");
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
         samples.push_back(sample);
         while samples.len() > 1 && samples[1].0.elapsed() >= WINDOW {
             samples.pop_front();
@@ -31,7 +31,11 @@ impl StatsWindow {
     }
 
     fn oldest(&self) -> Option<Sample> {
-        self.samples.lock().expect("stats window").front().cloned()
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .front()
+            .cloned()
     }
 }
 

@@ -241,6 +241,7 @@ impl H264Encoder {
             let session = Session::new(&self.config, variant, width, height)?;
             self.sessions.insert(variant, session);
         }
+        // Infallible: inserted just above unless one of this size was there.
         let session = self.sessions.get_mut(&variant).expect("just made");
         let (data, keyframe) = session.encode(rgb, force_idr)?;
         Ok((data, keyframe, width, height))

@@ -165,6 +165,7 @@ impl JpegEncoder {
         if self.compressor.is_none() {
             self.compressor = Some(compressor()?);
         }
+        // Infallible: set just above when it was missing.
         let compressor = self.compressor.as_mut().expect("just made");
         let (rgb, width, height) = self.pixels.rgb(frame, variant.scale)?;
         let data = encode_rgb(compressor, rgb, width, height, variant.quality)?;

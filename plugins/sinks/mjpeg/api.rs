@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
-use crate::http::face::{no_cache, param, ApiError, Live, Query};
+use crate::http::face::{endless_body, no_cache, param, ApiError, Live, Query};
 use crate::mjpeg;
 use crate::node::Capability;
 
@@ -39,7 +39,11 @@ pub struct TakeSnapshot;
 
 /// MJPEG streams of a camera.
 #[derive(Clone)]
-pub struct MjpegStreams(pub Recipient<OpenStream>);
+pub struct MjpegStreams {
+    pub open: Recipient<OpenStream>,
+    /// A multipart viewer that takes no part for this long is cut off (`write_timeout_ms`).
+    pub write_timeout: Duration,
+}
 
 impl Capability for MjpegStreams {
     const NAME: &'static str = "mjpeg";
@@ -116,15 +120,21 @@ fn form(query: &Query, request: &HttpRequest) -> Result<mjpeg::Form, ApiError> {
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(3);
 
 async fn stream(
+    req: HttpRequest,
     live: Live,
     name: Option<&str>,
     query: Query,
-    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     // `t`: the cache buster pages add to restart an <img>; `token`: for the security layer.
     let wanted = wanted(&query, &["t", "token", "advance"])?;
-    let form = form(&query, &request)?;
-    let (camera, MjpegStreams(open)) = live.find(name, no_sink)?;
+    let form = form(&query, &req)?;
+    let (
+        camera,
+        MjpegStreams {
+            open,
+            write_timeout,
+        },
+    ) = live.find(name, no_sink)?;
     let mut frames = open.send(OpenStream(wanted)).await??;
     let mut ok = HttpResponse::Ok();
     let response = no_cache(&mut ok).content_type(mjpeg::CONTENT_TYPE);
@@ -149,24 +159,26 @@ async fn stream(
         },
     };
     let body: ByteStream = mjpeg_body(frames, first, form).boxed();
-    Ok(response.streaming(body))
+    // Also one of the server's viewers (server.max_viewers); a viewer that takes nothing (it
+    // stopped reading) frees its slots after the timeout.
+    Ok(response.streaming(endless_body(&req, body, write_timeout)?))
 }
 
 async fn stream_default(
+    req: HttpRequest,
     live: Live,
     query: Query,
-    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    stream(live, None, query, request).await
+    stream(req, live, None, query).await
 }
 
 async fn stream_named(
+    req: HttpRequest,
     live: Live,
     path: web::Path<String>,
     query: Query,
-    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    stream(live, Some(&path), query, request).await
+    stream(req, live, Some(&path), query).await
 }
 
 async fn snapshot(live: Live, name: Option<&str>) -> Result<HttpResponse, ApiError> {

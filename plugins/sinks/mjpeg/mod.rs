@@ -5,7 +5,7 @@
 //! quality and size; one that reads slowly skips to the newest frame instead of queueing.
 //!
 //! ```yaml
-//! front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 200 }
+//! front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 200, write_timeout_ms: 10000 }
 //! ```
 
 pub mod api;
@@ -38,6 +38,10 @@ pub struct MjpegSinkConfig {
     /// How long a snapshot waits for a frame while capture starts up, in milliseconds. Default 3000.
     #[serde(default = "default_snapshot_timeout_ms")]
     pub snapshot_timeout_ms: u64,
+    /// A multipart viewer that cannot take a part for this long (it stopped reading) is cut off
+    /// and its slot freed, in milliseconds. Default 10000.
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
 }
 
 fn default_max_viewers() -> usize {
@@ -45,6 +49,9 @@ fn default_max_viewers() -> usize {
 }
 fn default_snapshot_timeout_ms() -> u64 {
     3000
+}
+fn default_write_timeout_ms() -> u64 {
+    10_000
 }
 
 /// A snapshot request or a new viewer may get the latest frame at once if it is at most this old.
@@ -75,6 +82,12 @@ impl NodeConfig for MjpegSinkConfig {
             self.snapshot_timeout_ms,
             100..=60_000,
         );
+        check_range(
+            &mut issues,
+            "write_timeout_ms",
+            self.write_timeout_ms,
+            100..=600_000,
+        );
         issues
     }
 
@@ -97,7 +110,10 @@ impl NodeConfig for MjpegSinkConfig {
         Ok(NodeHandle {
             output: None,
             services: Services::new()
-                .with(MjpegStreams(addr.clone().recipient()))
+                .with(MjpegStreams {
+                    open: addr.clone().recipient(),
+                    write_timeout: Duration::from_millis(self.write_timeout_ms),
+                })
                 .with(Snapshots(addr.clone().recipient())),
             stats: Some(Box::new(move || {
                 json!({
@@ -214,6 +230,7 @@ mod tests {
         let handle = MjpegSinkConfig {
             max_viewers,
             snapshot_timeout_ms: 300,
+            write_timeout_ms: 10_000,
         }
         .build(cx)
         .unwrap();
@@ -224,7 +241,7 @@ mod tests {
     async fn a_viewer_gets_header_shared_bytes_and_part_end_and_the_limit_holds() {
         let feed = Fanout::new();
         let (services, handle) = sink(&feed, 1);
-        let MjpegStreams(stream) = services.get().expect("mjpeg streams");
+        let MjpegStreams { open: stream, .. } = services.get().expect("mjpeg streams");
         let mut body = stream
             .send(OpenStream(Wanted::default()))
             .await
@@ -268,7 +285,7 @@ mod tests {
         use crate::mjpeg::{jpeg_timestamp, Form, ADVANCE_END, ADVANCE_HEADER};
         let feed = Fanout::new();
         let (services, handle) = sink(&feed, 1);
-        let MjpegStreams(stream) = services.get().expect("mjpeg streams");
+        let MjpegStreams { open: stream, .. } = services.get().expect("mjpeg streams");
         let mut body = stream
             .send(OpenStream(Wanted::default()))
             .await

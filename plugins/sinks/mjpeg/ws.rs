@@ -63,7 +63,7 @@ async fn open(
     stream: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let wanted = wanted(&query, &["token"])?;
-    let (camera, MjpegStreams(open)) = live.find(name, |camera| {
+    let (camera, MjpegStreams { open, .. }) = live.find(name, |camera| {
         format!("camera '{camera}' has no mjpeg_sink")
     })?;
     let frames = open

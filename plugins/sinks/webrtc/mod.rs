@@ -21,7 +21,7 @@ mod ws;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -52,13 +52,15 @@ pub struct WebRtcSinkConfig {
 }
 
 /// ICE settings of a `webrtc_sink`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IceConfig {
     /// UDP addresses to bind for media, one socket each; port 0 picks a free port per peer.
-    /// `0.0.0.0:0` means every non-loopback interface. Default `["127.0.0.1:0", "0.0.0.0:0"]`.
-    #[serde(default = "default_udp_addrs")]
-    pub udp_addrs: Vec<String>,
+    /// `0.0.0.0:0` means every non-loopback interface. Default: follows `server.listen`, so a
+    /// server no one else can reach tells no one its LAN address: `["127.0.0.1:0"]` for a
+    /// loopback listen, `["127.0.0.1:0", "0.0.0.0:0"]` for `0.0.0.0`/`::`, `["IP:0"]` for one IP.
+    #[serde(default)]
+    pub udp_addrs: Option<Vec<String>>,
     /// Public IPs to advertise instead of the host's (a NAT that maps 1:1). Default none.
     #[serde(default)]
     pub nat_1to1_ips: Vec<String>,
@@ -87,17 +89,14 @@ fn default_max_peers() -> usize {
 fn default_connect_timeout_ms() -> u64 {
     10_000
 }
-fn default_udp_addrs() -> Vec<String> {
-    vec!["127.0.0.1:0".into(), "0.0.0.0:0".into()]
-}
-
-impl Default for IceConfig {
-    fn default() -> Self {
-        Self {
-            udp_addrs: default_udp_addrs(),
-            nat_1to1_ips: Vec::new(),
-            servers: Vec::new(),
-        }
+/// The UDP addresses that follow the HTTP server's listen IP.
+fn default_udp_addrs(listen: IpAddr) -> Vec<String> {
+    if listen.is_loopback() {
+        vec!["127.0.0.1:0".into()]
+    } else if listen.is_unspecified() {
+        vec!["127.0.0.1:0".into(), "0.0.0.0:0".into()]
+    } else {
+        vec![SocketAddr::new(listen, 0).to_string()]
     }
 }
 
@@ -113,13 +112,14 @@ impl Default for WebRtcSinkConfig {
 
 impl IceConfig {
     fn validate(&self, issues: &mut Vec<FieldIssue>) {
-        if self.udp_addrs.is_empty() {
+        let udp_addrs = self.udp_addrs.as_deref().unwrap_or_default();
+        if self.udp_addrs.is_some() && udp_addrs.is_empty() {
             issues.push(FieldIssue::new(
                 "ice.udp_addrs",
                 "'ice.udp_addrs' needs at least one address",
             ));
         }
-        for addr in &self.udp_addrs {
+        for addr in udp_addrs {
             if addr.parse::<SocketAddr>().is_err() {
                 issues.push(FieldIssue::new(
                     "ice.udp_addrs",
@@ -192,7 +192,13 @@ impl NodeConfig for WebRtcSinkConfig {
         let feed = cx.h264_input()?;
         let metrics = sink::SinkMetrics::new(&cx.metrics);
         let counts = Arc::new(sink::SinkCounts::default());
-        let (camera, config, actor_counts) = (cx.camera.to_string(), self.clone(), counts.clone());
+        let (camera, mut config, actor_counts) =
+            (cx.camera.to_string(), self.clone(), counts.clone());
+        // Resolved here: the sink knows the listen address only from its build context.
+        config
+            .ice
+            .udp_addrs
+            .get_or_insert_with(|| default_udp_addrs(cx.listen));
         let stats_metrics = metrics.clone();
         // Packetizing and the per-peer writers run on the sink's own thread; the connections'
         // drivers on webrtc-rs's.
@@ -216,7 +222,7 @@ impl NodeConfig for WebRtcSinkConfig {
                     "packetized": counts.packetized.load(Ordering::Relaxed),
                     "keyframe_requests": counts.keyframe_requests.load(Ordering::Relaxed),
                     "switches": counts.switches.load(Ordering::Relaxed),
-                    "peer_variants": *counts.variants.lock().expect("variants lock"),
+                    "peer_variants": *counts.variants.lock().unwrap_or_else(PoisonError::into_inner),
                     "sent": stats_metrics.writer.sent.get(),
                     "bytes_sent": stats_metrics.writer.bytes.get(),
                     "dropped_behind": stats_metrics.writer.dropped_behind.get(),
@@ -235,8 +241,20 @@ mod tests {
     fn defaults_work_on_loopback() {
         let c: WebRtcSinkConfig = serde_yaml::from_str("{}").unwrap();
         assert_eq!(c.max_peers, 10);
-        assert_eq!(c.ice.udp_addrs, ["127.0.0.1:0", "0.0.0.0:0"]);
+        assert_eq!(c.ice.udp_addrs, None);
         assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn the_default_udp_addresses_follow_the_listen_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(default_udp_addrs(ip("127.0.0.1")), ["127.0.0.1:0"]);
+        assert_eq!(default_udp_addrs(ip("::1")), ["127.0.0.1:0"]);
+        assert_eq!(
+            default_udp_addrs(ip("0.0.0.0")),
+            ["127.0.0.1:0", "0.0.0.0:0"]
+        );
+        assert_eq!(default_udp_addrs(ip("192.168.1.5")), ["192.168.1.5:0"]);
     }
 
     #[test]

@@ -247,7 +247,8 @@ pub async fn negotiate(
         .with_setting_engine(settings.build())
         .with_interceptor_registry(registry)
         .with_handler(events)
-        .with_udp_addrs(setup.ice.udp_addrs.clone())
+        // Resolved from the listen address when the sink was built, so always set here.
+        .with_udp_addrs(setup.ice.udp_addrs.clone().unwrap_or_default())
         // All connections' drivers share one thread of their own, off the HTTP workers.
         .with_dedicated_reactor_pool_size(1)
         .build()

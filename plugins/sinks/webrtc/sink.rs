@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::{
@@ -155,6 +155,7 @@ impl WebRtcSink {
             let input = ctx.add_stream(frames.into_stream().map(move |item| (variant, item)));
             let payloader = peer::h264_codec()
                 .payloader()
+                // Infallible: the codec is our constant H.264 one, which webrtc-rs always packetizes.
                 .expect("webrtc-rs packetizes H.264");
             // The sequence numbers are restamped per peer, and the timestamps by the sink.
             let packetizer = new_packetizer(
@@ -197,7 +198,11 @@ impl WebRtcSink {
             self.origin = None;
         }
         self.counts.peers.store(self.peers.len(), Ordering::Relaxed);
-        *self.counts.variants.lock().expect("variants lock") = self
+        *self
+            .counts
+            .variants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self
             .peers
             .iter()
             .map(|(session, p)| (session.clone(), p.variant.map(|v| v.to_string())))
@@ -427,6 +432,7 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                     self.close_peer(&msg.session, "its stream is gone", ctx);
                     return;
                 };
+                // Infallible: the session was found above and nothing between removes a peer.
                 let peer = self.peers.get_mut(&msg.session).expect("looked up above");
                 let (writer, commands) = mpsc::unbounded_channel();
                 let ladder = peer.policy.take().map(|policy| peer::Ladder {
@@ -481,6 +487,7 @@ impl Handler<PeerStepChanged> for WebRtcSink {
                 return;
             }
         };
+        // Infallible: the session was found above and nothing between removes a peer.
         let peer = self.peers.get_mut(&msg.session).expect("looked up above");
         if let Some(writer) = &peer.writer {
             let _ = writer.send(WriterCommand::Switch(to, packets));
