@@ -202,6 +202,7 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
                     let msg = tidy(&err.message);
                     let (field, text) = match unknown_field(&msg) {
                         Some(unknown) => (unknown, format!("server: {msg}")),
+                        None if err.path.is_empty() => (String::new(), format!("server: {msg}")),
                         None => (err.path.clone(), format!("server.{}: {msg}", err.path)),
                     };
                     let at = c.locator.section_field("server", &field);
