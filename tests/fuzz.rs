@@ -185,7 +185,9 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
         Ok(spec) => prop_assert!(!spec.nodes.is_empty(), "a spec without nodes"),
         Err(errors) => {
             prop_assert!(!errors.0.is_empty(), "Err with no error");
-            let lines = text.lines().count().max(1) + 1;
+            // Lines as YAML counts them (a lone CR breaks a line too), plus the end-of-stream
+            // mark that a syntax error at the very end is placed on.
+            let lines = text.replace("\r\n", "\n").split(['\r', '\n']).count() + 1;
             for e in &errors.0 {
                 prop_assert_eq!(&e.file, "fuzz.yaml");
                 prop_assert!(
