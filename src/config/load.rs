@@ -428,7 +428,13 @@ fn parse_nodes(c: &mut Collector, nodes: Vec<(Value, Value)>, registry: &Registr
             }
         }
         match settings.remove("type") {
-            Some(Value::String(t)) => node.type_name = t,
+            Some(Value::String(t)) if !t.is_empty() => node.type_name = t,
+            // An empty name would leave the node out of the graph without a word.
+            Some(Value::String(_)) => c.node(
+                &id,
+                Some("type"),
+                format!("'type' is empty: name one of: {types}"),
+            ),
             Some(_) => c.node(
                 &id,
                 Some("type"),
