@@ -185,9 +185,13 @@ fn check_parse(text: &str) -> Result<(), TestCaseError> {
         Ok(spec) => prop_assert!(!spec.nodes.is_empty(), "a spec without nodes"),
         Err(errors) => {
             prop_assert!(!errors.0.is_empty(), "Err with no error");
-            // Lines as YAML counts them (a lone CR breaks a line too), plus the end-of-stream
-            // mark that a syntax error at the very end is placed on.
-            let lines = text.replace("\r\n", "\n").split(['\r', '\n']).count() + 1;
+            // Lines as YAML 1.1 counts them (a lone CR, NEL, U+2028 and U+2029 break a line too),
+            // plus the end-of-stream mark that a syntax error at the very end is placed on.
+            let lines = text
+                .replace("\r\n", "\n")
+                .split(['\r', '\n', '\u{85}', '\u{2028}', '\u{2029}'])
+                .count()
+                + 1;
             for e in &errors.0 {
                 prop_assert_eq!(&e.file, "fuzz.yaml");
                 prop_assert!(
@@ -211,6 +215,9 @@ fn yaml_loader_never_panics_and_places_every_error() {
         "configs/ holds {} YAML files",
         seeds.len()
     );
+    // Found by long runs: libyaml counts a lone CR and U+2028 as line breaks (errors on line 3).
+    check_parse("-:\r.").unwrap();
+    check_parse("\u{2028}\u{10f30}: {#").unwrap();
     fuzz(
         "yaml random bytes",
         3000,
