@@ -1,6 +1,7 @@
 //! A small blocking HTTP/1.1 client (plain `http://` only, one request per connection). The tests,
 //! the benchmark and pull sources use it to read camgraph's and IP cameras' streams as any client
-//! would, chunked transfer encoding included.
+//! would, chunked transfer encoding included. `WebSocket` is the client side of RFC 6455 over the
+//! same kind of connection, for the tests and the soak bench (frames as they are, no extensions).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -343,6 +344,184 @@ impl<R: BufRead> Read for Chunked<R> {
             self.inner.read_exact(&mut crlf)?;
         }
         Ok(n)
+    }
+}
+
+/// WebSocket opcodes (RFC 6455 5.2).
+pub mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// A client WebSocket: the handshake, then whole frames sent (masked, as a client must) and
+/// received (FIN and opcode as the server sent them).
+pub struct WebSocket {
+    stream: BufReader<TcpStream>,
+    /// Changes per frame; the mask only has to be unpredictable to intermediaries, not secret.
+    mask_seed: u32,
+}
+
+impl WebSocket {
+    /// Opens `ws_url` (`http://host:port/path?query`, as for `request`) with extra `headers`;
+    /// fails unless the server answers 101.
+    pub fn connect(url: &str, headers: &[(&str, &str)]) -> io::Result<WebSocket> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("only http:// URLs are supported: {url}"),
+            )
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let mut stream = TcpStream::connect(authority)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        let mut head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n"
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.split_whitespace().nth(1) != Some("101") {
+            return Err(bad(format!(
+                "WebSocket upgrade refused: {}",
+                line.trim_end()
+            )));
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(bad("connection closed inside the headers".into()));
+            }
+            if line.trim_end().is_empty() {
+                break;
+            }
+        }
+        Ok(WebSocket {
+            stream: reader,
+            mask_seed: 0x9e37_79b9,
+        })
+    }
+
+    /// Sends one frame with FIN set.
+    pub fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let frame = self.encode(0x80 | (opcode & 0x0f), payload);
+        self.stream.get_mut().write_all(&frame)
+    }
+
+    /// Sends `bytes` as they are, after the handshake (for tests of malformed frames).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.get_mut().write_all(bytes)
+    }
+
+    /// The frame header and masked payload a client sends; `first` is FIN, RSV and opcode.
+    pub fn encode(&mut self, first: u8, payload: &[u8]) -> Vec<u8> {
+        self.mask_seed = self
+            .mask_seed
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        let mask = self.mask_seed.to_be_bytes();
+        let mut frame = vec![first];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// The next frame: (FIN, opcode, payload). A frame over 16 MiB is refused unread.
+    pub fn read_frame(&mut self) -> io::Result<(bool, u8, Vec<u8>)> {
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head)?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b)?;
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b)?;
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        if len > 16 << 20 {
+            return Err(bad(format!("a {len}-byte WebSocket frame")));
+        }
+        let mut mask = None;
+        if head[1] & 0x80 != 0 {
+            let mut m = [0u8; 4];
+            self.stream.read_exact(&mut m)?;
+            mask = Some(m);
+        }
+        let mut payload = vec![0; len as usize];
+        self.stream.read_exact(&mut payload)?;
+        if let Some(m) = mask {
+            payload
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b ^= m[i % 4]);
+        }
+        Ok((head[0] & 0x80 != 0, head[0] & 0x0f, payload))
+    }
+
+    /// The next text message, answering pings and skipping pongs on the way; `None` once the
+    /// server closed.
+    pub fn read_text(&mut self) -> io::Result<Option<String>> {
+        loop {
+            match self.read_frame()? {
+                (_, opcode::TEXT, payload) => {
+                    return String::from_utf8(payload)
+                        .map(Some)
+                        .map_err(|e| bad(format!("text frame not UTF-8: {e}")))
+                }
+                (_, opcode::PING, payload) => self.send(opcode::PONG, &payload)?,
+                (_, opcode::CLOSE, _) => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a close frame (code 1000) and waits for the server's close, or for the connection to
+    /// end.
+    pub fn close(mut self) -> io::Result<()> {
+        self.send(opcode::CLOSE, &1000u16.to_be_bytes())?;
+        loop {
+            match self.read_frame() {
+                Ok((_, opcode::CLOSE, _)) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The socket, to set timeouts or shut it down.
+    pub fn socket(&self) -> &TcpStream {
+        self.stream.get_ref()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The MJPEG wire format in one place: `multipart/x-mixed-replace` parts as camgraph writes them,
 //! and a reader for such streams (tests, the benchmark and pull sources use it).
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -181,8 +181,16 @@ impl<R: BufRead> PartReader<R> {
                 PartTooLarge { length },
             ));
         }
-        let mut data = vec![0; length as usize];
-        self.reader.read_exact(&mut data)?;
+        // Held as it arrives, never allocated from the declared length: a part that declares
+        // more than it sends ends the stream with an error, not the process.
+        let mut data = Vec::new();
+        let got = (&mut self.reader).take(length).read_to_end(&mut data)? as u64;
+        if got < length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("stream ended inside a part ({got} of its {length} bytes)"),
+            ));
+        }
         Ok(Some(Part {
             content_type,
             timestamp,
@@ -263,6 +271,20 @@ mod tests {
             .next_part()
             .unwrap_err();
         assert_eq!(err.to_string(), "more than 100 header lines");
+    }
+
+    #[test]
+    fn a_part_declaring_more_than_it_sends_is_an_error_not_an_allocation() {
+        // Found by tests/fuzz.rs: the declared length was allocated before any byte arrived
+        // (an abort for 10^18, a panic beyond isize::MAX).
+        // (Over MAX_PART_BYTES a part is refused before it is read: the test above.)
+        for declared in ["1000".to_string(), MAX_PART_BYTES.to_string()] {
+            let wire = format!("--frame\r\nContent-Length: {declared}\r\n\r\nshort");
+            let err = PartReader::new(wire.as_bytes(), BOUNDARY)
+                .next_part()
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        }
     }
 
     #[test]

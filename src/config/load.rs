@@ -290,6 +290,7 @@ pub fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, C
                     let msg = tidy(&err.message);
                     let (field, text) = match unknown_field(&msg) {
                         Some(unknown) => (unknown, format!("server: {msg}")),
+                        None if err.path.is_empty() => (String::new(), format!("server: {msg}")),
                         None => (err.path.clone(), format!("server.{}: {msg}", err.path)),
                     };
                     let at = c.locator.section_field("server", &field);
@@ -521,7 +522,13 @@ fn parse_nodes(c: &mut Collector, nodes: Vec<(Value, Value)>, registry: &Registr
             }
         }
         match settings.remove("type") {
-            Some(Value::String(t)) => node.type_name = t,
+            Some(Value::String(t)) if !t.is_empty() => node.type_name = t,
+            // An empty name would leave the node out of the graph without a word.
+            Some(Value::String(_)) => c.node(
+                &id,
+                Some("type"),
+                format!("'type' is empty: name one of: {types}"),
+            ),
             Some(_) => c.node(
                 &id,
                 Some("type"),

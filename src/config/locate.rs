@@ -24,6 +24,10 @@ fn key_column(line: &str, key: &str) -> Option<usize> {
     let code = line.split(" #").next().unwrap_or(line);
     for quote in ["", "\"", "'"] {
         let needle = format!("{quote}{key}{quote}");
+        // An empty key is written only quoted; an empty needle would match everywhere.
+        if needle.is_empty() {
+            continue;
+        }
         let mut from = 0;
         while let Some(pos) = code[from..].find(&needle) {
             let start = from + pos;
@@ -178,6 +182,21 @@ nodes:
         assert_eq!(l.field("front_jpeg", "quality"), Some((7, 54)));
         assert_eq!(l.field("front_jpeg", "inputs"), Some((7, 37)));
         assert_eq!(l.section_field("server", "listen"), Some((1, 11)));
+    }
+
+    #[test]
+    fn an_empty_key_is_never_found_and_the_search_ends() {
+        // Found by tests/fuzz.rs: `server: x` asked for the field "" and the search for an empty
+        // needle never moved on (the loader spun forever).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let l = Locator::new("server: x\nnodes:\n  a: { b: 1 }\n");
+            let _ = tx.send((key_column("server: x", ""), l.field("a", "")));
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("key_column(\"\") did not return within 5 s");
+        assert_eq!(found, (None, Some((3, 3))));
     }
 
     #[test]

@@ -306,12 +306,6 @@ pub fn run_browser_script(server: &Server, script: &str, args: &[&str]) -> serde
         .unwrap_or_else(|| panic!("no JSON summary on stdout of {script}:\n{stdout}"))
 }
 
-/// A video-only offer as Chromium sends it (recvonly H.264 42e01f), enough to get an answer.
-pub const CHROMIUM_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
-c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
-a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
-a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 nack pli\r\n\
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+/// A video-only offer as Chromium sends it (recvonly H.264 42e01f), enough to get an answer
+/// (a file, so that the soak bench sends the same one).
+pub const CHROMIUM_OFFER: &str = include_str!("../data/chromium-offer.sdp");

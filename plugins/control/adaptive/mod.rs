@@ -233,7 +233,8 @@ impl NodeConfig for AdaptiveConfig {
         };
         let lowest_down = kinds
             .into_iter()
-            .map(|k| self.thresholds(k).down_loss)
+            // Not `thresholds()`: its hold times are not checked yet (1e99 s is no Duration).
+            .map(|k| self.down_loss.unwrap_or(default_down_loss(k)))
             .fold(f64::INFINITY, f64::min);
         if self.up_loss >= lowest_down {
             let down = match (self.down_loss, self.ladder_kind()) {

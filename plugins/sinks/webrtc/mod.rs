@@ -19,6 +19,10 @@ mod peer;
 mod sink;
 mod ws;
 
+/// The SDP check every offer passes before a peer is built, public so that the fuzz harness
+/// (tests/fuzz.rs) can feed it offers faster than the HTTP routes would.
+pub use peer::check_offer;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};

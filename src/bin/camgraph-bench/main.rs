@@ -9,9 +9,11 @@
 //! `idle` starts the server with four test cameras and their usual chains and no viewer, and
 //! reports what it costs to do nothing (CPU of one core, wake-ups per second); `first-frame` times
 //! opening a stream on an idle camera until its first JPEG arrives.
+//! `soak` churns MJPEG viewers, WebSocket signalling sessions and WHEP sessions through the
+//! server and reports the file descriptors, threads and memory it holds before and after each.
 //! One module per bench; `common` and `server` hold what several share.
 //! `cargo build --release --bins`, then run
-//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame>`.
+//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak>`.
 
 mod common;
 mod fanout;
@@ -20,6 +22,7 @@ mod jpeg;
 #[cfg(feature = "webrtc")]
 mod ladder;
 mod server;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +109,24 @@ enum Bench {
         #[arg(long)]
         server: Option<PathBuf>,
     },
+    /// Churn and what it leaves: on a server with one 320x240 test camera and its usual chains,
+    /// N MJPEG connect/read-one-part/disconnect cycles, N WebSocket signalling sessions opened
+    /// and closed, N WHEP offers POSTed and their sessions DELETEd; the server's file descriptors,
+    /// threads and RSS before and after each phase.
+    Soak {
+        /// MJPEG cycles.
+        #[arg(long, default_value_t = 5000)]
+        mjpeg: usize,
+        /// WebSocket sessions.
+        #[arg(long, default_value_t = 2000)]
+        ws: usize,
+        /// WHEP POST + DELETE cycles.
+        #[arg(long, default_value_t = 500)]
+        whep: usize,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,6 +152,12 @@ fn main() -> ExitCode {
             server,
         } => idle::idle(rounds.max(1), seconds.max(1), warmup, server),
         Bench::FirstFrame { samples, server } => idle::first_frame(samples.max(1), server),
+        Bench::Soak {
+            mjpeg,
+            ws,
+            whep,
+            server,
+        } => soak::soak(mjpeg, ws, whep, server),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
