@@ -141,6 +141,20 @@ pub fn request(
     request_with(method, url, headers, body, &Options::default())
 }
 
+/// An `http://` URL's authority (`host:port`) and path (with its query; `/` when there is none).
+fn split_url(url: &str) -> io::Result<(&str, &str)> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("only http:// URLs are supported: {url}"),
+        )
+    })?;
+    Ok(match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    })
+}
+
 /// As `request`, with `options`.
 pub fn request_with(
     method: &str,
@@ -149,16 +163,7 @@ pub fn request_with(
     body: Option<(&str, &[u8])>,
     options: &Options,
 ) -> io::Result<Response> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("only http:// URLs are supported: {url}"),
-        )
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let (authority, path) = split_url(url)?;
     let with_port = if authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -369,16 +374,7 @@ impl WebSocket {
     /// Opens `ws_url` (`http://host:port/path?query`, as for `request`) with extra `headers`;
     /// fails unless the server answers 101.
     pub fn connect(url: &str, headers: &[(&str, &str)]) -> io::Result<WebSocket> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("only http:// URLs are supported: {url}"),
-            )
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
+        let (authority, path) = split_url(url)?;
         let mut stream = TcpStream::connect(authority)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
