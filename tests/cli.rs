@@ -140,14 +140,7 @@ fn check_stops_quietly_when_its_reader_goes_away() {
     stdout.read_line(&mut first).unwrap();
     assert!(first.contains("'fps' must be 1..=120 (got 500)"), "{first}");
     drop(stdout); // `| head -1`
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (stderr, status) = finish(&mut child);
     assert!(
         stderr.is_empty(),
         "camgraph check wrote to stderr on a closed pipe:\n{stderr}"
@@ -189,6 +182,13 @@ fn a_closed_stdout_does_not_stop_the_server() {
         .status()
         .unwrap();
     assert!(kill.success());
+    let (stderr, status) = finish(&mut child);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "exit status {status}\n{stderr}");
+}
+
+/// What `child` wrote on stderr, and how it ended.
+fn finish(child: &mut std::process::Child) -> (String, std::process::ExitStatus) {
     let mut stderr = String::new();
     child
         .stderr
@@ -196,7 +196,5 @@ fn a_closed_stdout_does_not_stop_the_server() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let status = child.wait().unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(status.success(), "exit status {status}\n{stderr}");
+    (stderr, child.wait().unwrap())
 }

@@ -380,16 +380,7 @@ fn cors_answers_allowed_origins_only() {
         "server: {{ cors_origins: [\"http://localhost:5173\", \"http://127.0.0.1:3000\"] }}\nnodes:\n{}",
         test_camera_yaml("front", 640, 360, 5)
     ));
-    let origin_header = |origin: &str| {
-        let r = client::request(
-            "GET",
-            &server.url("/api/camera/cameras"),
-            &[("Origin", origin)],
-            None,
-        )
-        .unwrap();
-        r.header("access-control-allow-origin").map(str::to_string)
-    };
+    let origin_header = |origin: &str| allowed_by(&server, origin);
     assert_eq!(
         origin_header("http://localhost:5173").as_deref(),
         Some("http://localhost:5173")

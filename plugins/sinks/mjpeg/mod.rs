@@ -237,17 +237,26 @@ mod tests {
         (handle.services.clone(), handle)
     }
 
+    /// The sink's stream opener, and one viewer's body in `form`.
+    async fn open_body(
+        services: &Services,
+        form: crate::mjpeg::Form,
+    ) -> (actix::Recipient<OpenStream>, api::ByteStream) {
+        let MjpegStreams { open: stream, .. } = services.get().expect("mjpeg streams");
+        let body = stream
+            .send(OpenStream(Wanted::default()))
+            .await
+            .unwrap()
+            .map(|frames| viewer::mjpeg_body(frames, None, form).boxed())
+            .unwrap();
+        (stream, body)
+    }
+
     #[actix_rt::test]
     async fn a_viewer_gets_header_shared_bytes_and_part_end_and_the_limit_holds() {
         let feed = Fanout::new();
         let (services, handle) = sink(&feed, 1);
-        let MjpegStreams { open: stream, .. } = services.get().expect("mjpeg streams");
-        let mut body = stream
-            .send(OpenStream(Wanted::default()))
-            .await
-            .unwrap()
-            .map(|frames| viewer::mjpeg_body(frames, None, crate::mjpeg::Form::Classic).boxed())
-            .unwrap();
+        let (stream, mut body) = open_body(&services, crate::mjpeg::Form::Classic).await;
         let refused = stream
             .send(OpenStream(Wanted::default()))
             .await
@@ -285,13 +294,7 @@ mod tests {
         use crate::mjpeg::{jpeg_timestamp, Form, ADVANCE_END, ADVANCE_HEADER};
         let feed = Fanout::new();
         let (services, handle) = sink(&feed, 1);
-        let MjpegStreams { open: stream, .. } = services.get().expect("mjpeg streams");
-        let mut body = stream
-            .send(OpenStream(Wanted::default()))
-            .await
-            .unwrap()
-            .map(|frames| viewer::mjpeg_body(frames, None, Form::Advance).boxed())
-            .unwrap();
+        let (_, mut body) = open_body(&services, Form::Advance).await;
         // The first part's headers before any frame exists.
         assert_eq!(&body.next().await.unwrap().unwrap()[..], ADVANCE_HEADER);
         let data = Bytes::from_static(b"\xff\xd8jpeg\xff\xd9");
