@@ -479,8 +479,11 @@ fn a_websocket_frame_declaring_a_huge_size_closes_the_socket_unbuffered() {
     );
 }
 
-/// A GET over TLS trusting only `ca_pem`; the response as it streams.
-fn https_get(server: &Server, ca_pem: &str, path: &str) -> std::io::Result<client::Response> {
+/// A TLS client on `tcp` (connected to `server`) that trusts only `ca_pem`.
+fn tls_over(
+    tcp: TcpStream,
+    ca_pem: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use std::sync::Arc;
     let mut roots = rustls::RootCertStore::empty();
@@ -496,11 +499,19 @@ fn https_get(server: &Server, ca_pem: &str, path: &str) -> std::io::Result<clien
     .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let addr = server.base.trim_start_matches("https://");
-    let tcp = TcpStream::connect(addr)?;
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+fn tls_addr(server: &Server) -> &str {
+    server.base.trim_start_matches("https://")
+}
+
+/// A GET over TLS trusting only `ca_pem`; the response as it streams.
+fn https_get(server: &Server, ca_pem: &str, path: &str) -> std::io::Result<client::Response> {
+    let tcp = TcpStream::connect(tls_addr(server))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let port = addr.rsplit(':').next().unwrap_or_default();
+    let mut tls = tls_over(tcp, ca_pem);
+    let port = tls_addr(server).rsplit(':').next().unwrap_or_default();
     write!(
         tls,
         "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
@@ -508,25 +519,32 @@ fn https_get(server: &Server, ca_pem: &str, path: &str) -> std::io::Result<clien
     client::read_response(std::io::BufReader::new(tls))
 }
 
-#[test]
-fn tls_serves_health_and_a_stream_to_a_client_that_trusts_the_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server on TLS with a fresh self-signed certificate for `localhost`; its CA PEM.
+fn tls_server(dir: &tempfile::TempDir, rest: &str) -> (Server, String) {
     let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, pair.cert.pem()).unwrap();
     std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
-    let nodes = format!("nodes:\n{}", test_camera_yaml("front", 320, 240, 15));
     let server = Server::start(&format!(
-        "server: {{ tls: {{ cert: {}, key: {} }} }}\n{nodes}",
+        "server: {{ tls: {{ cert: {}, key: {} }} }}\n{rest}",
         cert.display(),
         key.display()
     ));
     assert!(server.base.starts_with("https://"), "{}", server.base);
-    let health = https_get(&server, &pair.cert.pem(), "/healthz").unwrap();
+    (server, pair.cert.pem())
+}
+
+#[test]
+fn tls_serves_health_and_a_stream_to_a_client_that_trusts_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = format!("nodes:\n{}", test_camera_yaml("front", 320, 240, 15));
+    let (server, ca) = tls_server(&dir, &nodes);
+    let cert = dir.path().join("cert.pem");
+    let health = https_get(&server, &ca, "/healthz").unwrap();
     assert_eq!(health.status, 200);
     let text = health.text().unwrap();
     assert!(text.contains("\"ok\""), "{text}");
-    let stream = https_get(&server, &pair.cert.pem(), "/api/camera/stream/front").unwrap();
+    let stream = https_get(&server, &ca, "/api/camera/stream/front").unwrap();
     assert_eq!(stream.status, 200);
     let mut parts = camgraph::mjpeg::PartReader::new(stream.into_body(), camgraph::mjpeg::BOUNDARY);
     for _ in 0..3 {
@@ -706,4 +724,52 @@ fn viewers_beyond_the_servers_total_get_503_and_are_counted() {
         Duration::from_secs(5),
         || (call(&server, "GET", "/api/camera/stream/rear", &[], None).0 == 200).then_some(()),
     );
+}
+
+#[test]
+fn viewers_that_never_read_over_tls_are_cut_off_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = tls_server(
+        &dir,
+        "nodes:\n  \
+         front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }\n  \
+         front_jpeg: { type: jpeg_encoder, inputs: [front], quality: 95 }\n  \
+         front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 2, write_timeout_ms: 1000 }\n",
+    );
+    // Two viewers that read the status line and then nothing, on tiny receive buffers.
+    let addr: std::net::SocketAddr = tls_addr(&server).parse().unwrap();
+    let port = addr.port();
+    let _stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .unwrap();
+            s.set_recv_buffer_size(4096).unwrap();
+            s.connect(&addr.into()).unwrap();
+            let tcp = TcpStream::from(s);
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut tls = tls_over(tcp, &ca);
+            write!(
+                tls,
+                "GET /api/camera/stream HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+            )
+            .unwrap();
+            let mut status = [0u8; 12];
+            tls.read_exact(&mut status).unwrap();
+            assert_eq!(&status, b"HTTP/1.1 200");
+            tls
+        })
+        .collect();
+    let status = || {
+        https_get(&server, &ca, "/api/camera/stream")
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    assert_eq!(status(), 503, "the 2 stuck viewers fill the sink");
+    let started = Instant::now();
+    wait_for(
+        "the stuck TLS viewers to be cut off",
+        Duration::from_secs(15),
+        || (status() == 200).then_some(()),
+    );
+    println!("stuck TLS viewers cut off after {:?}", started.elapsed());
 }

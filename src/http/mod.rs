@@ -123,7 +123,12 @@ pub fn serve(
     // A small send buffer per connection: a slow MJPEG viewer then skips to the newest frame
     // after ~0.25 MiB instead of queueing seconds of old frames in the kernel.
     .on_connect(|conn, ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+        let tcp = match conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            Some(tcp) => Some(tcp),
+            None => conn.downcast_ref::<Tls>().map(|tls| tls.get_ref().0),
+        };
+        if let Some(tcp) = tcp {
             let _ = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER_BYTES);
             stall::remember(tcp, ext);
         }

@@ -95,7 +95,8 @@ pub struct CutWhenStalled<S> {
 
 /// The body of an endless response (a viewer's stream): it takes one of the server's viewer
 /// slots (503 when none is left) and its connection is reset when no chunk could be written for
-/// `timeout`. A connection whose socket is unknown (TLS) is not cut: the cut needs the socket.
+/// `timeout`. The socket is found under TLS too (`remember`); a connection whose socket is
+/// unknown is not cut: the cut needs the socket.
 pub fn endless_body<S>(
     req: &HttpRequest,
     body: S,
