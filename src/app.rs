@@ -53,12 +53,15 @@ impl App {
         server: &ServerConfig,
     ) -> Result<App, StartError> {
         let metrics = Metrics::new();
+        let credentials = Arc::new(http::Credentials::read(server)?);
+        let reread = credentials.clone();
         let live = LiveGraph::start(
             spec,
             config.clone(),
             registry.clone(),
             &metrics,
             server.listen.ip(),
+            Box::new(move |server| reread.reload(server).map_err(|e| e.to_string())),
         )?;
         let view = Arc::new(ArcSwap::from_pointee(GraphView::default()));
         let supervisor = Supervisor::new(live, view.clone()).start();
@@ -78,7 +81,7 @@ impl App {
             metrics,
             stats,
         });
-        let (server, addr) = http::serve(state, server)?;
+        let (server, addr) = http::serve(state, server, &credentials)?;
         Ok(App {
             server,
             addr,

@@ -519,26 +519,33 @@ fn https_get(server: &Server, ca_pem: &str, path: &str) -> std::io::Result<clien
     client::read_response(std::io::BufReader::new(tls))
 }
 
-/// A server on TLS with a fresh self-signed certificate for `localhost`; its CA PEM.
-fn tls_server(dir: &tempfile::TempDir, rest: &str) -> (Server, String) {
+/// Writes a fresh self-signed certificate for `localhost` and its key as `dir`/cert.pem and
+/// key.pem; the certificate's PEM (what a client trusts).
+fn new_certificate(dir: &tempfile::TempDir) -> String {
     let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, pair.cert.pem()).unwrap();
-    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    pair.cert.pem()
+}
+
+/// A server on TLS with a fresh certificate (`new_certificate`), more `server:` settings
+/// (`extra`, flow style, each starting with ", ") and the rest of the file; its CA PEM.
+fn tls_server(dir: &tempfile::TempDir, extra: &str, rest: &str) -> (Server, String) {
+    let ca = new_certificate(dir);
     let server = Server::start(&format!(
-        "server: {{ tls: {{ cert: {}, key: {} }} }}\n{rest}",
-        cert.display(),
-        key.display()
+        "server: {{ tls: {{ cert: {}, key: {} }}{extra} }}\n{rest}",
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display()
     ));
     assert!(server.base.starts_with("https://"), "{}", server.base);
-    (server, pair.cert.pem())
+    (server, ca)
 }
 
 #[test]
 fn tls_serves_health_and_a_stream_to_a_client_that_trusts_the_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = format!("nodes:\n{}", test_camera_yaml("front", 320, 240, 15));
-    let (server, ca) = tls_server(&dir, &nodes);
+    let (server, ca) = tls_server(&dir, "", &nodes);
     let cert = dir.path().join("cert.pem");
     let health = https_get(&server, &ca, "/healthz").unwrap();
     assert_eq!(health.status, 200);
@@ -731,6 +738,7 @@ fn viewers_that_never_read_over_tls_are_cut_off_too() {
     let dir = tempfile::tempdir().unwrap();
     let (server, ca) = tls_server(
         &dir,
+        "",
         "nodes:\n  \
          front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }\n  \
          front_jpeg: { type: jpeg_encoder, inputs: [front], quality: 95 }\n  \
@@ -741,8 +749,8 @@ fn viewers_that_never_read_over_tls_are_cut_off_too() {
     let port = addr.port();
     let _stuck: Vec<_> = (0..2)
         .map(|_| {
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                .unwrap();
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             s.set_recv_buffer_size(4096).unwrap();
             s.connect(&addr.into()).unwrap();
             let tcp = TcpStream::from(s);
@@ -772,4 +780,65 @@ fn viewers_that_never_read_over_tls_are_cut_off_too() {
         || (status() == 200).then_some(()),
     );
     println!("stuck TLS viewers cut off after {:?}", started.elapsed());
+}
+
+#[test]
+fn tokens_and_the_certificate_are_read_again_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("view.token");
+    std::fs::write(&token_file, "first-view-token-0123456789\n").unwrap();
+    let (server, first_ca) = tls_server(
+        &dir,
+        &format!(
+            ", auth: {{ tokens: [ {{ name: laptop, token_file: {}, role: view }} ] }}",
+            token_file.display()
+        ),
+        &format!("nodes:\n{}", test_camera_yaml("front", 320, 240, 10)),
+    );
+    let status = |ca: &str, token: &str| {
+        https_get(&server, ca, &format!("/api/graph?token={token}"))
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    assert_eq!(status(&first_ca, "first-view-token-0123456789"), 200);
+    assert_eq!(status(&first_ca, "second-view-token-0123456789"), 401);
+
+    // The token file and the certificate are replaced; SIGHUP reads them again.
+    std::fs::write(&token_file, "second-view-token-0123456789\n").unwrap();
+    let second_ca = new_certificate(&dir);
+    let hup = || {
+        let kill = std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    };
+    hup();
+    wait_for(
+        "the new token and certificate to be served",
+        Duration::from_secs(10),
+        || (status(&second_ca, "second-view-token-0123456789") == 200).then_some(()),
+    );
+    assert_eq!(status(&second_ca, "first-view-token-0123456789"), 401);
+    assert!(
+        https_get(&server, &first_ca, "/healthz").is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A key that cannot be read fails the reload, says why, and changes nothing.
+    std::fs::write(dir.path().join("key.pem"), "not a key\n").unwrap();
+    hup();
+    let graph = wait_for("the failed reload", Duration::from_secs(10), || {
+        let r = https_get(
+            &server,
+            &second_ca,
+            "/api/graph?token=second-view-token-0123456789",
+        )
+        .ok()?;
+        let graph: serde_json::Value = serde_json::from_str(&r.text().ok()?).ok()?;
+        (graph["last_reload"]["ok"] == false).then_some(graph)
+    });
+    let error = graph["last_reload"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("server.tls.key"), "{graph}");
+    assert_eq!(status(&second_ca, "second-view-token-0123456789"), 200);
 }

@@ -69,12 +69,17 @@ struct ApiCamera {
     nodes: Vec<NodeSpec>,
 }
 
+/// Reads again what the running HTTP server takes from `server:` (its tokens and certificate);
+/// called by every reload before the graph changes: an error fails the reload, nothing changes.
+pub type ServerReload = Box<dyn Fn(&ServerConfig) -> Result<(), String> + Send>;
+
 pub struct LiveGraph {
     graph: Graph,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     config_path: Option<PathBuf>,
     server: ServerConfig,
+    server_reload: ServerReload,
     file_nodes: Vec<NodeSpec>,
     api_cameras: Vec<ApiCamera>,
     last_reload: Option<ReloadStatus>,
@@ -88,6 +93,7 @@ impl LiveGraph {
         registry: Arc<Registry>,
         metrics: &Arc<Metrics>,
         listen: std::net::IpAddr,
+        server_reload: ServerReload,
     ) -> Result<Self, BuildError> {
         let graph = Graph::start(spec.clone(), metrics, listen)?;
         Ok(LiveGraph {
@@ -96,6 +102,7 @@ impl LiveGraph {
             metrics: metrics.clone(),
             config_path,
             server: spec.server,
+            server_reload,
             file_nodes: spec.nodes,
             api_cameras: Vec::new(),
             last_reload: None,
@@ -150,12 +157,6 @@ impl LiveGraph {
                 return Err(ServiceError::BadRequest(text));
             }
         };
-        if spec.server != self.server {
-            tracing::warn!(
-                "server settings changed in {}: restart camgraph to apply them",
-                path.display()
-            );
-        }
         let file_ids: Vec<&str> = spec.nodes.iter().map(|n| n.id.as_str()).collect();
         // The API's cameras that stay, then the file's, must fit within server.max_cameras.
         let kept = self
@@ -175,6 +176,15 @@ impl LiveGraph {
                 return Err(ServiceError::BadRequest(text));
             }
         }
+        if let Err(text) = (self.server_reload)(&spec.server) {
+            tracing::error!(
+                trigger,
+                "configuration not reloaded, nothing changed: {text}"
+            );
+            self.record(trigger, Err(text.clone()));
+            return Err(ServiceError::BadRequest(text));
+        }
+        self.note_server_changes(spec.server, &path);
         self.api_cameras.retain(|c| {
             let clash = c.nodes.iter().any(|n| file_ids.contains(&n.id.as_str()));
             if clash {
@@ -187,6 +197,24 @@ impl LiveGraph {
         tracing::info!(trigger, ?changes, "configuration reloaded");
         self.record(trigger, Ok(changes.clone()));
         Ok(changes)
+    }
+
+    /// Keeps the `server:` settings a reload applied (tokens, certificate files); the others
+    /// (listen, TLS on or off, limits, ...) wait for a restart, and the log says so.
+    fn note_server_changes(&mut self, new: ServerConfig, path: &std::path::Path) {
+        let mut kept = self.server.clone();
+        kept.auth = new.auth.clone();
+        if kept.tls.is_some() && new.tls.is_some() {
+            kept.tls = new.tls.clone();
+        }
+        if kept != new {
+            tracing::warn!(
+                "server settings other than the tokens and the certificate changed in {}: \
+                 restart camgraph to apply them",
+                path.display()
+            );
+        }
+        self.server = kept;
     }
 
     /// Adds a camera written as a `cameras:` entry (the registry's short form expands it).

@@ -1,4 +1,4 @@
-//! Tokens and roles (`server.auth`): the secrets read once at start, the rule that a server
+//! Tokens and roles (`server.auth`): the secrets, read at start and again on every reload, the rule that a server
 //! reachable from elsewhere needs them, how a request presents one (`Authorization: Bearer`,
 //! `?token=`, or the cookie `POST /api/session` sets for the viewer page) and which role it
 //! carries. Secrets are compared in constant time and never logged.
@@ -62,6 +62,9 @@ pub enum Access {
     Open,
     Tokens(Tokens),
 }
+
+/// The server's `Access`, replaced whole when a reload reads the tokens again.
+pub type LiveAccess = arc_swap::ArcSwap<Access>;
 
 impl Access {
     /// Reads the secrets and applies the rule for `listen`: a server reachable from elsewhere
@@ -214,7 +217,7 @@ struct SessionRequest {
 }
 
 async fn open_session(
-    access: web::Data<Access>,
+    access: web::Data<LiveAccess>,
     secure: web::Data<Secure>,
     req: HttpRequest,
     payload: web::Payload,
@@ -222,7 +225,8 @@ async fn open_session(
     let body = read_body(&req, payload, MAX_SESSION_BODY).await?;
     let body: SessionRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"token\": \"...\"}}: {e}")))?;
-    let Access::Tokens(tokens) = access.get_ref() else {
+    let access = access.load();
+    let Access::Tokens(tokens) = &**access else {
         return Ok(HttpResponse::Ok().json(json!({ "status": "open", "role": "control" })));
     };
     let Some((role, _)) = tokens.role_of(body.token.trim()) else {

@@ -18,7 +18,7 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, ResponseError};
 
-use super::auth::{self, Access};
+use super::auth::{self, Access, LiveAccess};
 use super::cors::CorsPolicy;
 use super::ApiError;
 use crate::config::Role;
@@ -27,7 +27,7 @@ use crate::registry::Registry;
 
 /// What the gate checks requests against.
 pub struct Gate {
-    pub access: web::Data<Access>,
+    pub access: web::Data<LiveAccess>,
     pub cors: web::Data<CorsPolicy>,
     /// `server.hosts`, lower case.
     pub hosts: Vec<String>,
@@ -70,7 +70,8 @@ impl Gate {
                 return Some(refusal);
             }
         }
-        let Access::Tokens(tokens) = self.access.get_ref() else {
+        let access = self.access.load();
+        let Access::Tokens(tokens) = &**access else {
             return None;
         };
         if req.path() == auth::SESSION {
@@ -235,7 +236,7 @@ mod tests {
 
     fn gate(hosts: &[&str]) -> Gate {
         Gate {
-            access: web::Data::new(Access::Open),
+            access: web::Data::new(LiveAccess::from_pointee(Access::Open)),
             cors: web::Data::new(CorsPolicy::new(&[])),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             tls: false,

@@ -62,15 +62,51 @@ pub enum ServeError {
     },
 }
 
+/// The secrets of a running server, read at start and again on every reload (SIGHUP, the file,
+/// the API): its tokens and its TLS certificate. Whether it speaks TLS at all, and where it
+/// listens, are fixed until a restart.
+pub struct Credentials {
+    listen: SocketAddr,
+    access: web::Data<auth::LiveAccess>,
+    tls: Option<(rustls::ServerConfig, Arc<tls::CertSlot>)>,
+}
+
+impl Credentials {
+    /// Reads the tokens and the certificate `server` names.
+    pub fn read(server: &ServerConfig) -> Result<Credentials, ServeError> {
+        let access = auth::Access::new(server.auth.as_ref(), server.listen)?;
+        Ok(Credentials {
+            listen: server.listen,
+            access: web::Data::new(auth::LiveAccess::from_pointee(access)),
+            tls: server.tls.as_ref().map(tls::server_config).transpose()?,
+        })
+    }
+
+    /// Reads them again as `server` now says; replaces them only when all could be read.
+    pub fn reload(&self, server: &ServerConfig) -> Result<(), ServeError> {
+        let access = auth::Access::new(server.auth.as_ref(), self.listen)?;
+        let cert = match (&self.tls, &server.tls) {
+            (Some((_, slot)), Some(tls)) => Some((slot, tls::certified_key(tls)?)),
+            _ => None,
+        };
+        self.access.store(Arc::new(access));
+        if let Some((slot, key)) = cert {
+            slot.store(key);
+        }
+        Ok(())
+    }
+}
+
 /// Binds the server; returns it (to be awaited) and the address it listens on.
 pub fn serve(
     state: Arc<AppState>,
     server: &ServerConfig,
+    credentials: &Credentials,
 ) -> Result<(Server, SocketAddr), ServeError> {
     let view = web::Data::new(state.view.clone());
     let registry = state.registry.clone();
-    let access = web::Data::new(auth::Access::new(server.auth.as_ref(), server.listen)?);
-    let tls = server.tls.as_ref().map(tls::server_config).transpose()?;
+    let access = credentials.access.clone();
+    let tls = credentials.tls.as_ref().map(|(config, _)| config.clone());
     let secure = web::Data::new(auth::Secure(server.tls.is_some()));
     let cors = web::Data::new(cors::CorsPolicy::new(&server.cors_origins));
     let gate = web::Data::new(guard::Gate {

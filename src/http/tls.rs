@@ -1,12 +1,17 @@
 //! HTTPS for `server.tls`: the PEM certificate chain and private key, read at start into a
-//! rustls 0.23 server configuration (the ring provider, HTTP/1.1). Each problem names the
-//! setting and the file.
+//! rustls 0.23 server configuration (the ring provider, HTTP/1.1) and again on every reload,
+//! which replaces the pair for the connections that follow. Each problem names the setting and
+//! the file.
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::config::TlsConfig;
 
@@ -39,8 +44,33 @@ fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// The rustls configuration for `tls`.
-pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
+/// The certificate a running server presents, replaced by `CertSlot::store`.
+pub struct CertSlot(ArcSwap<CertifiedKey>);
+
+impl CertSlot {
+    pub fn store(&self, key: CertifiedKey) {
+        self.0.store(Arc::new(key));
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+impl fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CertSlot")
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads the certificate chain and key of `tls` and checks that they belong together.
+pub fn certified_key(tls: &TlsConfig) -> Result<CertifiedKey, TlsError> {
     let (cert_path, key_path) = (
         tls.cert.display().to_string(),
         tls.key.display().to_string(),
@@ -63,21 +93,27 @@ pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> 
         path: key_path.clone(),
         message: e.to_string(),
     })?;
-    let pair = |e: rustls::Error| TlsError::Pair {
-        cert: cert_path.clone(),
-        key: key_path.clone(),
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Pair {
+        cert: cert_path,
+        key: key_path,
         message: e.to_string(),
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(pair)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(pair)?;
+    })
+}
+
+/// The rustls configuration for `tls`, and the slot through which a reload replaces its pair.
+pub fn server_config(tls: &TlsConfig) -> Result<(rustls::ServerConfig, Arc<CertSlot>), TlsError> {
+    let slot = Arc::new(CertSlot(ArcSwap::from_pointee(certified_key(tls)?)));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Pair {
+            cert: tls.cert.display().to_string(),
+            key: tls.key.display().to_string(),
+            message: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(slot.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, slot))
 }
 
 #[cfg(test)]
