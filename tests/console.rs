@@ -1,7 +1,7 @@
 //! The viewer as an operator's console, end to end in headless Chromium (tests/browser/console.mjs
 //! through playwright-core): a grid of 16 cameras in two tabs, the stream manager (WebRTC and
 //! MJPEG in place, per-viewer resolution, fps, bitrate), and the operator's views (add/remove,
-//! reload errors, a server restart under the page). Screenshots land in tests/artifacts/console.
+//! reload errors, a server restart under the page, signing in with a token). Screenshots land in tests/artifacts/console.
 //! Needs node, /usr/bin/chromium and `npm ci --prefix tests/browser`.
 
 mod common;
@@ -75,5 +75,23 @@ fn the_operator_adds_removes_sees_reload_errors_and_the_page_heals_after_a_resta
     println!(
         "operator: tiles live {} ms after the server came back",
         summary["recoverMs"]
+    );
+}
+
+#[test]
+fn a_browser_without_a_token_gets_a_sign_in_form_and_then_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "view-token-for-the-console-0123";
+    let token_file = dir.path().join("view.token");
+    std::fs::write(&token_file, token).unwrap();
+    let server = Server::start(&format!(
+        "server: {{ auth: {{ tokens: [ {{ name: laptop, token_file: {}, role: view }} ] }} }}\n\
+         cameras:\n  front: {{ source: test, width: 640, height: 360, fps: 15, webrtc: false }}\n",
+        token_file.display()
+    ));
+    let summary = run(&server, "signin", &["--token", token]);
+    println!(
+        "sign-in: the console was live {} ms after Sign in",
+        summary["liveMs"]
     );
 }

@@ -16,7 +16,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, Error, ResponseError};
+use actix_web::{web, Error, HttpResponse, ResponseError};
 
 use super::auth::{self, Access, LiveAccess};
 use super::cors::CorsPolicy;
@@ -199,6 +199,19 @@ fn is_port(s: &str) -> bool {
     s.parse::<u16>().is_ok()
 }
 
+/// What a browser asking for a page without a (known) token gets: a form that opens a session.
+const SIGN_IN_HTML: &str = include_str!("../../web/signin.html");
+
+/// Whether `req` is a browser loading a page (it then gets `SIGN_IN_HTML` rather than JSON).
+fn wants_page(req: &ServiceRequest) -> bool {
+    req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
+}
+
 /// The middleware: refuses what `Gate::refuse` finds, passes the rest on.
 pub async fn guard(
     req: ServiceRequest,
@@ -218,7 +231,14 @@ pub async fn guard(
                 path = req.path(),
                 "refused: {error}"
             );
-            let mut res = error.error_response();
+            let mut res = if error.status == StatusCode::UNAUTHORIZED && wants_page(&req) {
+                HttpResponse::Unauthorized()
+                    .content_type("text/html; charset=utf-8")
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .body(SIGN_IN_HTML)
+            } else {
+                error.error_response()
+            };
             if error.status == StatusCode::UNAUTHORIZED {
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

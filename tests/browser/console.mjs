@@ -15,6 +15,10 @@
 //                file:line:col on the page until a good file; then the server is restarted under
 //                the page (--pid, --bin, --config, --listen): tiles live again within 5 s, without
 //                a reload, and a camera removed through the API leaves with a notice.
+// MODE signin    a server with tokens (--token T, a view token): the page is a sign-in form (401);
+//                a wrong token is refused on the form, the right one opens a session (cookie) and
+//                the console loads with its tile moving (streams over the WebSocket carry the
+//                cookie too).
 //
 // Prints one JSON summary line on stdout; exits 1 with a message on stderr on any failure.
 
@@ -35,8 +39,8 @@ function parseArgs(argv) {
     const key = rest[i].replace(/^--/, '');
     opts[key] = rest[++i];
   }
-  if (!['grid', 'streams', 'operator'].includes(mode) || !outDir) {
-    console.error('usage: node console.mjs grid|streams|operator BASE_URL OUTDIR [--pid P --bin B --config C --listen A]');
+  if (!['grid', 'streams', 'operator', 'signin'].includes(mode) || !outDir) {
+    console.error('usage: node console.mjs grid|streams|operator|signin BASE_URL OUTDIR [--pid P --bin B --config C --listen A] [--token T]');
     process.exit(2);
   }
   return opts;
@@ -389,13 +393,50 @@ async function operator(o, state) {
   return { refused, fileNote, dialogs, graphName, bannerText, recoverMs };
 }
 
+// ---- sign-in ----------------------------------------------------------------------------------
+
+async function signin(o, state) {
+  await launch(state, { width: 1280, height: 800 });
+  // The refused page load itself is logged by the browser.
+  state.expected = [/status of 401/];
+  const page = await state.context.newPage();
+  page.on('pageerror', (e) => state.errors.push(`page error: ${e}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !state.expected.some((re) => re.test(m.text()))) state.errors.push(`console: ${m.text()}`);
+  });
+  const r = await page.goto(`${o.base}/`, { waitUntil: 'load', timeout: 15_000 });
+  check(r?.status() === 401, `without a token / answered ${r?.status()}, not 401`);
+  const field = page.getByRole('textbox', { name: 'Access token' });
+  await field.waitFor({ timeout: 3000 });
+  await page.screenshot({ path: join(o.outDir, 'signin.png') });
+  await field.fill('not-the-token-0123456789');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const refused = await waitFor('the refusal on the form', 3000, async () => {
+    const t = await page.getByRole('alert').textContent();
+    return /unknown token/.test(t) && t;
+  });
+  await field.fill(o.token);
+  const t0 = Date.now();
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await liveTiles(page, ['front'], 10_000);
+  const liveMs = Date.now() - t0;
+  const moving = await advancing(page, ['front'], 1000);
+  check(moving.stuck.length === 0, `after signing in the tile does not move: ${JSON.stringify(moving.b.front)}`);
+  const cookies = await state.context.cookies();
+  const session = cookies.find((c) => c.name === 'camgraph_token');
+  check(session?.httpOnly, `no HttpOnly session cookie: ${JSON.stringify(cookies)}`);
+  check(!page.url().includes('token'), `the token ended up in the URL: ${page.url()}`);
+  await page.screenshot({ path: join(o.outDir, 'signed-in.png') });
+  return { refused, liveMs };
+}
+
 const o = parseArgs(process.argv.slice(2));
 mkdirSync(o.outDir, { recursive: true });
 const state = {};
 let code = 0;
 const timer = setTimeout(() => { console.error(`console test: FAILED: gave up after ${OVERALL_TIMEOUT_MS / 1000} s`); process.exit(1); }, OVERALL_TIMEOUT_MS);
 try {
-  const result = await { grid, streams, operator }[o.mode](o, state);
+  const result = await { grid, streams, operator, signin }[o.mode](o, state);
   check(state.errors.length === 0, `errors in the page: ${state.errors.join(' | ')}`);
   console.log(JSON.stringify({ ok: true, mode: o.mode, ...result }));
   console.error(`console test ${o.mode}: ok`);
