@@ -1,10 +1,15 @@
 """A second, independent WebRTC client (aiortc) for camgraph's WHEP endpoint.
 
     python3 tests/aiortc_client.py BASE_URL CAMERA [SECONDS]
+    python3 tests/aiortc_client.py BASE_URL CAMERA until-closed
 
 POSTs an offer to /api/webrtc/whep/CAMERA, receives the video for SECONDS (default 5) after the
 first frame, sends one RTCP PLI (a keyframe request) and receives 1 s more, DELETEs the session,
-and prints one JSON line: frames, fps, width, height, time to first frame, PLI sent, frames after it. Exits 1 on failure. aioice skips loopback addresses when gathering, so they are
+and prints one JSON line: frames, fps, width, height, time to first frame, PLI sent, frames after it. Exits 1 on failure.
+With `until-closed` it prints `{"first_frame": true}` at the first frame, then receives until the
+server ends the session and prints how it ended: `closed` (the server closed the peer: the
+connection state became closed or failed, or the track ended) or `timeout` (frames stopped and
+nothing said why for 10 s). aioice skips loopback addresses when gathering, so they are
 patched to 127.0.0.1 (tests run on loopback only).
 """
 
@@ -84,9 +89,60 @@ async def run(base, camera, seconds):
     }
 
 
+async def until_closed(base, camera):
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    got_track = asyncio.get_running_loop().create_future()
+    ended = asyncio.get_running_loop().create_future()
+
+    @pc.on("track")
+    def on_track(track):
+        if not got_track.done():
+            got_track.set_result(track)
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        if pc.connectionState in ("closed", "failed") and not ended.done():
+            ended.set_result(f"connection {pc.connectionState}")
+
+    await pc.setLocalDescription(await pc.createOffer())
+    status, _, answer = await asyncio.to_thread(
+        http, "POST", f"{base}/api/webrtc/whep/{camera}",
+        pc.localDescription.sdp.encode(), "application/sdp")
+    if status != 201:
+        raise SystemExit(f"WHEP POST answered {status}: {answer}")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    track = await asyncio.wait_for(got_track, 10)
+    await asyncio.wait_for(track.recv(), 10)
+    print(json.dumps({"first_frame": True}), flush=True)
+    frames, how = 1, "timeout"
+    receiving = asyncio.ensure_future(track.recv())
+    while True:
+        done, _ = await asyncio.wait({receiving, ended}, timeout=10,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if ended in done:
+            how = "closed"
+            break
+        if not done:
+            break
+        try:
+            receiving.result()
+        except Exception:  # MediaStreamError: the track ended
+            how = "closed"
+            break
+        frames += 1
+        receiving = asyncio.ensure_future(track.recv())
+    receiving.cancel()
+    await pc.close()
+    return {"frames": frames, "end": how}
+
+
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
+    if sys.argv[3:4] == ["until-closed"]:
+        print(json.dumps(asyncio.run(until_closed(sys.argv[1].rstrip("/"), sys.argv[2]))))
+        return
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
     print(json.dumps(asyncio.run(run(sys.argv[1].rstrip("/"), sys.argv[2], seconds))))
 

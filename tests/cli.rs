@@ -198,3 +198,61 @@ fn finish(child: &mut std::process::Child) -> (String, std::process::ExitStatus)
         .unwrap();
     (stderr, child.wait().unwrap())
 }
+
+/// The shutdown bound with a crowd: 20 MJPEG viewers and an aiortc WebRTC peer. The viewers see
+/// their streams end cleanly and the peer is closed by the server (not left to time out).
+#[cfg(feature = "webrtc")]
+#[test]
+fn sigterm_with_twenty_viewers_and_a_webrtc_peer_exits_within_the_bound() {
+    let yaml = "nodes:\n  \
+                front: { type: camera, source: test, width: 640, height: 360, fps: 30 }\n  \
+                front_jpeg: { type: jpeg_encoder, inputs: [front] }\n  \
+                front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg] }\n  \
+                front_h264: { type: h264_encoder, inputs: [front] }\n  \
+                front_rtc: { type: webrtc_sink, inputs: [front_h264] }\n";
+    let mut server = Server::start(yaml);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut peer = Command::new("python3")
+        .arg(root.join("tests/aiortc_client.py"))
+        .args([server.base.as_str(), "front", "until-closed"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+    let mut peer_out = BufReader::new(peer.stdout.take().unwrap());
+    let mut first = String::new();
+    peer_out.read_line(&mut first).unwrap();
+    assert!(
+        first.contains("first_frame"),
+        "the aiortc peer got no frame: {first}\n{}",
+        server.log()
+    );
+    let viewers: Vec<_> = (0..20)
+        .map(|_| Recorder::start(&server, "/api/camera/stream/front", false))
+        .collect();
+    wait_for("20 MJPEG viewers with frames", Duration::from_secs(15), || {
+        let viewers = server.metric("camgraph_viewers{camera=\"front\",node=\"front_mjpeg\"")?;
+        let sent =
+            server.metric("camgraph_frames_sent_total{camera=\"front\",node=\"front_mjpeg\"")?;
+        (viewers >= 20.0 && sent >= 60.0).then_some(())
+    });
+
+    let (status, took) = server.signal_and_wait("TERM", Duration::from_secs(40));
+    println!("SIGTERM with 20 MJPEG viewers and a WebRTC peer: exited in {took:?}");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
+    for (i, viewer) in viewers.into_iter().enumerate() {
+        let (seen, ended) = viewer.finish();
+        assert!(!seen.is_empty(), "viewer {i} saw nothing");
+        assert!(ended, "viewer {i}'s stream did not end cleanly");
+    }
+    let mut last = String::new();
+    peer_out.read_to_string(&mut last).unwrap();
+    let peer_status = peer.wait().unwrap();
+    let mut peer_err = String::new();
+    let _ = peer.stderr.take().unwrap().read_to_string(&mut peer_err);
+    assert!(peer_status.success(), "aiortc peer: {last}\n{peer_err}");
+    let result: serde_json::Value = serde_json::from_str(last.trim()).expect("JSON line");
+    println!("the WebRTC peer: {result}");
+    assert_eq!(result["end"], "closed", "the server did not close the peer: {result}");
+}
