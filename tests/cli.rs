@@ -230,12 +230,17 @@ fn sigterm_with_twenty_viewers_and_a_webrtc_peer_exits_within_the_bound() {
     let viewers: Vec<_> = (0..20)
         .map(|_| Recorder::start(&server, "/api/camera/stream/front", false))
         .collect();
-    wait_for("20 MJPEG viewers with frames", Duration::from_secs(15), || {
-        let viewers = server.metric("camgraph_viewers{camera=\"front\",node=\"front_mjpeg\"")?;
-        let sent =
-            server.metric("camgraph_frames_sent_total{camera=\"front\",node=\"front_mjpeg\"")?;
-        (viewers >= 20.0 && sent >= 60.0).then_some(())
-    });
+    wait_for(
+        "20 MJPEG viewers with frames",
+        Duration::from_secs(15),
+        || {
+            let viewers =
+                server.metric("camgraph_viewers{camera=\"front\",node=\"front_mjpeg\"")?;
+            let sent = server
+                .metric("camgraph_frames_sent_total{camera=\"front\",node=\"front_mjpeg\"")?;
+            (viewers >= 20.0 && sent >= 60.0).then_some(())
+        },
+    );
 
     let (status, took) = server.signal_and_wait("TERM", Duration::from_secs(40));
     println!("SIGTERM with 20 MJPEG viewers and a WebRTC peer: exited in {took:?}");
@@ -254,5 +259,8 @@ fn sigterm_with_twenty_viewers_and_a_webrtc_peer_exits_within_the_bound() {
     assert!(peer_status.success(), "aiortc peer: {last}\n{peer_err}");
     let result: serde_json::Value = serde_json::from_str(last.trim()).expect("JSON line");
     println!("the WebRTC peer: {result}");
-    assert_eq!(result["end"], "closed", "the server did not close the peer: {result}");
+    assert_eq!(
+        result["end"], "closed",
+        "the server did not close the peer: {result}"
+    );
 }

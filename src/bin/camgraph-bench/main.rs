@@ -11,11 +11,14 @@
 //! opening a stream on an idle camera until its first JPEG arrives.
 //! `soak` churns MJPEG viewers, WebSocket signalling sessions and WHEP sessions through the
 //! server and reports the file descriptors, threads and memory it holds before and after each.
+//! `crowd` puts normal MJPEG viewers beside slow (1 KB/s) and stuck ones and reports what the
+//! normal ones still get and the server's memory meanwhile.
 //! One module per bench; `common` and `server` hold what several share.
 //! `cargo build --release --bins`, then run
-//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak>`.
+//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak|crowd>`.
 
 mod common;
+mod crowd;
 mod fanout;
 mod idle;
 mod jpeg;
@@ -127,6 +130,25 @@ enum Bench {
         #[arg(long)]
         server: Option<PathBuf>,
     },
+    /// Normal MJPEG viewers beside slow ones (1 KB/s) and stuck ones (never read) on one 1280x720
+    /// 30 fps test camera: what the normal ones get, how often the server cuts the others off,
+    /// and the server's memory each second.
+    Crowd {
+        #[arg(long, default_value_t = 10)]
+        normal: usize,
+        #[arg(long, default_value_t = 10)]
+        slow: usize,
+        #[arg(long, default_value_t = 50)]
+        stuck: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// The MJPEG sink's `write_timeout_ms`.
+        #[arg(long, default_value_t = 10_000)]
+        write_timeout_ms: u64,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -158,6 +180,23 @@ fn main() -> ExitCode {
             whep,
             server,
         } => soak::soak(mjpeg, ws, whep, server),
+        Bench::Crowd {
+            normal,
+            slow,
+            stuck,
+            seconds,
+            write_timeout_ms,
+            server,
+        } => crowd::crowd(
+            crowd::Crowd {
+                normal,
+                slow,
+                stuck,
+                seconds: seconds.max(1),
+                write_timeout_ms,
+            },
+            server,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,7 +79,8 @@ fn soak_yaml() -> String {
     yaml
 }
 
-fn mjpeg_cycle(base: &str) -> anyhow::Result<()> {
+/// Opens the stream, reads one part and hangs up.
+pub(crate) fn mjpeg_cycle(base: &str) -> anyhow::Result<()> {
     let response = client::get(&format!("{base}/api/camera/stream/front"))?;
     if response.status != 200 {
         bail!("the stream answered {}", response.status);
