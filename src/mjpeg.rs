@@ -4,7 +4,9 @@
 use std::io::{self, BufRead, Read};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use std::fmt::{self, Write as _};
+
+use bytes::{BufMut, BytesMut};
 
 pub const BOUNDARY: &str = "frame";
 pub const CONTENT_TYPE: &str = "multipart/x-mixed-replace; boundary=frame";
@@ -30,16 +32,17 @@ pub const ADVANCE_HEADER: &[u8] = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n"
 /// The advance form's part end: the part end and the next part's start.
 pub const ADVANCE_END: &[u8] = b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n";
 
-/// A JPEG comment segment (`FF FE`) carrying `X-Timestamp: <capture time>`, to insert right after a
-/// JPEG's start marker (`FF D8`): decoders skip comments, so the picture is unchanged.
-pub fn timestamp_segment(captured_at: SystemTime) -> Bytes {
-    let text = format!("X-Timestamp: {}", format_timestamp(captured_at));
-    let len = u16::try_from(text.len() + 2).expect("a timestamp is short");
-    let mut seg = Vec::with_capacity(text.len() + 4);
-    seg.extend_from_slice(&[0xFF, 0xFE]);
-    seg.extend_from_slice(&len.to_be_bytes());
-    seg.extend_from_slice(text.as_bytes());
-    Bytes::from(seg)
+/// Writes a JPEG comment segment (`FF FE`) carrying `X-Timestamp: <capture time>` to `buf`, to go
+/// right after a JPEG's start marker (`FF D8`): decoders skip comments, so the picture is
+/// unchanged. Writes into the caller's buffer, so a viewer's parts allocate nothing.
+pub fn write_timestamp_segment(buf: &mut BytesMut, captured_at: SystemTime) {
+    let start = buf.len();
+    buf.put_slice(&[0xFF, 0xFE, 0, 0]);
+    // A BytesMut grows as needed: writing to it cannot fail.
+    let _ = write!(buf, "X-Timestamp: {}", Stamp(captured_at));
+    // The length counts itself (2 bytes) and the text; a timestamp is a few dozen bytes.
+    let len = (buf.len() - start - 2) as u16;
+    buf[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// The capture time a JPEG carries in a `timestamp_segment` right after its start marker.
@@ -54,8 +57,17 @@ pub fn jpeg_timestamp(jpeg: &[u8]) -> Option<SystemTime> {
 
 /// Unix seconds with microseconds, as in `X-Timestamp: 1700000000.123456`.
 pub fn format_timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+    Stamp(t).to_string()
+}
+
+/// A capture time as `X-Timestamp` writes it, for `write!` without an allocation.
+struct Stamp(SystemTime);
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        write!(f, "{}.{:06}", d.as_secs(), d.subsec_micros())
+    }
 }
 
 pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
@@ -65,12 +77,14 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::new(secs, micros * 1000))
 }
 
-/// The headers of one part, boundary included.
-pub fn part_header(len: usize, captured_at: SystemTime) -> Bytes {
-    Bytes::from(format!(
+/// Writes the headers of one part, boundary included, to `buf`.
+pub fn write_part_header(buf: &mut BytesMut, len: usize, captured_at: SystemTime) {
+    // A BytesMut grows as needed: writing to it cannot fail.
+    let _ = write!(
+        buf,
         "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nX-Timestamp: {}\r\n\r\n",
-        format_timestamp(captured_at)
-    ))
+        Stamp(captured_at)
+    );
 }
 
 /// The largest part a `PartReader` accepts: several times an 8K JPEG at usual quality, so that
@@ -206,9 +220,9 @@ mod tests {
     #[test]
     fn parts_written_are_read_back() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000);
-        let mut wire = Vec::new();
+        let mut wire = BytesMut::new();
         for body in [&b"\xff\xd8one\xff\xd9"[..], b"\xff\xd8two\xff\xd9"] {
-            wire.extend_from_slice(&part_header(body.len(), t));
+            write_part_header(&mut wire, body.len(), t);
             wire.extend_from_slice(body);
             wire.extend_from_slice(PART_END);
         }
@@ -224,8 +238,8 @@ mod tests {
     #[test]
     fn a_timestamp_segment_inside_a_jpeg_is_read_back() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000);
-        let mut jpeg = b"\xff\xd8".to_vec();
-        jpeg.extend_from_slice(&timestamp_segment(t));
+        let mut jpeg = BytesMut::from(&b"\xff\xd8"[..]);
+        write_timestamp_segment(&mut jpeg, t);
         jpeg.extend_from_slice(b"\xff\xdbrest\xff\xd9");
         assert_eq!(jpeg_timestamp(&jpeg), Some(t));
         assert_eq!(jpeg_timestamp(b"\xff\xd8\xff\xdbrest\xff\xd9"), None);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, Stream};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
@@ -201,7 +201,14 @@ struct Body {
     first: Option<Arc<EncodedFrame>>,
     /// The last frame sent, repeated when no new one comes for `KEEPALIVE`.
     last: Option<Arc<EncodedFrame>>,
+    /// Where each part's headers are written. The server copies a chunk into the connection's
+    /// buffer and drops it before asking for the next, so the next `split` reuses this memory:
+    /// no allocation per part.
+    scratch: BytesMut,
 }
+
+/// Room for one part's headers or timestamp segment (about 110 bytes).
+const HEAD_ROOM: usize = 256;
 
 /// How long a viewer may go without a part before the last one is sent again.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -210,16 +217,20 @@ impl Body {
     /// Queues `frame`'s part (the JPEG bytes shared, never copied) and returns its first chunk.
     fn part(&mut self, frame: &Arc<EncodedFrame>) -> Bytes {
         let data = &frame.data;
+        let at = frame.captured_at;
         match self.form {
             mjpeg::Form::Classic => {
                 self.pending.push_back(data.clone());
                 self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
-                mjpeg::part_header(data.len(), frame.captured_at)
+                from_scratch(&mut self.scratch, |b| {
+                    mjpeg::write_part_header(b, data.len(), at)
+                })
             }
             // The headers went out after the previous JPEG; the capture time goes inside this one.
             mjpeg::Form::Advance if data.starts_with(&[0xFF, 0xD8]) => {
-                self.pending
-                    .push_back(mjpeg::timestamp_segment(frame.captured_at));
+                let stamp =
+                    from_scratch(&mut self.scratch, |b| mjpeg::write_timestamp_segment(b, at));
+                self.pending.push_back(stamp);
                 self.pending.push_back(data.slice(2..));
                 self.pending
                     .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
@@ -232,6 +243,14 @@ impl Body {
             }
         }
     }
+}
+
+/// What `write` puts into the viewer's scratch buffer, as a chunk; once the chunk is dropped the
+/// next one reuses the same memory.
+fn from_scratch(scratch: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+    scratch.reserve(HEAD_ROOM);
+    write(scratch);
+    scratch.split().freeze()
 }
 
 /// The multipart body of one viewer in `form`; `first` (already taken from `frames`) goes out
@@ -251,6 +270,7 @@ pub(super) fn mjpeg_body(
         pending,
         first,
         last: None,
+        scratch: BytesMut::with_capacity(HEAD_ROOM),
     };
     stream::unfold(body, |mut b| async move {
         if let Some(chunk) = b.pending.pop_front() {
@@ -281,7 +301,26 @@ pub(super) fn mjpeg_body(
 
 #[cfg(test)]
 mod tests {
-    use super::fitting_scale;
+    use super::*;
+
+    #[test]
+    fn part_headers_reuse_the_viewers_buffer_once_the_last_is_written() {
+        let t = std::time::SystemTime::now();
+        let mut scratch = BytesMut::with_capacity(HEAD_ROOM);
+        let first = from_scratch(&mut scratch, |b| mjpeg::write_part_header(b, 1000, t));
+        let at = first.as_ptr();
+        assert!(first.starts_with(b"--frame\r\n"));
+        drop(first); // as the server does once it has copied the chunk
+        for n in 0..100 {
+            let next = from_scratch(&mut scratch, |b| mjpeg::write_part_header(b, n, t));
+            assert_eq!(next.as_ptr(), at, "part {n} allocated a new buffer");
+        }
+        // A chunk still held (not yet written) is never overwritten: the next one goes elsewhere.
+        let held = from_scratch(&mut scratch, |b| mjpeg::write_timestamp_segment(b, t));
+        let copy = held.to_vec();
+        let _other = from_scratch(&mut scratch, |b| mjpeg::write_part_header(b, 7, t));
+        assert_eq!(held.to_vec(), copy);
+    }
 
     #[test]
     fn the_nearest_size_at_or_below_or_the_smallest() {

@@ -205,8 +205,9 @@ pub(crate) fn crowd(c: Crowd, server: Option<PathBuf>) -> anyhow::Result<()> {
         "connections the server cut off: {server_cuts} (slow viewers saw {} of them); server CPU {cpu:.1} % of a core",
         cuts.load(Ordering::Relaxed)
     );
+    let every_10s: Vec<u64> = rss.iter().step_by(10).copied().collect();
     println!(
-        "server RSS: start {rss_start} KiB, min {rss_min}, max {rss_max}, end {rss_end} KiB; panics logged: {panics}"
+        "server RSS: start {rss_start} KiB, min {rss_min}, max {rss_max}, end {rss_end} KiB; every 10 s: {every_10s:?}; panics logged: {panics}"
     );
     println!(
         "{}",
@@ -214,7 +215,8 @@ pub(crate) fn crowd(c: Crowd, server: Option<PathBuf>) -> anyhow::Result<()> {
             "normal_fps": fps, "worst_gap_ms": worst_gap_ms,
             "slow_cuts": cuts.load(Ordering::Relaxed), "server_cuts": server_cuts,
             "cpu_percent": cpu,
-            "rss_kb": {"start": rss_start, "min": rss_min, "max": rss_max, "end": rss_end},
+            "rss_kb": {"start": rss_start, "min": rss_min, "max": rss_max, "end": rss_end,
+                       "every_10s": every_10s},
             "panics": panics,
         })
     );

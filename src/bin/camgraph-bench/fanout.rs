@@ -1,5 +1,6 @@
-//! `fanout`: the server with one 1280x720 30 fps test camera and N concurrent MJPEG viewers (one
-//! thread each): what every viewer received and what the server spent.
+//! `fanout`: the server with one 1280x720 30 fps test camera (or, with `--source`, a folder of
+//! JPEGs or an .mjpeg file passed through with no encode) and N concurrent MJPEG viewers (one
+//! thread each): what every viewer received and what the server spent, also per Gbit/s served.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,14 +22,19 @@ use crate::common::{machine_jiffies, ms, quantile, sorted, warn_if_busy};
 use crate::server::{clock_ticks, server_exe, stat_ticks, ServerProcess};
 
 const STREAM_PATH: &str = "/api/camera/stream/front";
-const GRAPH_YAML: &str = "\
-server:
-  listen: 127.0.0.1:0
-nodes:
-  front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
-  front_jpeg: { type: jpeg_encoder, inputs: [front], quality: 80 }
-  front_mjpeg: { type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 1000 }
-";
+/// The graph: the test camera at 720p30 encoded at q80, or `source` passed through at 30 fps.
+fn graph_yaml(source: Option<&Path>) -> String {
+    let camera = match source {
+        None => "source: test, width: 1280, height: 720".to_string(),
+        Some(path) => format!("source: {}", path.display()),
+    };
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  max_viewers: 2000\nnodes:\n  \
+         front: {{ type: camera, {camera}, fps: 30 }}\n  \
+         front_jpeg: {{ type: jpeg_encoder, inputs: [front], quality: 80 }}\n  \
+         front_mjpeg: {{ type: mjpeg_sink, inputs: [front_jpeg], max_viewers: 2000 }}\n"
+    )
+}
 const GOAL_VIEWERS: usize = 100;
 const GOAL_FPS: f64 = 29.5;
 const GOAL_CPU: f64 = 25.0;
@@ -216,6 +222,8 @@ struct Round {
     lat_max: f64,
     captured_fps: f64,
     encoded_fps: f64,
+    /// JPEG bytes the server sent per second, in Gbit/s (its `camgraph_bytes_sent_total`).
+    gbit_s: f64,
     sent_per_viewer: f64,
     dropped_behind_per_viewer: f64,
     threads: Vec<(String, f64)>,
@@ -357,6 +365,7 @@ fn round(
         lat_max: quantile(&latencies, 1.0),
         captured_fps: delta("camgraph_frames_captured_total", &[]) / window,
         encoded_fps: delta("camgraph_frames_encoded_total", &[]) / window,
+        gbit_s: delta("camgraph_bytes_sent_total", &[]) * 8.0 / 1e9 / window,
         sent_per_viewer: delta("camgraph_frames_sent_total", &[]) / window / viewers as f64,
         dropped_behind_per_viewer: delta(
             "camgraph_frames_dropped_total",
@@ -372,6 +381,7 @@ pub(crate) fn fanout(
     counts: &[usize],
     seconds: u64,
     warmup: u64,
+    source: Option<PathBuf>,
     server: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if counts.is_empty() || counts.contains(&0) {
@@ -380,16 +390,20 @@ pub(crate) fn fanout(
     let exe = server_exe(server)?;
     warn_if_busy();
     let (ticks, ticks_source) = clock_ticks();
-    let mut server = ServerProcess::start(&exe, GRAPH_YAML)?;
+    let mut server = ServerProcess::start(&exe, &graph_yaml(source.as_deref()))?;
     println!(
         "MJPEG fan-out: {} (pid {}) at {}{STREAM_PATH}",
         exe.display(),
         server.pid(),
         server.base
     );
+    let camera = match &source {
+        None => "one test camera 1280x720 @ 30 fps -> jpeg_encoder q80".to_string(),
+        Some(path) => format!("{} @ 30 fps passed through (no encode)", path.display()),
+    };
     println!(
-        "  one test camera 1280x720 @ 30 fps -> jpeg_encoder q80 -> mjpeg_sink; viewers are threads \
-         of this process on the same machine ({warmup} s warm-up, {seconds} s measured per round)"
+        "  {camera} -> mjpeg_sink; viewers are threads of this process on the same machine \
+         ({warmup} s warm-up, {seconds} s measured per round)"
     );
     println!(
         "  CPU from /proc/<pid>/stat utime+stime, {ticks} ticks/s {ticks_source}; 100 % = one core"
@@ -451,23 +465,33 @@ pub(crate) fn fanout(
     println!();
     println!("server's own counters over the window (from /metrics):");
     println!(
-        "{:>7} {:>12} {:>12} {:>14} {:>16} {:>6} {:>8}",
-        "viewers", "captured/s", "encoded/s", "sent/s/viewer", "dropped behind", "dup", "no stamp"
+        "{:>7} {:>12} {:>12} {:>14} {:>16} {:>6} {:>8} {:>8} {:>10}",
+        "viewers",
+        "captured/s",
+        "encoded/s",
+        "sent/s/viewer",
+        "dropped behind",
+        "dup",
+        "no stamp",
+        "Gbit/s",
+        "server CPU"
     );
     println!(
-        "{:>7} {:>12} {:>12} {:>14} {:>16} {:>6} {:>8}",
-        "", "", "", "", "/s/viewer", "parts", "parts"
+        "{:>7} {:>12} {:>12} {:>14} {:>16} {:>6} {:>8} {:>8} {:>10}",
+        "", "", "", "", "/s/viewer", "parts", "parts", "sent", "%/Gbit/s"
     );
     for r in &rounds {
         println!(
-            "{:>7} {:>12.2} {:>12.2} {:>14.2} {:>16.2} {:>6} {:>8}",
+            "{:>7} {:>12.2} {:>12.2} {:>14.2} {:>16.2} {:>6} {:>8} {:>8.3} {:>10.2}",
             r.viewers,
             r.captured_fps,
             r.encoded_fps,
             r.sent_per_viewer,
             r.dropped_behind_per_viewer,
             r.duplicates,
-            r.missing_stamp
+            r.missing_stamp,
+            r.gbit_s,
+            r.server_cpu / r.gbit_s
         );
     }
     println!();

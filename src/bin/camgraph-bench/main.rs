@@ -68,6 +68,10 @@ enum Bench {
         /// Seconds between the last viewer connecting and the measured window.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
+        /// A folder of JPEGs or an .mjpeg file to serve at 30 fps instead of the encoded test
+        /// camera: the cost of the fan-out alone.
+        #[arg(long)]
+        source: Option<PathBuf>,
         /// The camgraph server binary. Default: `camgraph` next to this executable.
         #[arg(long)]
         server: Option<PathBuf>,
@@ -163,8 +167,9 @@ fn main() -> ExitCode {
             viewers,
             seconds,
             warmup,
+            source,
             server,
-        } => fanout::fanout(&viewers, seconds.max(1), warmup, server),
+        } => fanout::fanout(&viewers, seconds.max(1), warmup, source, server),
         #[cfg(feature = "webrtc")]
         Bench::Ladder { frames, warmup } => ladder::ladder(frames.max(1), warmup),
         Bench::Idle {
