@@ -14,7 +14,7 @@ pub mod api;
 mod files;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
@@ -100,7 +100,7 @@ impl NodeConfig for SnapshotSinkConfig {
             output: None,
             services: Services::new().with(DiskSnapshots(addr.clone().recipient())),
             stats: Some(Box::new(move || {
-                let s = status.lock().expect("snapshot status");
+                let s = status.lock().unwrap_or_else(PoisonError::into_inner);
                 json!({ "saved": saved.get(), "failed": failed.get(), "last_file": s.last_file, "error": s.error })
             })),
             stop,
@@ -151,7 +151,7 @@ impl SnapshotSink {
             self.config.max_files,
             self.config.max_bytes,
         );
-        let mut status = self.status.lock().expect("snapshot status");
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(saved) => {
                 self.saved.inc();
