@@ -16,9 +16,10 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-pub use super::error::ApiError;
 /// An endless body: a server viewer slot, and its connection cut when its client stops taking it
 /// (see `stall`).
+pub use super::direct::{direct, Direct, DirectBody, DirectWriter};
+pub use super::error::ApiError;
 pub use super::stall::{endless_body, CutWhenStalled};
 /// Upgrades to a WebSocket whose client frames are capped (see `ws_limit`).
 pub use super::ws_limit::start as websocket;

@@ -6,6 +6,7 @@
 mod api;
 pub mod auth;
 mod cors;
+mod direct;
 mod error;
 pub mod face;
 mod guard;
@@ -161,12 +162,14 @@ pub fn serve(
     .on_connect(|conn, ext| {
         type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
         let tcp = match conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            Some(tcp) => Some(tcp),
-            None => conn.downcast_ref::<Tls>().map(|tls| tls.get_ref().0),
+            Some(tcp) => Some((tcp, false)),
+            None => conn
+                .downcast_ref::<Tls>()
+                .map(|tls| (tls.get_ref().0, true)),
         };
-        if let Some(tcp) = tcp {
+        if let Some((tcp, tls)) = tcp {
             let _ = socket2::SockRef::from(tcp).set_send_buffer_size(SEND_BUFFER_BYTES);
-            stall::remember(tcp, ext);
+            stall::remember(tcp, tls, ext);
         }
     })
     .workers(2)

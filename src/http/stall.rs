@@ -21,14 +21,21 @@ use futures_util::Stream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// The socket of a plain TCP connection, recorded when it is accepted (`remember`). Only read
-/// while a request of that connection is handled, so the descriptor is still open then.
+/// The TCP socket of a connection, recorded when it is accepted (`remember`). Only read while a
+/// request of that connection is handled, so the descriptor is still open then.
 #[derive(Clone, Copy)]
-struct ConnFd(RawFd);
+pub(super) struct ConnFd {
+    pub fd: RawFd,
+    /// Whether TLS runs over it (then only the socket's own calls apply, not writes).
+    pub tls: bool,
+}
 
 /// Records the connection's socket in its extensions (called from `HttpServer::on_connect`).
-pub(super) fn remember(tcp: &actix_web::rt::net::TcpStream, ext: &mut Extensions) {
-    ext.insert(ConnFd(tcp.as_raw_fd()));
+pub(super) fn remember(tcp: &actix_web::rt::net::TcpStream, tls: bool, ext: &mut Extensions) {
+    ext.insert(ConnFd {
+        fd: tcp.as_raw_fd(),
+        tls,
+    });
 }
 
 use super::ApiError;
@@ -115,7 +122,7 @@ pub fn endless_body<S>(
         // SAFETY: the descriptor belongs to the connection this request is being handled on,
         // which is open while its handler runs; it is duplicated at once, so the watchdog owns
         // its own descriptor whatever happens to the connection later.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd.0) };
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd.fd) };
         borrowed
             .try_clone_to_owned()
             .map(socket2::Socket::from)

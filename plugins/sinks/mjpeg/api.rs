@@ -13,19 +13,19 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
 
 use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
-use crate::http::face::{endless_body, no_cache, param, ApiError, Live, Query};
+use crate::http::face::{direct, endless_body, no_cache, param, ApiError, Live, Query};
 use crate::mjpeg;
 use crate::node::Capability;
 
-use super::viewer::{mjpeg_body, ViewerFrames, Wanted};
+use super::viewer::{mjpeg_body, write_mjpeg, ViewerFrames, Wanted};
 
 /// The body of an HTTP streaming response.
-pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+pub type ByteStream = LocalBoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// Opens the frames of one viewer, for its multipart body or its WebSocket.
 #[derive(Message, Clone, Copy, Debug)]
@@ -158,9 +158,16 @@ async fn stream(
             }
         },
     };
-    let body: ByteStream = mjpeg_body(frames, first, form).boxed();
-    // Also one of the server's viewers (server.max_viewers); a viewer that takes nothing (it
-    // stopped reading) frees its slots after the timeout.
+    // On a plain TCP connection each part goes out in one write from the shared JPEG bytes
+    // (`direct`), which also cuts off a client that takes nothing for the timeout; otherwise
+    // (TLS, HTTP/1.0) actix writes the pieces and `endless_body` watches for the stall.
+    let body: ByteStream = match direct(&req, write_timeout) {
+        Some(socket) => socket
+            .body(move |writer| write_mjpeg(frames, first, form, writer))
+            .boxed_local(),
+        None => mjpeg_body(frames, first, form).boxed_local(),
+    };
+    // Also one of the server's viewers (server.max_viewers).
     Ok(response.streaming(endless_body(&req, body, write_timeout)?))
 }
 

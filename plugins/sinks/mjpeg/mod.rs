@@ -247,7 +247,7 @@ mod tests {
             .send(OpenStream(Wanted::default()))
             .await
             .unwrap()
-            .map(|frames| viewer::mjpeg_body(frames, None, form).boxed())
+            .map(|frames| viewer::mjpeg_body(frames, None, form).boxed_local())
             .unwrap();
         (stream, body)
     }

@@ -17,6 +17,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use crate::adapt::FeedReader;
 use crate::error::ServiceError;
 use crate::frame::EncodedFrame;
+use crate::http::face::DirectWriter;
 use crate::metrics::{DropReason, NodeMetrics};
 use crate::mjpeg;
 use crate::pacing::RateLimiter;
@@ -192,19 +193,41 @@ impl ViewerMetrics {
     }
 }
 
-struct Body {
+/// What a viewer's stream sends, whoever writes it (actix's body or a `DirectWriter`): which
+/// frame next, and the bytes of its part.
+struct Parts {
     frames: ViewerFrames,
     form: mjpeg::Form,
-    /// Chunks of the current part still to yield.
-    pending: VecDeque<Bytes>,
     /// A frame taken already (to name the size in the response headers), sent first.
     first: Option<Arc<EncodedFrame>>,
     /// The last frame sent, repeated when no new one comes for `KEEPALIVE`.
     last: Option<Arc<EncodedFrame>>,
     /// Where each part's headers are written. The server copies a chunk into the connection's
-    /// buffer and drops it before asking for the next, so the next `split` reuses this memory:
-    /// no allocation per part.
+    /// buffer (or the socket takes it) before the next part is made, so the next `split` reuses
+    /// this memory: no allocation per part.
     scratch: BytesMut,
+}
+
+/// One part's pieces, in order: headers or the start of the JPEG, the JPEG (shared, never
+/// copied), the end. At most 4.
+struct Part {
+    pieces: [Bytes; 4],
+    len: usize,
+}
+
+impl Part {
+    fn of(pieces: &[Bytes]) -> Part {
+        let mut part = Part {
+            pieces: Default::default(),
+            len: pieces.len(),
+        };
+        part.pieces[..pieces.len()].clone_from_slice(pieces);
+        part
+    }
+
+    fn pieces(&self) -> &[Bytes] {
+        &self.pieces[..self.len]
+    }
 }
 
 /// Room for one part's headers or timestamp segment (about 110 bytes).
@@ -213,34 +236,68 @@ const HEAD_ROOM: usize = 256;
 /// How long a viewer may go without a part before the last one is sent again.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl Body {
-    /// Queues `frame`'s part (the JPEG bytes shared, never copied) and returns its first chunk.
-    fn part(&mut self, frame: &Arc<EncodedFrame>) -> Bytes {
+impl Parts {
+    fn new(frames: ViewerFrames, first: Option<Arc<EncodedFrame>>, form: mjpeg::Form) -> Parts {
+        Parts {
+            frames,
+            form,
+            first,
+            last: None,
+            scratch: BytesMut::with_capacity(HEAD_ROOM),
+        }
+    }
+
+    /// What a stream in this form starts with, before its first part.
+    fn preamble(&self) -> Option<Bytes> {
+        (self.form == mjpeg::Form::Advance).then(|| Bytes::from_static(mjpeg::ADVANCE_HEADER))
+    }
+
+    /// The next part: the next frame's, or the last one again when none came for `KEEPALIVE`
+    /// (capture stopped, camera idle), so that the connection is written to and a viewer that
+    /// left is noticed. `None` when the stream ends.
+    async fn next(&mut self) -> Option<Part> {
+        let frame = match self.first.take() {
+            Some(first) => first,
+            None => loop {
+                match tokio::time::timeout(KEEPALIVE, self.frames.next()).await {
+                    Ok(next) => break next?,
+                    Err(_) => {
+                        let Some(last) = self.last.clone() else {
+                            continue;
+                        };
+                        self.frames.metrics.bytes.inc_by(last.data.len() as u64);
+                        return Some(self.part(&last));
+                    }
+                }
+            },
+        };
+        self.frames.metrics.sent(&frame);
+        self.last = Some(frame.clone());
+        Some(self.part(&frame))
+    }
+
+    /// `frame`'s part in this stream's form.
+    fn part(&mut self, frame: &Arc<EncodedFrame>) -> Part {
         let data = &frame.data;
         let at = frame.captured_at;
+        let end = |form| match form {
+            mjpeg::Form::Classic => Bytes::from_static(mjpeg::PART_END),
+            mjpeg::Form::Advance => Bytes::from_static(mjpeg::ADVANCE_END),
+        };
         match self.form {
             mjpeg::Form::Classic => {
-                self.pending.push_back(data.clone());
-                self.pending.push_back(Bytes::from_static(mjpeg::PART_END));
-                from_scratch(&mut self.scratch, |b| {
+                let head = from_scratch(&mut self.scratch, |b| {
                     mjpeg::write_part_header(b, data.len(), at)
-                })
+                });
+                Part::of(&[head, data.clone(), end(self.form)])
             }
             // The headers went out after the previous JPEG; the capture time goes inside this one.
             mjpeg::Form::Advance if data.starts_with(&[0xFF, 0xD8]) => {
                 let stamp =
                     from_scratch(&mut self.scratch, |b| mjpeg::write_timestamp_segment(b, at));
-                self.pending.push_back(stamp);
-                self.pending.push_back(data.slice(2..));
-                self.pending
-                    .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
-                data.slice(..2)
+                Part::of(&[data.slice(..2), stamp, data.slice(2..), end(self.form)])
             }
-            mjpeg::Form::Advance => {
-                self.pending
-                    .push_back(Bytes::from_static(mjpeg::ADVANCE_END));
-                data.clone()
-            }
+            mjpeg::Form::Advance => Part::of(&[data.clone(), end(self.form)]),
         }
     }
 }
@@ -253,50 +310,48 @@ fn from_scratch(scratch: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) -> By
     scratch.split().freeze()
 }
 
-/// The multipart body of one viewer in `form`; `first` (already taken from `frames`) goes out
-/// first. The advance form starts with its first part's headers at once.
+/// The multipart body of one viewer in `form`, as actix writes it (each piece copied into the
+/// connection's buffer); `first` (already taken from `frames`) goes out first. The advance form
+/// starts with its first part's headers at once.
 pub(super) fn mjpeg_body(
     frames: ViewerFrames,
     first: Option<Arc<EncodedFrame>>,
     form: mjpeg::Form,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let mut pending = VecDeque::with_capacity(4);
-    if form == mjpeg::Form::Advance {
-        pending.push_back(Bytes::from_static(mjpeg::ADVANCE_HEADER));
-    }
-    let body = Body {
-        frames,
-        form,
-        pending,
-        first,
-        last: None,
-        scratch: BytesMut::with_capacity(HEAD_ROOM),
-    };
-    stream::unfold(body, |mut b| async move {
-        if let Some(chunk) = b.pending.pop_front() {
-            return Some((Ok(chunk), b));
+    let parts = Parts::new(frames, first, form);
+    let pending: VecDeque<Bytes> = parts.preamble().into_iter().collect();
+    stream::unfold((parts, pending), |(mut parts, mut pending)| async move {
+        if pending.is_empty() {
+            pending.extend(parts.next().await?.pieces().iter().cloned());
         }
-        let frame = match b.first.take() {
-            Some(first) => first,
-            None => loop {
-                match tokio::time::timeout(KEEPALIVE, b.frames.next()).await {
-                    Ok(next) => break next?,
-                    Err(_) => {
-                        // No new frame (capture stopped, camera idle): send the last picture again
-                        // so the connection is written to and a viewer that left is noticed.
-                        let Some(last) = b.last.clone() else { continue };
-                        b.frames.metrics.bytes.inc_by(last.data.len() as u64);
-                        let header = b.part(&last);
-                        return Some((Ok(header), b));
-                    }
-                }
-            },
-        };
-        b.frames.metrics.sent(&frame);
-        b.last = Some(frame.clone());
-        let header = b.part(&frame);
-        Some((Ok(header), b))
+        let chunk = pending.pop_front()?;
+        Some((Ok(chunk), (parts, pending)))
     })
+}
+
+/// The same stream written by a `DirectWriter`: each part in one vectored write from the shared
+/// JPEG bytes. Ends when the stream does or the client goes.
+pub(super) async fn write_mjpeg(
+    frames: ViewerFrames,
+    first: Option<Arc<EncodedFrame>>,
+    form: mjpeg::Form,
+    mut writer: DirectWriter,
+) {
+    let mut parts = Parts::new(frames, first, form);
+    if let Some(preamble) = parts.preamble() {
+        if writer.send(&[&preamble]).await.is_err() {
+            return;
+        }
+    }
+    while let Some(part) = parts.next().await {
+        let mut slices: [&[u8]; 4] = [&[]; 4];
+        for (slice, piece) in slices.iter_mut().zip(part.pieces()) {
+            *slice = piece;
+        }
+        if writer.send(&slices[..part.len]).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
