@@ -36,26 +36,38 @@ def http(method, url, body=None, content_type=None):
         return e.code, e.headers, e.read().decode()
 
 
-async def run(base, camera, seconds):
+async def connect(base, camera):
+    """A recvonly peer connected over WHEP: (pc, track, session location, a future set when the
+    connection closes or fails)."""
     pc = RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     got_track = asyncio.get_running_loop().create_future()
+    ended = asyncio.get_running_loop().create_future()
 
     @pc.on("track")
     def on_track(track):
         if not got_track.done():
             got_track.set_result(track)
 
-    started = time.monotonic()
+    @pc.on("connectionstatechange")
+    def on_state():
+        if pc.connectionState in ("closed", "failed") and not ended.done():
+            ended.set_result(f"connection {pc.connectionState}")
+
     await pc.setLocalDescription(await pc.createOffer())
     status, headers, answer = await asyncio.to_thread(
         http, "POST", f"{base}/api/webrtc/whep/{camera}",
         pc.localDescription.sdp.encode(), "application/sdp")
     if status != 201:
         raise SystemExit(f"WHEP POST answered {status}: {answer}")
-    location = headers.get("Location")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     track = await asyncio.wait_for(got_track, 10)
+    return pc, track, headers.get("Location"), ended
+
+
+async def run(base, camera, seconds):
+    started = time.monotonic()
+    pc, track, location, _ = await connect(base, camera)
     frame = await asyncio.wait_for(track.recv(), 10)
     first_frame_ms = (time.monotonic() - started) * 1000
     frames, t0 = 0, time.monotonic()
@@ -90,29 +102,7 @@ async def run(base, camera, seconds):
 
 
 async def until_closed(base, camera):
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
-    got_track = asyncio.get_running_loop().create_future()
-    ended = asyncio.get_running_loop().create_future()
-
-    @pc.on("track")
-    def on_track(track):
-        if not got_track.done():
-            got_track.set_result(track)
-
-    @pc.on("connectionstatechange")
-    def on_state():
-        if pc.connectionState in ("closed", "failed") and not ended.done():
-            ended.set_result(f"connection {pc.connectionState}")
-
-    await pc.setLocalDescription(await pc.createOffer())
-    status, _, answer = await asyncio.to_thread(
-        http, "POST", f"{base}/api/webrtc/whep/{camera}",
-        pc.localDescription.sdp.encode(), "application/sdp")
-    if status != 201:
-        raise SystemExit(f"WHEP POST answered {status}: {answer}")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    track = await asyncio.wait_for(got_track, 10)
+    pc, track, _, ended = await connect(base, camera)
     await asyncio.wait_for(track.recv(), 10)
     print(json.dumps({"first_frame": True}), flush=True)
     frames, how = 1, "timeout"
