@@ -24,6 +24,10 @@ const FPS: u32 = 15;
 #[derive(Clone, Debug)]
 struct Decoded {
     session: String,
+    /// Its number in the session, from 1.
+    n: u64,
+    /// An IDR.
+    key: bool,
     width: u64,
     height: u64,
     painted: Option<u32>,
@@ -131,6 +135,8 @@ fn decoded(event: &Value) -> Decoded {
     let rows = band.len() as u32 / (width as u32 * 3);
     Decoded {
         session: event["session"].as_str().unwrap().to_string(),
+        n: event["n"].as_u64().unwrap(),
+        key: event["key"] == true,
         width,
         height: event["height"].as_u64().unwrap(),
         painted: camgraph::plugins::sources::testsrc::read_marks(&band, width as u32, rows)
@@ -154,7 +160,7 @@ fn graph_yaml(sinks: &[(&str, String)]) -> String {
          front: {{ type: camera, source: test, width: {W}, height: {H}, fps: {FPS} }}\n  \
          front_jpeg: {{ type: jpeg_encoder, inputs: [front] }}\n  \
          front_mjpeg: {{ type: mjpeg_sink, inputs: [front_jpeg] }}\n  \
-         front_h264: {{ type: h264_encoder, inputs: [front], bitrate_kbps: 1000 }}\n"
+         front_h264: {{ type: h264_encoder, inputs: [front], bitrate_kbps: 1000, keyframe_interval: 600 }}\n"
     );
     for (id, settings) in sinks {
         yaml.push_str(&format!(
@@ -190,6 +196,8 @@ fn whip_sink_publishes_with_its_token_and_the_servers_ice_servers() {
         token,
         "--link",
         "<stun:127.0.0.1:3478>; rel=\"ice-server\"",
+        "--pli-at",
+        "40",
     ]);
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("whip.token");
@@ -241,6 +249,32 @@ fn whip_sink_publishes_with_its_token_and_the_servers_ice_servers() {
         server.metric("camgraph_sink_state{camera=\"front\",node=\"front_whip\",state=\"publishing\",type=\"whip_sink\"}"),
         Some(1.0)
     );
+
+    // The receiver's PLI at its 40th frame brings a keyframe (periodic ones are 40 s apart).
+    let pli = wait_for("the receiver's PLI", Duration::from_secs(10), || {
+        media.events("pli").into_iter().last()
+    });
+    let session = pli["session"].as_str().unwrap().to_string();
+    let at = pli["n"].as_u64().unwrap();
+    let key_after = wait_for("a keyframe after the PLI", Duration::from_secs(5), || {
+        let frames = media.frames();
+        let after: Vec<_> = frames
+            .iter()
+            .filter(|f| f.session == session && f.n > at)
+            .collect();
+        (after.len() >= 15).then(|| after.iter().find(|f| f.key).map(|f| f.n))
+    });
+    let keys_before: Vec<u64> = media
+        .frames()
+        .iter()
+        .filter(|f| f.session == session && f.key && f.n > at.saturating_sub(15) && f.n <= at)
+        .map(|f| f.n)
+        .collect();
+    println!("PLI at frame {at}: keyframe at {key_after:?}; keyframes in the 15 before: {keys_before:?}");
+    assert!(keys_before.is_empty(), "{keys_before:?}");
+    assert!(key_after.is_some_and(|n| n <= at + 15), "{key_after:?}");
+    let requests = node(&server, "front_whip")["stats"]["keyframe_requests"].as_u64();
+    assert!(requests >= Some(1), "{requests:?}");
     assert!(!server.log().contains(token), "the token was logged");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }

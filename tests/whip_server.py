@@ -1,6 +1,6 @@
 """A WHIP endpoint that camgraph did not write (RFC 9725), receiving with aiortc, for tests/whip.rs.
 
-    python3 tests/whip_server.py [--port N] [--band-rows R] [--token T] [--link LINK]...
+    python3 tests/whip_server.py [--port N] [--band-rows R] [--token T] [--link LINK]... [--pli-at N]
 
 Serves HTTP/1.1 on 127.0.0.1 (port 0 picks one) with asyncio alone:
 
@@ -9,12 +9,14 @@ Serves HTTP/1.1 on 127.0.0.1 (port 0 picks one) with asyncio alone:
   links are how a server announces STUN/TURN servers). With --token, a request without
   "Authorization: Bearer T" gets 401.
 - DELETE of a session's Location -> 200 (its connection closed); an unknown one -> 404.
+- With --pli-at N, the receiver asks for a keyframe (RTCP PLI) at the N-th frame of a session,
+  as a receiver that lost pictures would.
 - POST /notfound -> 404 text/plain; POST /html -> 200 text/html (targets that are no WHIP
   endpoint).
 
 Prints one JSON line per event on stdout: {"event": "listening", "port"}, {"event": "post",
 "path", "authorization", "session"}, {"event": "frame", "session", "n", "width", "height",
-"band"} for every decoded frame (band: the top R rows as hex RGB, default 64, where the test
+"key", "band"} for every decoded frame (key: an IDR), {"event": "pli", "session", "n"} (band: the top R rows as hex RGB, default 64, where the test
 camera paints its frame number; tests/whip.rs reads it with the crate's own read_marks), and
 {"event": "delete", "path", "status"}.
 """
@@ -47,7 +49,7 @@ def top_rows(frame, rows):
     return b"".join(data[r * plane.line_size:r * plane.line_size + width] for r in range(rows))
 
 
-async def receive(session, track, band_rows):
+async def receive(session, track, receiver, args):
     n = 0
     while True:
         try:
@@ -56,7 +58,11 @@ async def receive(session, track, band_rows):
             return
         n += 1
         emit(event="frame", session=session, n=n, width=frame.width, height=frame.height,
-             band=top_rows(frame, band_rows).hex())
+             key=frame.key_frame, band=top_rows(frame, args.band_rows).hex())
+        sources = receiver.getSynchronizationSources()
+        if n == args.pli_at and sources:
+            await receiver._send_rtcp_pli(sources[0].source)
+            emit(event="pli", session=session, n=n)
 
 
 async def respond(writer, status, reason, headers=(), body=b""):
@@ -79,7 +85,8 @@ async def post_offer(path, headers, body, writer, args):
 
     @pc.on("track")
     def on_track(track):
-        asyncio.ensure_future(receive(session, track, args.band_rows))
+        receiver = pc.getTransceivers()[0].receiver
+        asyncio.ensure_future(receive(session, track, receiver, args))
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body.decode(), type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
@@ -132,6 +139,7 @@ async def main():
     parser.add_argument("--band-rows", type=int, default=64)
     parser.add_argument("--token")
     parser.add_argument("--link", action="append", default=[])
+    parser.add_argument("--pli-at", type=int, default=0)
     args = parser.parse_args()
     server = await asyncio.start_server(lambda r, w: handle(r, w, args), "127.0.0.1", args.port)
     emit(event="listening", port=server.sockets[0].getsockname()[1])
