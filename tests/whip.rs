@@ -270,7 +270,9 @@ fn whip_sink_publishes_with_its_token_and_the_servers_ice_servers() {
         .filter(|f| f.session == session && f.key && f.n > at.saturating_sub(15) && f.n <= at)
         .map(|f| f.n)
         .collect();
-    println!("PLI at frame {at}: keyframe at {key_after:?}; keyframes in the 15 before: {keys_before:?}");
+    println!(
+        "PLI at frame {at}: keyframe at {key_after:?}; keyframes in the 15 before: {keys_before:?}"
+    );
     assert!(keys_before.is_empty(), "{keys_before:?}");
     assert!(key_after.is_some_and(|n| n <= at + 15), "{key_after:?}");
     let requests = node(&server, "front_whip")["stats"]["keyframe_requests"].as_u64();
@@ -394,7 +396,7 @@ fn bad_targets_are_down_with_a_clear_error_and_leave_the_camera_alone() {
             "answered 200 with an HTML page, not an SDP answer",
         ),
     ];
-    let sinks: Vec<(&str, String)> = cases
+    let mut sinks: Vec<(&str, String)> = cases
         .iter()
         .map(|(id, url, _)| (*id, format!("url: \"{url}\"")))
         .collect();
@@ -417,6 +419,33 @@ fn bad_targets_are_down_with_a_clear_error_and_leave_the_camera_alone() {
         assert!(!said.contains(url.as_str()), "{id}: {said}");
         assert_eq!(down["state"], "down", "{id}: {down}");
     }
+    // A token that cannot be read fails that node alone (added by a reload here; in the file at
+    // start it stops camgraph from starting, as server.auth's do), saying where it looked.
+    sinks.push((
+        "no_token",
+        format!(
+            "url: \"{}\", token_file: /no/such/whip.token",
+            media.url("/whip/cam")
+        ),
+    ));
+    server.rewrite_config(&graph_yaml(&sinks));
+    let failed = wait_for(
+        "the node without its token to fail",
+        Duration::from_secs(10),
+        || {
+            let (_, graph) = server.get_json("/api/graph");
+            graph["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == "no_token" && n["state"] == "failed")
+                .cloned()
+        },
+    );
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("the WHIP token: cannot read token_file /no/such/whip.token"),
+        "{failed}"
+    );
     // Still down a while later, not flapping into a panic, and the camera streams all along.
     std::thread::sleep(Duration::from_secs(2));
     for (id, _, _) in &cases {

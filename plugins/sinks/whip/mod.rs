@@ -73,24 +73,31 @@ impl WhipSinkConfig {
     }
 }
 
-/// Problems of a WHIP URL, in words.
+/// Problems of a WHIP URL, in words. The URL itself is not repeated: its path may hold a stream
+/// key, and a reload's errors are shown by `/api/graph`.
 fn url_problem(url: &str) -> Option<String> {
     if url.starts_with("https://") {
-        return Some(format!(
-            "'url' must be an http:// URL: https:// is not supported (got '{url}'; put a \
-             TLS-terminating proxy on the robot, or use the server's plain-HTTP port)"
-        ));
+        return Some(
+            "'url' must be an http:// URL: https:// is not supported (put a TLS-terminating \
+             proxy on the robot, or use the server's plain-HTTP port)"
+                .into(),
+        );
     }
     let Some(rest) = url.strip_prefix("http://") else {
+        let got = match url.split_once("://") {
+            Some((scheme, _)) => format!("a {scheme}:// URL"),
+            None => "no scheme".into(),
+        };
         return Some(format!(
-            "'url' must be an http:// URL of a WHIP endpoint (got '{url}')"
+            "'url' must be an http:// URL of a WHIP endpoint (got {got})"
         ));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains('@') || host.chars().any(char::is_whitespace) {
-        return Some(format!(
-            "'url' needs a host (and no user:password@; use token_file) (got '{url}')"
-        ));
+        return Some(
+            "'url' needs a host, and no user:password@ (a token goes in token_file or token_env)"
+                .into(),
+        );
     }
     None
 }
