@@ -179,15 +179,17 @@ pub async fn run(setup: Setup) {
     let mut backoff = Backoff::between(random_u64(), FIRST_WAIT, MAX_WAIT);
     // STUN/TURN servers the server announced (RFC 9725 4.6), used from then on.
     let mut learned: Vec<IceServer> = Vec::new();
-    let mut failed_before = false;
+    let mut before = Before::default();
     setup.note_servers(&learned);
     loop {
         setup.set(State::Connecting, None);
-        let ended = attempt(&setup, &mut learned, failed_before).await;
+        let ended = attempt(&setup, &mut learned, before).await;
+        before.reoffered = false;
         let wait = match ended {
             Ended::Stopped => return,
             Ended::Again => {
                 setup.note_servers(&learned);
+                before.reoffered = true;
                 continue;
             }
             Ended::Failed {
@@ -198,7 +200,7 @@ pub async fn run(setup: Setup) {
             } => {
                 tracing::warn!(camera = %setup.camera, "whip_sink: {error}");
                 setup.set(State::Down, Some(error));
-                failed_before = true;
+                before.failed = true;
                 if published {
                     backoff.reset();
                 }
@@ -249,7 +251,41 @@ impl PeerConnectionEventHandler for Events {
 
 /// One connection: from the offer to its end. The server's session, if one was created, is
 /// deleted on the way out.
-async fn attempt(s: &Setup, learned: &mut Vec<IceServer>, failed_before: bool) -> Ended {
+/// What the attempts before this one did.
+#[derive(Clone, Copy, Default)]
+struct Before {
+    /// One failed: publishing again counts as a reconnect.
+    failed: bool,
+    /// The last one was deleted to offer again with announced ICE servers: this one does not,
+    /// whatever the server announces (a server announcing new ones every time must not loop).
+    reoffered: bool,
+}
+
+/// Adds the ICE servers a server announced to `learned`; true if any is new (by its URLs, not
+/// configured and not learned before). Known ones take the announced credentials (TURN
+/// credentials are often made per session).
+fn learn(
+    configured: &[IceServer],
+    learned: &mut Vec<IceServer>,
+    announced: Vec<IceServer>,
+) -> bool {
+    let mut new = false;
+    for server in announced {
+        if configured.iter().any(|c| c.urls == server.urls) {
+            continue;
+        }
+        match learned.iter_mut().find(|l| l.urls == server.urls) {
+            Some(known) => *known = server,
+            None => {
+                learned.push(server);
+                new = true;
+            }
+        }
+    }
+    new
+}
+
+async fn attempt(s: &Setup, learned: &mut Vec<IceServer>, before: Before) -> Ended {
     let (gathered_tx, mut gathered) = watch::channel(false);
     let (state_tx, mut states) = watch::channel(RTCPeerConnectionState::New);
     let events = Arc::new(Events {
@@ -265,7 +301,7 @@ async fn attempt(s: &Setup, learned: &mut Vec<IceServer>, failed_before: bool) -
         s,
         &pc,
         learned,
-        failed_before,
+        before,
         (&mut gathered, &mut states),
         &mut session,
     )
@@ -283,7 +319,7 @@ async fn connect_and_publish(
     s: &Setup,
     pc: &Arc<dyn PeerConnection>,
     learned: &mut Vec<IceServer>,
-    failed_before: bool,
+    before: Before,
     (gathered, states): (
         &mut watch::Receiver<bool>,
         &mut watch::Receiver<RTCPeerConnectionState>,
@@ -342,21 +378,18 @@ async fn connect_and_publish(
         Some(Ok(created)) => created,
     };
     let answer = created.answer.clone();
-    let announced: Vec<IceServer> = created
-        .ice_servers
-        .iter()
-        .filter(|server| !learned.contains(server) && !s.ice.servers.contains(server))
-        .cloned()
-        .collect();
+    let announced = created.ice_servers.clone();
     s.status
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .sessions += 1;
     *session = Some(created);
-    if !announced.is_empty() {
+    if learn(&s.ice.servers, learned, announced) && !before.reoffered {
         // The offer was gathered without them (non-trickle): offer again with them.
-        tracing::info!(camera = %s.camera, servers = announced.len(), "whip_sink: the server announced ICE servers; offering again with them");
-        learned.extend(announced);
+        tracing::info!(
+            camera = %s.camera,
+            "whip_sink: the server announced ICE servers; offering again with them"
+        );
         return Ended::Again;
     }
     let not_usable = |e: String| Ended::Failed {
@@ -415,7 +448,7 @@ async fn connect_and_publish(
             ))
         }
     }
-    if failed_before {
+    if before.failed {
         s.metrics.reconnects.inc();
     }
     s.set(State::Publishing, None);
@@ -502,4 +535,43 @@ fn start_sending(
         )),
         actix::spawn(feedback::watch(track.clone(), targets)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, credential: &str) -> IceServer {
+        IceServer {
+            urls: vec![url.into()],
+            username: Some("u".into()),
+            credential: Some(credential.into()),
+        }
+    }
+
+    #[test]
+    fn announced_servers_are_new_once_and_keep_their_latest_credentials() {
+        let configured = [server("stun:mine", "")];
+        let mut learned = Vec::new();
+        assert!(learn(
+            &configured,
+            &mut learned,
+            vec![server("turn:t", "a")]
+        ));
+        assert!(
+            !learn(
+                &configured,
+                &mut learned,
+                vec![server("turn:t", "b"), server("stun:mine", "x")]
+            ),
+            "fresh credentials for a known server are no reason to offer again"
+        );
+        assert_eq!(learned, [server("turn:t", "b")]);
+        assert!(learn(
+            &configured,
+            &mut learned,
+            vec![server("stun:other", "")]
+        ));
+        assert_eq!(learned.len(), 2);
+    }
 }
