@@ -147,7 +147,10 @@ fn whep_answers_offers_sessions_and_bad_input_clearly() {
 /// (200) when it stops (internal/protocols/whip/client.go).
 #[test]
 fn whep_answers_what_mediamtx_checks_before_pulling() {
-    let server = Server::start(&webrtc_yaml(2));
+    let server = Server::start(&format!(
+        "server:\n  cors_origins: [\"http://dash.example\"]\n{}",
+        webrtc_yaml(2)
+    ));
     let url = server.url("/api/webrtc/whep/front");
     let options = client::request("OPTIONS", &url, &[], None).unwrap();
     assert!(matches!(options.status, 200 | 204), "{}", options.status);
@@ -167,13 +170,21 @@ fn whep_answers_what_mediamtx_checks_before_pulling() {
         "no ETag: {etag:?}"
     );
     let location = r.header("location").unwrap().to_string();
-    assert!(
-        r.header("access-control-expose-headers")
-            .is_some_and(|h| h.contains("ETag")),
-        "a page on another origin cannot read the ETag"
-    );
     let deleted = client::request("DELETE", &server.url(&location), &[], None).unwrap();
     assert_eq!(deleted.status, 200);
+    // A page on an allowed origin (a WHEP player of a dashboard) may read them too.
+    let r = client::request(
+        "POST",
+        &format!("{url}?bitrate=500"),
+        &[("Origin", "http://dash.example")],
+        Some(("application/sdp", OFFER.as_bytes())),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let exposed = r.header("access-control-expose-headers").unwrap_or("");
+    for name in ["Location", "ETag", "X-Variant"] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
 }
 
 /// The Chromium and aiortc tests measure frame rates on 2 cores; run together, five Chromium

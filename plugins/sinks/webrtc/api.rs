@@ -218,7 +218,6 @@ async fn whep_offer(
         .content_type("application/sdp")
         .insert_header((header::LOCATION, location))
         .insert_header((header::ETAG, format!("\"{}\"", answer.session)))
-        .insert_header(("Access-Control-Expose-Headers", "Location, ETag, X-Variant"))
         .body(answer.sdp))
 }
 
