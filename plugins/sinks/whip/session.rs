@@ -249,8 +249,6 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
-/// One connection: from the offer to its end. The server's session, if one was created, is
-/// deleted on the way out.
 /// What the attempts before this one did.
 #[derive(Clone, Copy, Default)]
 struct Before {
@@ -285,6 +283,8 @@ fn learn(
     new
 }
 
+/// One connection: from the offer to its end. The server's session, if one was created, is
+/// deleted on the way out.
 async fn attempt(s: &Setup, learned: &mut Vec<IceServer>, before: Before) -> Ended {
     let (gathered_tx, mut gathered) = watch::channel(false);
     let (state_tx, mut states) = watch::channel(RTCPeerConnectionState::New);
@@ -315,6 +315,8 @@ async fn attempt(s: &Setup, learned: &mut Vec<IceServer>, before: Before) -> End
     ended
 }
 
+/// The offer, the POST, the answer, the connection, then publishing until it is lost or the node
+/// stops. `session` is set as soon as the server created one, for `attempt` to delete.
 async fn connect_and_publish(
     s: &Setup,
     pc: &Arc<dyn PeerConnection>,
