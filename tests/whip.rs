@@ -466,3 +466,24 @@ fn bad_targets_are_down_with_a_clear_error_and_leave_the_camera_alone() {
     assert!(media.events("post").is_empty());
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
+
+#[test]
+fn the_sinks_delete_arrives_when_camgraph_is_stopped() {
+    let media = WhipServer::start(&[]);
+    let mut server = Server::start(&graph_yaml(&[(
+        "front_whip",
+        format!("url: \"{}\"", media.url("/whip/cam")),
+    )]));
+    media.wait_frames(10, Duration::from_secs(30));
+    let session = format!(
+        "/whip/cam/{}",
+        media.events("post")[0]["session"].as_str().unwrap()
+    );
+    let (status, took) = server.signal_and_wait("TERM", Duration::from_secs(10));
+    println!("exit after SIGTERM in {} ms", took.as_millis());
+    assert!(status.success(), "{status:?}");
+    let delete = wait_for("the sink's DELETE", Duration::from_secs(5), || {
+        media.events("delete").into_iter().next()
+    });
+    assert_eq!(delete["path"], session.as_str(), "{delete}");
+}
