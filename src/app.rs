@@ -12,12 +12,15 @@ use arc_swap::ArcSwap;
 
 use crate::config::{GraphSpec, ServerConfig};
 use crate::error::BuildError;
-use crate::graph::live::{LiveGraph, StopGraph, Supervisor};
+use crate::graph::live::{AwaitStopped, LiveGraph, StopGraph, Supervisor};
 use crate::graph::view::GraphView;
 use crate::graph::watch;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+
+/// How long the exit waits for the nodes' cleanup after the HTTP server has stopped.
+const NODES_STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why camgraph could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,16 @@ impl App {
         } = self;
         let served = server.await;
         let _ = supervisor.send(StopGraph).await;
+        // Nodes finish their cleanup before the process ends (a sink that publishes to a server
+        // says goodbye to it), also when a signal stopped the graph first; a node that hangs
+        // does not hold the exit.
+        let within = NODES_STOP_WITHIN;
+        if let Ok(false) = supervisor.send(AwaitStopped { within }).await {
+            tracing::warn!(
+                "some nodes had not stopped {} s after the shutdown; exiting anyway",
+                within.as_secs_f64()
+            );
+        }
         served
     }
 }

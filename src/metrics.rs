@@ -155,6 +155,12 @@ families! {
     rtp_lost: Counter, Node[],
         "camgraph_rtp_packets_lost_total",
         "RTP packets that WebRTC peers' receiver reports count as lost.";
+    sink_state: Gauge, Node["state"],
+        "camgraph_sink_state",
+        "1 for the state a sink that publishes to a server is in, 0 for its other states.";
+    sink_reconnects: Counter, Node[],
+        "camgraph_sink_reconnects_total",
+        "Times a sink that publishes to a server published again after losing it.";
     reloads: Counter, Process["result"],
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
     http_refused: Counter, Process["reason"],
@@ -593,6 +599,19 @@ impl NodeMetrics {
         self.metrics
             .families
             .rtp_lost
+            .with_label_values(&self.with(&[]))
+    }
+    /// Whether a sink that publishes to a server is in `state` (1) or not (0).
+    pub fn sink_state(&self, state: &str) -> IntGauge {
+        self.metrics
+            .families
+            .sink_state
+            .with_label_values(&self.with(&[state]))
+    }
+    pub fn sink_reconnects(&self) -> IntCounter {
+        self.metrics
+            .families
+            .sink_reconnects
             .with_label_values(&self.with(&[]))
     }
     pub fn encoder_settings(&self) -> IntGauge {

@@ -38,6 +38,24 @@ impl Stopper {
     pub fn fire(&self) {
         self.tx.send_replace(true);
     }
+
+    /// Completes once every token of this stopper is gone: the node's actors have stopped and
+    /// been dropped, after their cleanup.
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+}
+
+/// Fired stoppers of nodes that are stopping, to wait for.
+#[derive(Default)]
+pub struct Stopping(pub Vec<Stopper>);
+
+impl Stopping {
+    /// Waits until every node has stopped, at most `within`; false if some had not by then.
+    pub async fn wait(self, within: std::time::Duration) -> bool {
+        let all = futures_util::future::join_all(self.0.iter().map(Stopper::stopped));
+        tokio::time::timeout(within, all).await.is_ok()
+    }
 }
 
 /// What a node's actors watch to know when to stop.
@@ -181,6 +199,24 @@ mod tests {
             d_stopped.load(Ordering::SeqCst)
         })
         .await;
+    }
+
+    #[actix_rt::test]
+    async fn stopping_waits_for_the_actors_cleanup_within_its_bound() {
+        let stopper = Stopper::new();
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let (p, _) = probe(stopper.token(), Some(cleaned.clone()));
+        let _p = p.start();
+        stopper.fire();
+        assert!(Stopping(vec![stopper]).wait(Duration::from_secs(3)).await);
+        assert!(cleaned.load(Ordering::SeqCst), "done before the cleanup");
+
+        // A token someone keeps: the wait ends at its bound.
+        let stuck = Stopper::new();
+        let _kept = stuck.token();
+        stuck.fire();
+        assert!(!Stopping(vec![stuck]).wait(Duration::from_millis(50)).await);
+        assert!(Stopping::default().wait(Duration::ZERO).await);
     }
 
     #[actix_rt::test]

@@ -27,7 +27,8 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 [ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
-# aiortc: the second, independent WebRTC client of tests/webrtc.rs.
+# aiortc: the second, independent WebRTC client of tests/webrtc.rs, and the receiving peer of
+# the WHIP server of tests/whip.rs (tests/whip_server.py: asyncio only, no aiohttp).
 python3 -c 'import aiortc' 2>/dev/null || python3 -m pip install -q aiortc || python3 -m pip install -q --break-system-packages aiortc
 
 cargo build --all-targets --locked

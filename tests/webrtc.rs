@@ -142,6 +142,51 @@ fn whep_answers_offers_sessions_and_bad_input_clearly() {
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 
+/// MediaMTX pulls a WHEP source (`source: whep://...`) with OPTIONS (200 or 204, ICE servers
+/// from `Link`), then POST, which it refuses without an `ETag` ("ETag is missing"), then DELETE
+/// (200) when it stops (internal/protocols/whip/client.go).
+#[test]
+fn whep_answers_what_mediamtx_checks_before_pulling() {
+    let server = Server::start(&format!(
+        "server:\n  cors_origins: [\"http://dash.example\"]\n{}",
+        webrtc_yaml(2)
+    ));
+    let url = server.url("/api/webrtc/whep/front");
+    let options = client::request("OPTIONS", &url, &[], None).unwrap();
+    assert!(matches!(options.status, 200 | 204), "{}", options.status);
+    let r = client::request(
+        "POST",
+        &url,
+        &[],
+        Some(("application/sdp", OFFER.as_bytes())),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let etag = r.header("etag").map(str::to_string);
+    assert!(
+        etag.as_deref()
+            .is_some_and(|e| e.len() > 2 && e.starts_with('"')),
+        "no ETag: {etag:?}"
+    );
+    let location = r.header("location").unwrap().to_string();
+    let deleted = client::request("DELETE", &server.url(&location), &[], None).unwrap();
+    assert_eq!(deleted.status, 200);
+    // A page on an allowed origin (a WHEP player of a dashboard) may read them too.
+    let r = client::request(
+        "POST",
+        &format!("{url}?bitrate=500"),
+        &[("Origin", "http://dash.example")],
+        Some(("application/sdp", OFFER.as_bytes())),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let exposed = r.header("access-control-expose-headers").unwrap_or("");
+    for name in ["Location", "ETag", "X-Variant"] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
+}
+
 /// The Chromium and aiortc tests measure frame rates on 2 cores; run together, five Chromium
 /// decoders starve aiortc's (24.5 fps seen in a loaded run). One at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());

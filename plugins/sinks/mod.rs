@@ -4,3 +4,5 @@ pub mod mjpeg;
 pub mod snapshot;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
+#[cfg(feature = "webrtc")]
+pub mod whip;

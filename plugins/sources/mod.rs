@@ -240,20 +240,27 @@ impl Control {
 /// How often the "no signal" picture is sent while the source is down.
 const NO_SIGNAL_FPS: u32 = 2;
 
-/// Waits between attempts to reopen a failed source: doubling from `FIRST` up to `MAX`, each wait
-/// spread by +-20 % so that many cameras do not retry in lockstep.
+/// Waits between attempts to reopen a failed source (or to reach a server again): doubling from
+/// `first` up to `max`, each wait spread by +-20 % so that many cameras do not retry in lockstep.
 pub struct Backoff {
     next: Duration,
+    first: Duration,
+    max: Duration,
     seed: u64,
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_millis(500);
-
+    /// A camera's: 100 ms doubling to 500 ms.
     pub fn new(seed: u64) -> Self {
+        Self::between(seed, Duration::from_millis(100), Duration::from_millis(500))
+    }
+
+    /// Doubling from `first` up to `max`.
+    pub fn between(seed: u64, first: Duration, max: Duration) -> Self {
         Self {
-            next: Self::FIRST,
+            next: first,
+            first,
+            max,
             seed: seed | 1,
         }
     }
@@ -266,12 +273,12 @@ impl Backoff {
         self.seed ^= self.seed << 17;
         let spread = (self.seed % 401) as f64 / 1000.0 - 0.2; // -0.2 ..= +0.2
         let wait = self.next.mul_f64(1.0 + spread);
-        self.next = (self.next * 2).min(Self::MAX);
+        self.next = (self.next * 2).min(self.max);
         wait
     }
 
     pub fn reset(&mut self) {
-        self.next = Self::FIRST;
+        self.next = self.first;
     }
 }
 

@@ -12,7 +12,8 @@ use crate::registry::DynNode;
 
 pub use load::{load_file, parse, MAX_DEPTH, MAX_FILE_BYTES};
 pub use server::{
-    over_max_cameras, ApiSources, Auth, Role, ServerConfig, TlsConfig, TokenConfig, TokenSource,
+    over_max_cameras, ApiSources, Auth, Role, SecretError, ServerConfig, TlsConfig, TokenConfig,
+    TokenSource,
 };
 
 /// A whole, validated configuration.

@@ -156,6 +156,46 @@ impl fmt::Debug for TokenSource {
     }
 }
 
+impl TokenSource {
+    /// The secret, surrounding whitespace removed; an unreadable file, an unset variable or an
+    /// empty secret is an error naming where it was looked for (never what it holds).
+    pub fn read(&self) -> Result<String, SecretError> {
+        let (secret, what) = match self {
+            TokenSource::File(path) => (
+                std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+                format!("token_file {}", path.display()),
+            ),
+            TokenSource::Env(var) => (
+                std::env::var(var).map_err(|_| SecretError::Env(var.clone()))?,
+                format!("environment variable {var}"),
+            ),
+            TokenSource::Literal(token) => (token.clone(), "token".to_string()),
+        };
+        let secret = secret.trim();
+        if secret.is_empty() {
+            return Err(SecretError::Empty(what));
+        }
+        Ok(secret.to_string())
+    }
+}
+
+/// Why a token's secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read token_file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("environment variable {0} is not set")]
+    Env(String),
+    #[error("{0} is empty")]
+    Empty(String),
+}
+
 /// A token entry as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use serde::Serialize;
 
 use super::view::{GraphView, Published};
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::mjpeg::format_timestamp;
 use crate::node::NodeId;
 use crate::registry::Registry;
+use crate::stop::Stopping;
 
 /// Re-reads the configuration file and applies the difference.
 #[derive(Message, Clone, Copy, Debug)]
@@ -51,6 +52,14 @@ pub struct RemoveCamera {
 #[derive(Message, Clone, Copy, Debug)]
 #[rtype(result = "()")]
 pub struct StopGraph;
+
+/// Completes once the nodes stopped by `StopGraph` have stopped (their cleanup done), or after
+/// `within`; false if some had not by then.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "bool")]
+pub struct AwaitStopped {
+    pub within: std::time::Duration,
+}
 
 /// The outcome of the last reload, shown by `GET /api/graph`.
 #[derive(Clone, Debug, Serialize)]
@@ -355,12 +364,18 @@ impl LiveGraph {
 pub struct Supervisor {
     live: LiveGraph,
     published: Published,
+    /// The nodes `StopGraph` stopped, for `AwaitStopped`.
+    stopping: Stopping,
 }
 
 impl Supervisor {
     /// Takes `live` over and publishes its first view to `published`.
     pub fn new(live: LiveGraph, published: Published) -> Self {
-        let owner = Self { live, published };
+        let owner = Self {
+            live,
+            published,
+            stopping: Stopping::default(),
+        };
         owner.publish();
         owner
     }
@@ -404,7 +419,16 @@ impl Handler<RemoveCamera> for Supervisor {
 impl Handler<StopGraph> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: StopGraph, _: &mut Self::Context) {
-        self.live.graph.stop();
+        let stopped = self.live.graph.stop();
+        self.stopping.0.extend(stopped.0);
         self.publish();
+    }
+}
+
+impl Handler<AwaitStopped> for Supervisor {
+    type Result = ResponseFuture<bool>;
+    fn handle(&mut self, msg: AwaitStopped, _: &mut Self::Context) -> Self::Result {
+        let stopping = std::mem::take(&mut self.stopping);
+        Box::pin(stopping.wait(msg.within))
     }
 }

@@ -19,7 +19,7 @@ use crate::error::BuildError;
 use crate::metrics::Metrics;
 use crate::node::{BuildContext, Services, StatsFn};
 use crate::port::Port;
-use crate::stop::Stopper;
+use crate::stop::{Stopper, Stopping};
 pub use view::{GraphView, Lookup, NodeView};
 
 struct RunningNode {
@@ -266,11 +266,14 @@ impl Graph {
             .collect()
     }
 
-    /// Stops every node, consumers first.
-    pub fn stop(&mut self) {
+    /// Stops every node, consumers first; gives their stoppers, to wait until they have stopped.
+    pub fn stop(&mut self) -> Stopping {
+        let mut stopping = Stopping::default();
         while let Some(node) = self.nodes.pop() {
             node.stop.fire();
+            stopping.0.push(node.stop);
         }
+        stopping
     }
 }
 

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::face::read_body;
 use super::ApiError;
-use crate::config::{Auth, Role, TokenConfig, TokenSource};
+use crate::config::{Auth, Role, SecretError, TokenConfig, TokenSource};
 
 /// The cookie the viewer page's session carries.
 pub const COOKIE: &str = "camgraph_token";
@@ -25,16 +25,8 @@ const SHORT_TOKEN: usize = 16;
 /// Why the tokens could not be read, or why the server may not start without them.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("server.auth: token '{name}': cannot read token_file {path}: {source}")]
-    File {
-        name: String,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("server.auth: token '{name}': {what} is empty")]
-    Empty { name: String, what: String },
-    #[error("server.auth: token '{name}': environment variable {var} is not set")]
-    Env { name: String, var: String },
+    #[error("server.auth: token '{name}': {source}")]
+    Secret { name: String, source: SecretError },
     #[error("server.auth: token '{name}' may hold only visible ASCII characters other than '\"', ',', ';' and '\\' (it travels in headers and a cookie)")]
     Characters { name: String },
     #[error("server.auth: two tokens (e.g. '{0}') have the same secret")]
@@ -92,35 +84,17 @@ impl Tokens {
         let mut tokens: Vec<Token> = Vec::new();
         for c in configs {
             let name = c.name.clone();
-            let (secret, what) = match &c.secret {
-                TokenSource::File(path) => (
-                    std::fs::read_to_string(path).map_err(|source| AuthError::File {
-                        name: name.clone(),
-                        path: path.display().to_string(),
-                        source,
-                    })?,
-                    format!("token_file {}", path.display()),
-                ),
-                TokenSource::Env(var) => (
-                    std::env::var(var).map_err(|_| AuthError::Env {
-                        name: name.clone(),
-                        var: var.clone(),
-                    })?,
-                    format!("environment variable {var}"),
-                ),
-                TokenSource::Literal(token) => {
-                    tracing::warn!(
-                        token = %name,
-                        "server.auth: this token is written in the configuration file; prefer \
-                         token_file or token_env (files get shared)"
-                    );
-                    (token.clone(), "token".to_string())
-                }
-            };
-            let secret = secret.trim();
-            if secret.is_empty() {
-                return Err(AuthError::Empty { name, what });
+            if let TokenSource::Literal(_) = c.secret {
+                tracing::warn!(
+                    token = %name,
+                    "server.auth: this token is written in the configuration file; prefer \
+                     token_file or token_env (files get shared)"
+                );
             }
+            let secret = c.secret.read().map_err(|source| AuthError::Secret {
+                name: name.clone(),
+                source,
+            })?;
             if !secret
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))

@@ -70,9 +70,10 @@ pub async fn cors(
     if let Some(origin) = allowed {
         let h = res.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        // Every header of ours a page may need to read, whichever route sent it.
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Location, X-Timestamp"),
+            HeaderValue::from_static("Location, ETag, X-Timestamp, X-Frame-Size, X-Variant"),
         );
         h.append(header::VARY, HeaderValue::from_static("Origin"));
     }

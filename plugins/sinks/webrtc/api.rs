@@ -8,7 +8,8 @@
 //! answer (`"variant"` in the WS answer, `X-Variant` for WHEP).
 //! - WHEP (draft-ietf-wish-whep; the POST/201/Location/DELETE shape of WHIP, RFC 9725):
 //!   `POST /api/webrtc/whep/{camera}` with an `application/sdp` offer -> `201`, the answer and
-//!   the session's `Location`; `DELETE` that location ends it; `OPTIONS` answers.
+//!   the session's `Location` and an `ETag`; `DELETE` that location ends it; `OPTIONS` answers
+//!   (MediaMTX asks it before pulling with `source: whep://...`).
 //! - `GET /webrtc`: the minimal WebRTC player page.
 //!
 //! Also the messages both send the sink, and the capability by which they find it.
@@ -211,10 +212,12 @@ async fn whep_offer(
     if let Some(variant) = &answer.variant {
         response.insert_header(("X-Variant", variant.as_str()));
     }
+    // The ETag names the session's ICE state (RFC 9725 4.3.1); MediaMTX's WHEP client refuses
+    // an answer without one.
     Ok(response
         .content_type("application/sdp")
         .insert_header((header::LOCATION, location))
-        .insert_header(("Access-Control-Expose-Headers", "Location, X-Variant"))
+        .insert_header((header::ETAG, format!("\"{}\"", answer.session)))
         .body(answer.sdp))
 }
 

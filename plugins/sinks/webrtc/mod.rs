@@ -14,8 +14,9 @@
 //! interface, mDNS off. Behind NAT, give `ice.nat_1to1_ips` or STUN/TURN `ice.servers`.
 
 pub mod api;
-mod feedback;
-mod peer;
+pub(crate) mod connection;
+pub(crate) mod feedback;
+pub(crate) mod peer;
 mod sink;
 mod ws;
 
@@ -37,7 +38,7 @@ use crate::node::{
 use crate::port::{PortKind, Ports};
 use crate::stop::{start_on_own_thread, Stopper};
 
-pub use peer::H264_FMTP;
+pub use connection::H264_FMTP;
 
 /// Settings of a `webrtc_sink` node.
 #[derive(Clone, Debug, Deserialize)]
@@ -115,7 +116,7 @@ impl Default for WebRtcSinkConfig {
 }
 
 impl IceConfig {
-    fn validate(&self, issues: &mut Vec<FieldIssue>) {
+    pub(crate) fn validate(&self, issues: &mut Vec<FieldIssue>) {
         let udp_addrs = self.udp_addrs.as_deref().unwrap_or_default();
         if self.udp_addrs.is_some() && udp_addrs.is_empty() {
             issues.push(FieldIssue::new(

@@ -6,59 +6,27 @@
 //! packetized stream (`RtpFrame`: the encoder's frame cut into RTP packets once) written to a
 //! light per-peer track; each peer only restamps the negotiated payload type.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::{Message, Recipient};
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState,
-    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder,
+    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use super::api::PeerEvent;
+use super::connection::{self, camera_track, random_u64};
 use super::feedback::Feedback;
 use super::IceConfig;
 use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Subscriber;
 use crate::port::{H264Feed, H264Variant};
-
-/// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
-/// what we send.
-pub const H264_FMTP: &str =
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-pub const H264_CLOCK_RATE: u32 = 90_000;
-const H264_PAYLOAD_TYPE: u8 = 102;
-/// Longest the answer waits for ICE gathering; it holds whatever was gathered by then.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
-
-pub fn h264_codec() -> RTCRtpCodec {
-    let fb = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_string(),
-        parameter: parameter.to_string(),
-    };
-    RTCRtpCodec {
-        mime_type: "video/H264".to_string(),
-        clock_rate: H264_CLOCK_RATE,
-        channels: 0,
-        sdp_fmtp_line: H264_FMTP.to_string(),
-        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
-    }
-}
 
 /// Where a peer's connection went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,20 +50,6 @@ pub struct PeerStateChanged {
 pub struct PeerStepChanged {
     pub session: String,
     pub variant: H264Variant,
-}
-
-/// A random number from the standard library's per-process random hasher keys.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// One encoded frame, cut into RTP packets once for every peer.
@@ -195,45 +149,6 @@ pub async fn negotiate(
     setup: PeerSetup,
     offer: RTCSessionDescription,
 ) -> Result<Negotiated, ServiceError> {
-    let internal = |what: &str, e: webrtc::error::Error| {
-        ServiceError::Unavailable(format!("WebRTC {what} failed: {e}"))
-    };
-    let mut media = MediaEngine::default();
-    media
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
-                payload_type: H264_PAYLOAD_TYPE,
-            },
-            RtpCodecKind::Video,
-        )
-        .map_err(|e| internal("codec registration", e))?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)
-        .map_err(|e| internal("interceptor setup", e))?
-        .with(
-            rtc::interceptor::Slot::from(super::feedback::SLOT),
-            super::feedback::PeerFeedback::default(),
-        );
-    let mut settings =
-        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
-    if !setup.ice.nat_1to1_ips.is_empty() {
-        settings =
-            settings.with_nat_1to1_ips(setup.ice.nat_1to1_ips.clone(), RTCIceCandidateType::Host);
-    }
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(
-            setup
-                .ice
-                .servers
-                .iter()
-                .map(|s| RTCIceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone().unwrap_or_default(),
-                    credential: s.credential.clone().unwrap_or_default(),
-                })
-                .collect(),
-        )
-        .build();
     let (gathered_tx, mut gathered) = watch::channel(false);
     let events = Arc::new(Events {
         session: setup.session.clone(),
@@ -241,20 +156,9 @@ pub async fn negotiate(
         gathered: gathered_tx,
         signalling: setup.signalling.clone(),
     });
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(config)
-        .with_media_engine(media)
-        .with_setting_engine(settings.build())
-        .with_interceptor_registry(registry)
-        .with_handler(events)
-        // Resolved from the listen address when the sink was built, so always set here.
-        .with_udp_addrs(setup.ice.udp_addrs.clone().unwrap_or_default())
-        // All connections' drivers share one thread of their own, off the HTTP workers.
-        .with_dedicated_reactor_pool_size(1)
-        .build()
+    let pc = connection::build(&setup.ice, &[], events)
         .await
-        .map_err(|e| internal("connection setup", e))?;
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        .map_err(|e| ServiceError::Unavailable(format!("WebRTC connection setup failed: {e}")))?;
     let result = answer(&pc, &setup, offer, &mut gathered).await;
     if result.is_err() {
         let _ = pc.close().await;
@@ -271,20 +175,7 @@ async fn answer(
     let internal = |what: &str, e: webrtc::error::Error| {
         ServiceError::Unavailable(format!("WebRTC {what} failed: {e}"))
     };
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        setup.camera.clone(),
-        format!("{}-video", setup.camera),
-        format!("camera {}", setup.camera),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(setup.ssrc),
-                ..Default::default()
-            },
-            codec: h264_codec(),
-            ..Default::default()
-        }],
-    )));
+    let track = camera_track(&setup.camera, setup.ssrc);
     let sender = pc
         .add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
@@ -300,7 +191,7 @@ async fn answer(
     pc.set_local_description(answer)
         .await
         .map_err(|e| internal("set_local_description", e))?;
-    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done)).await;
+    connection::wait_gathered(gathered).await;
     let answer = pc
         .local_description()
         .await

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use actix::{
     fut, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
@@ -16,16 +16,16 @@ use actix::{
 };
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntGauge};
-use rtc::rtp::packetizer::{new_packetizer, Packetizer};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
 use super::api::{AddPeerCandidate, ClosePeer, OpenPeer, PeerAnswer, PeerEvent};
+use super::connection::{random_u64, RtpClock, RtpPacketizer};
 use super::feedback::{self, FeedbackTargets};
 use super::peer::{
-    self, random_u64, PeerSetup, PeerState, PeerStateChanged, PeerStepChanged, RtpFrame,
-    WriterCommand, WriterMetrics, H264_CLOCK_RATE,
+    self, PeerSetup, PeerState, PeerStateChanged, PeerStepChanged, RtpFrame, WriterCommand,
+    WriterMetrics,
 };
 use super::WebRtcSinkConfig;
 use crate::adapt::AdaptPolicy;
@@ -35,9 +35,6 @@ use crate::frame::EncodedFrame;
 use crate::metrics::{DropReason, NodeMetrics};
 use crate::port::{H264Feed, H264Variant};
 use crate::stop::{stop_on, StopToken};
-
-/// RTP payload size limit, as webrtc-rs uses for its own tracks.
-const RTP_MTU: usize = 1200;
 
 /// Which of the encoder's streams: `None` is its configured one.
 type VariantKey = Option<H264Variant>;
@@ -100,7 +97,7 @@ struct Peer {
 /// One variant's frames from the encoder, packetized once for the peers on it.
 struct VariantStream {
     input: SpawnHandle,
-    packetizer: Box<dyn Packetizer>,
+    packetizer: RtpPacketizer,
     packets: Fanout<RtpFrame>,
 }
 
@@ -113,8 +110,8 @@ pub struct WebRtcSink {
     pending: Vec<VariantKey>,
     streams: HashMap<VariantKey, VariantStream>,
     ssrc: u32,
-    /// RTP time origin: the first frame's capture time and its RTP timestamp.
-    origin: Option<(SystemTime, u32)>,
+    /// One RTP clock for every variant.
+    clock: RtpClock,
     metrics: SinkMetrics,
     counts: Arc<SinkCounts>,
     stop: StopToken,
@@ -137,7 +134,7 @@ impl WebRtcSink {
             pending: Vec::new(),
             streams: HashMap::new(),
             ssrc: random_u64() as u32,
-            origin: None,
+            clock: RtpClock::default(),
             metrics,
             counts,
             stop,
@@ -153,25 +150,12 @@ impl WebRtcSink {
         if !self.streams.contains_key(&variant) {
             let frames = self.feed.subscribe(variant)?;
             let input = ctx.add_stream(frames.into_stream().map(move |item| (variant, item)));
-            let payloader = peer::h264_codec()
-                .payloader()
-                // Infallible: the codec is our constant H.264 one, which webrtc-rs always packetizes.
-                .expect("webrtc-rs packetizes H.264");
-            // The sequence numbers are restamped per peer, and the timestamps by the sink.
-            let packetizer = new_packetizer(
-                Instant::now(),
-                RTP_MTU,
-                0,
-                self.ssrc,
-                payloader,
-                Box::new(rtc::rtp::sequence::new_random_sequencer()),
-                H264_CLOCK_RATE,
-            );
             self.streams.insert(
                 variant,
                 VariantStream {
                     input,
-                    packetizer: Box::new(packetizer),
+                    // The sequence numbers are restamped per peer, the timestamps by the sink.
+                    packetizer: RtpPacketizer::new(self.ssrc),
                     packets: Fanout::new(),
                 },
             );
@@ -195,7 +179,7 @@ impl WebRtcSink {
             keep
         });
         if self.streams.is_empty() {
-            self.origin = None;
+            self.clock.reset();
         }
         self.counts.peers.store(self.peers.len(), Ordering::Relaxed);
         *self
@@ -282,42 +266,25 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             self.metrics.dropped_behind.inc_by(skipped);
             self.feed.request_keyframe(variant);
         }
-        // One RTP clock for every variant: a peer switching between them sees time go on. Integer
-        // ticks, wrapping as RTP time does (a float cast would stick at u32::MAX after 13 hours).
-        let (origin, base) = *self
-            .origin
-            .get_or_insert((frame.captured_at, random_u64() as u32));
-        let elapsed = frame.captured_at.duration_since(origin).unwrap_or_default();
-        let ticks = elapsed.as_nanos() * u128::from(H264_CLOCK_RATE) / 1_000_000_000;
-        let timestamp = base.wrapping_add(ticks as u32);
+        let timestamp = self.clock.timestamp(frame.captured_at);
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
-        let mut packets = match stream.packetizer.packetize(Instant::now(), &frame.data, 0) {
+        // Only the encoder's falling behind (`frame.behind`) counts against the peers' ladder
+        // positions. This actor's own skips are a scheduling hiccup shared by every peer of the
+        // variant (a newcomer's DTLS handshake runs on this arbiter): counted as loss, one such
+        // hiccup could move every peer of the variant down at once, the likely reason the direct
+        // peer of the adaptation test moved when the slow one joined under load. They still
+        // force a keyframe (`after_gap`) and count as dropped.
+        let packets = match stream.packetizer.packetize(&frame, timestamp, skipped > 0) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
                 return;
             }
         };
-        for p in &mut packets {
-            p.header.timestamp = timestamp;
-        }
         self.counts.packetized.fetch_add(1, Ordering::Relaxed);
-        stream.packets.publish(Arc::new(RtpFrame {
-            packets,
-            keyframe: frame.keyframe,
-            captured_at: frame.captured_at,
-            bytes: frame.data.len() as u64,
-            // Only the encoder's falling behind counts against the peers' ladder positions. This
-            // actor's own skips are a scheduling hiccup shared by every peer of the variant (a
-            // newcomer's DTLS handshake runs on this arbiter): counted as loss, one such hiccup
-            // could move every peer of the variant down at once, the likely reason the direct
-            // peer of the adaptation test moved when the slow one joined under load. They still
-            // force a keyframe and count as dropped.
-            behind: frame.behind,
-            after_gap: skipped > 0,
-        }));
+        stream.packets.publish(Arc::new(packets));
     }
 
     /// A variant's stream ended (the encoder stopped: the graph stops this node too).
