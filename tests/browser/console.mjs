@@ -417,7 +417,10 @@ async function signin(o, state) {
   });
   await field.fill(o.token);
   const t0 = Date.now();
+  // Signing in loads the page again: wait for that before reading it.
+  const reloaded = page.waitForEvent('load');
   await page.getByRole('button', { name: 'Sign in' }).click();
+  await reloaded;
   await liveTiles(page, ['front'], 10_000);
   const liveMs = Date.now() - t0;
   const moving = await advancing(page, ['front'], 1000);
