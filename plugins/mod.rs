@@ -22,6 +22,8 @@ pub fn registry() -> Registry {
     r.register::<encoders::h264::H264EncoderConfig>();
     #[cfg(feature = "webrtc")]
     r.register::<sinks::webrtc::WebRtcSinkConfig>();
+    #[cfg(feature = "webrtc")]
+    r.register::<sinks::rtp::RtpSinkConfig>();
     r.set_short_form(short_form::UsualChain);
     r
 }

@@ -155,6 +155,15 @@ families! {
     rtp_lost: Counter, Node[],
         "camgraph_rtp_packets_lost_total",
         "RTP packets that WebRTC peers' receiver reports count as lost.";
+    rtp_sent_packets: Counter, Node[],
+        "camgraph_rtp_sent_packets_total",
+        "RTP packets an rtp_sink sent to its target (RTCP not included).";
+    rtp_sent_bytes: Counter, Node[],
+        "camgraph_rtp_sent_bytes_total",
+        "Bytes of RTP packets (headers included) an rtp_sink sent to its target.";
+    rtp_send_errors: Counter, Node["reason"],
+        "camgraph_rtp_send_errors_total",
+        "RTP and RTCP packets an rtp_sink could not send, by reason (see RtpSendFailure).";
     reloads: Counter, Process["result"],
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
     http_refused: Counter, Process["reason"],
@@ -295,6 +304,29 @@ impl CameraErrorReason {
         match self {
             CameraErrorReason::TooLarge => "too_large",
             CameraErrorReason::Failed => "failed",
+        }
+    }
+}
+
+/// Why an RTP or RTCP packet was not sent: the closed set of values of the `reason` label of
+/// `camgraph_rtp_send_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtpSendFailure {
+    /// Nobody listens at the target: an earlier packet came back as ICMP port unreachable.
+    Refused,
+    /// The socket's send buffer was full.
+    BufferFull,
+    /// Any other error (no route, network down, ...).
+    Failed,
+}
+
+impl RtpSendFailure {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtpSendFailure::Refused => "refused",
+            RtpSendFailure::BufferFull => "buffer_full",
+            RtpSendFailure::Failed => "failed",
         }
     }
 }
@@ -594,6 +626,27 @@ impl NodeMetrics {
             .families
             .rtp_lost
             .with_label_values(&self.with(&[]))
+    }
+    /// RTP packets sent by an `rtp_sink`.
+    pub fn rtp_sent_packets(&self) -> IntCounter {
+        self.metrics
+            .families
+            .rtp_sent_packets
+            .with_label_values(&self.with(&[]))
+    }
+    /// Bytes of RTP packets sent by an `rtp_sink`.
+    pub fn rtp_sent_bytes(&self) -> IntCounter {
+        self.metrics
+            .families
+            .rtp_sent_bytes
+            .with_label_values(&self.with(&[]))
+    }
+    /// Packets an `rtp_sink` could not send, for one reason.
+    pub fn rtp_send_errors(&self, reason: RtpSendFailure) -> IntCounter {
+        self.metrics
+            .families
+            .rtp_send_errors
+            .with_label_values(&self.with(&[reason.as_str()]))
     }
     pub fn encoder_settings(&self) -> IntGauge {
         self.metrics

@@ -6,8 +6,6 @@
 //! packetized stream (`RtpFrame`: the encoder's frame cut into RTP packets once) written to a
 //! light per-peer track; each peer only restamps the negotiated payload type.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,13 +33,13 @@ use super::IceConfig;
 use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Subscriber;
+use crate::plugins::sinks::h264_rtp::{random_u64, H264_CLOCK_RATE};
 use crate::port::{H264Feed, H264Variant};
 
 /// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
 /// what we send.
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-pub const H264_CLOCK_RATE: u32 = 90_000;
 const H264_PAYLOAD_TYPE: u8 = 102;
 /// Longest the answer waits for ICE gathering; it holds whatever was gathered by then.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -82,20 +80,6 @@ pub struct PeerStateChanged {
 pub struct PeerStepChanged {
     pub session: String,
     pub variant: H264Variant,
-}
-
-/// A random number from the standard library's per-process random hasher keys.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// One encoded frame, cut into RTP packets once for every peer.

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::{
     fut, Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture,
@@ -16,7 +16,7 @@ use actix::{
 };
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntGauge};
-use rtc::rtp::packetizer::{new_packetizer, Packetizer};
+use rtc::rtp::packetizer::Packetizer;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
@@ -24,8 +24,8 @@ use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 use super::api::{AddPeerCandidate, ClosePeer, OpenPeer, PeerAnswer, PeerEvent};
 use super::feedback::{self, FeedbackTargets};
 use super::peer::{
-    self, random_u64, PeerSetup, PeerState, PeerStateChanged, PeerStepChanged, RtpFrame,
-    WriterCommand, WriterMetrics, H264_CLOCK_RATE,
+    self, PeerSetup, PeerState, PeerStateChanged, PeerStepChanged, RtpFrame, WriterCommand,
+    WriterMetrics,
 };
 use super::WebRtcSinkConfig;
 use crate::adapt::AdaptPolicy;
@@ -33,11 +33,9 @@ use crate::error::ServiceError;
 use crate::fanout::Fanout;
 use crate::frame::EncodedFrame;
 use crate::metrics::{DropReason, NodeMetrics};
+use crate::plugins::sinks::h264_rtp::{h264_packetizer, random_u64, RtpClock};
 use crate::port::{H264Feed, H264Variant};
 use crate::stop::{stop_on, StopToken};
-
-/// RTP payload size limit, as webrtc-rs uses for its own tracks.
-const RTP_MTU: usize = 1200;
 
 /// Which of the encoder's streams: `None` is its configured one.
 type VariantKey = Option<H264Variant>;
@@ -113,8 +111,8 @@ pub struct WebRtcSink {
     pending: Vec<VariantKey>,
     streams: HashMap<VariantKey, VariantStream>,
     ssrc: u32,
-    /// RTP time origin: the first frame's capture time and its RTP timestamp.
-    origin: Option<(SystemTime, u32)>,
+    /// RTP time, one for every variant.
+    clock: RtpClock,
     metrics: SinkMetrics,
     counts: Arc<SinkCounts>,
     stop: StopToken,
@@ -137,7 +135,7 @@ impl WebRtcSink {
             pending: Vec::new(),
             streams: HashMap::new(),
             ssrc: random_u64() as u32,
-            origin: None,
+            clock: RtpClock::default(),
             metrics,
             counts,
             stop,
@@ -153,25 +151,13 @@ impl WebRtcSink {
         if !self.streams.contains_key(&variant) {
             let frames = self.feed.subscribe(variant)?;
             let input = ctx.add_stream(frames.into_stream().map(move |item| (variant, item)));
-            let payloader = peer::h264_codec()
-                .payloader()
-                // Infallible: the codec is our constant H.264 one, which webrtc-rs always packetizes.
-                .expect("webrtc-rs packetizes H.264");
             // The sequence numbers are restamped per peer, and the timestamps by the sink.
-            let packetizer = new_packetizer(
-                Instant::now(),
-                RTP_MTU,
-                0,
-                self.ssrc,
-                payloader,
-                Box::new(rtc::rtp::sequence::new_random_sequencer()),
-                H264_CLOCK_RATE,
-            );
+            let packetizer = h264_packetizer(self.ssrc, 0);
             self.streams.insert(
                 variant,
                 VariantStream {
                     input,
-                    packetizer: Box::new(packetizer),
+                    packetizer,
                     packets: Fanout::new(),
                 },
             );
@@ -195,7 +181,7 @@ impl WebRtcSink {
             keep
         });
         if self.streams.is_empty() {
-            self.origin = None;
+            self.clock.reset();
         }
         self.counts.peers.store(self.peers.len(), Ordering::Relaxed);
         *self
@@ -282,14 +268,8 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             self.metrics.dropped_behind.inc_by(skipped);
             self.feed.request_keyframe(variant);
         }
-        // One RTP clock for every variant: a peer switching between them sees time go on. Integer
-        // ticks, wrapping as RTP time does (a float cast would stick at u32::MAX after 13 hours).
-        let (origin, base) = *self
-            .origin
-            .get_or_insert((frame.captured_at, random_u64() as u32));
-        let elapsed = frame.captured_at.duration_since(origin).unwrap_or_default();
-        let ticks = elapsed.as_nanos() * u128::from(H264_CLOCK_RATE) / 1_000_000_000;
-        let timestamp = base.wrapping_add(ticks as u32);
+        // One RTP clock for every variant: a peer switching between them sees time go on.
+        let timestamp = self.clock.timestamp(frame.captured_at);
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
