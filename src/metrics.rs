@@ -157,13 +157,13 @@ families! {
         "RTP packets that WebRTC peers' receiver reports count as lost.";
     rtp_sent_packets: Counter, Node[],
         "camgraph_rtp_sent_packets_total",
-        "RTP packets an rtp_sink sent to its target (RTCP not included).";
+        "RTP packets a node sent to its RTP target (RTCP not included).";
     rtp_sent_bytes: Counter, Node[],
         "camgraph_rtp_sent_bytes_total",
-        "Bytes of RTP packets (headers included) an rtp_sink sent to its target.";
+        "Bytes of RTP packets (headers included) a node sent to its RTP target.";
     rtp_send_errors: Counter, Node["reason"],
         "camgraph_rtp_send_errors_total",
-        "RTP and RTCP packets an rtp_sink could not send, by reason (see RtpSendFailure).";
+        "RTP and RTCP packets a node could not send to its RTP target, by reason (see RtpSendFailure).";
     reloads: Counter, Process["result"],
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
     http_refused: Counter, Process["reason"],
@@ -627,21 +627,21 @@ impl NodeMetrics {
             .rtp_lost
             .with_label_values(&self.with(&[]))
     }
-    /// RTP packets sent by an `rtp_sink`.
+    /// RTP packets a node sent to its RTP target.
     pub fn rtp_sent_packets(&self) -> IntCounter {
         self.metrics
             .families
             .rtp_sent_packets
             .with_label_values(&self.with(&[]))
     }
-    /// Bytes of RTP packets sent by an `rtp_sink`.
+    /// Bytes of RTP packets a node sent to its RTP target.
     pub fn rtp_sent_bytes(&self) -> IntCounter {
         self.metrics
             .families
             .rtp_sent_bytes
             .with_label_values(&self.with(&[]))
     }
-    /// Packets an `rtp_sink` could not send, for one reason.
+    /// Packets a node could not send to its RTP target, for one reason.
     pub fn rtp_send_errors(&self, reason: RtpSendFailure) -> IntCounter {
         self.metrics
             .families

@@ -262,4 +262,231 @@ mod tests {
             .validate()
             .is_empty());
     }
+
+    /// The node harness: a test pattern -> h264_encoder -> rtp_sink aimed at sockets of the test.
+    mod harness {
+        use std::sync::Arc;
+        use std::time::{Duration, SystemTime};
+
+        use bytes::Bytes;
+        use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        use rtc::rtp::codec::h264::H264Packet;
+        use rtc::rtp::packetizer::Depacketizer;
+        use rtc::shared::marshal::{Marshal, Unmarshal};
+        use tokio::net::UdpSocket;
+
+        use super::*;
+        use crate::fanout::Fanout;
+        use crate::frame::{Frame, PixelFormat};
+        use crate::plugins::encoders::h264::H264EncoderConfig;
+        use crate::plugins::sources::testsrc::{read_marks, TestPattern};
+        use crate::port::Port;
+        use crate::testing::wait_for;
+
+        const W: u32 = 320;
+        const H: u32 = 240;
+
+        fn frame(seq: u64) -> Arc<Frame> {
+            let mut data = vec![0; (W * H * 3) as usize];
+            TestPattern::new(W, H, 30).draw(&mut data, seq, SystemTime::now());
+            Arc::new(Frame {
+                camera: "cam".into(),
+                seq,
+                captured_at: SystemTime::now(),
+                width: W,
+                height: H,
+                format: PixelFormat::Rgb24,
+                data: data.into(),
+            })
+        }
+
+        /// The RTP packets of one frame, up to the one with the marker bit.
+        async fn packets_of_a_frame(socket: &UdpSocket) -> Vec<rtc::rtp::Packet> {
+            let mut packets = Vec::new();
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let n = tokio::time::timeout(Duration::from_secs(3), socket.recv(&mut buf))
+                    .await
+                    .expect("an RTP packet within 3 s")
+                    .unwrap();
+                let packet = rtc::rtp::Packet::unmarshal(&mut &buf[..n]).unwrap();
+                let last = packet.header.marker;
+                packets.push(packet);
+                if last {
+                    return packets;
+                }
+            }
+        }
+
+        fn nal_type(payload: &Bytes) -> u8 {
+            payload[0] & 0x1f
+        }
+
+        #[actix_rt::test]
+        async fn sends_decodable_h264_with_parameter_sets_before_each_idr_reports_and_takes_pli() {
+            let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = rtp.local_addr().unwrap().port();
+            let rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let rtcp_port = rtcp.local_addr().unwrap().port();
+
+            let input = Fanout::<Frame>::new();
+            let (cx, _) =
+                crate::testing::context("enc", "h264_encoder", Port::Frames(input.clone()));
+            let encoder = H264EncoderConfig {
+                keyframe_interval: 4,
+                ..Default::default()
+            }
+            .build(cx)
+            .unwrap();
+            let (cx, metrics) =
+                crate::testing::context("rtp", "rtp_sink", encoder.output.clone().unwrap());
+            let config = config(&format!(
+                "{{target: '127.0.0.1:{port}', rtcp_port: {rtcp_port}, payload_type: 101}}"
+            ));
+            let sink = config.build(cx).unwrap();
+            let stats = sink.stats.as_ref().unwrap();
+            wait_for("the sink to subscribe to the encoder", || {
+                input.has_subscribers()
+            })
+            .await;
+            assert_eq!(stats()["state"], "sending", "{}", stats());
+
+            let mut decoder = openh264::decoder::Decoder::new().unwrap();
+            let mut rgb = vec![0u8; (W * H * 3) as usize];
+            let mut ssrc = None;
+            let mut last_timestamp = None;
+            for seq in 0..9 {
+                input.publish(frame(seq));
+                let packets = packets_of_a_frame(&rtp).await;
+                let first = &packets[0];
+                assert_eq!(first.header.payload_type, 101);
+                assert_eq!(*ssrc.get_or_insert(first.header.ssrc), first.header.ssrc);
+                assert!(packets
+                    .iter()
+                    .all(|p| p.header.timestamp == first.header.timestamp));
+                assert_ne!(
+                    last_timestamp,
+                    Some(first.header.timestamp),
+                    "frame {seq}: time moves"
+                );
+                last_timestamp = Some(first.header.timestamp);
+                // Frames 0, 4 and 8 are IDRs (the first, then every keyframe_interval): each
+                // starts with SPS and PPS in one STAP-A, so a receiver can join at any of them.
+                let idr = seq % 4 == 0;
+                assert_eq!(
+                    nal_type(&first.payload) == 24,
+                    idr,
+                    "frame {seq}: STAP-A first iff IDR"
+                );
+                if idr {
+                    let stap = &first.payload;
+                    let sps_len = usize::from(u16::from_be_bytes([stap[1], stap[2]]));
+                    assert_eq!(stap[3] & 0x1f, 7, "SPS first in the STAP-A");
+                    assert_eq!(stap[3 + sps_len + 2] & 0x1f, 8, "then PPS");
+                }
+                let mut depacketizer = H264Packet::default();
+                let mut annex_b = Vec::new();
+                for p in &packets {
+                    annex_b.extend_from_slice(&depacketizer.depacketize(&p.payload).unwrap());
+                }
+                let yuv = decoder
+                    .decode(&annex_b)
+                    .unwrap()
+                    .expect("a picture per frame");
+                yuv.write_rgb8(&mut rgb);
+                assert_eq!(read_marks(&rgb, W, H).map(|m| u64::from(m.seq)), Some(seq));
+            }
+            let sent = metrics.node("cam", "rtp", "rtp_sink");
+            assert!(sent.rtp_sent_packets().get() >= 9);
+            assert_eq!(sent.frames_sent().get(), 9);
+
+            // A sender report with the stream's SSRC reaches the RTCP port...
+            let mut buf = vec![0u8; 1500];
+            let (n, from) = tokio::time::timeout(Duration::from_secs(3), rtcp.recv_from(&mut buf))
+                .await
+                .expect("a sender report within 3 s")
+                .unwrap();
+            assert_eq!(buf[1], 200, "an SR first in the compound packet");
+            assert_eq!(
+                u32::from_be_bytes(buf[4..8].try_into().unwrap()),
+                ssrc.unwrap()
+            );
+            assert!(n > 28, "with the CNAME after it");
+            // ...and a PLI sent back from there makes the next frame an IDR.
+            let pli = PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: ssrc.unwrap(),
+            };
+            rtcp.send_to(&pli.marshal().unwrap(), from).await.unwrap();
+            wait_for("the PLI to arrive", || stats()["keyframe_requests"] == 1).await;
+            input.publish(frame(9));
+            let packets = packets_of_a_frame(&rtp).await;
+            assert_eq!(
+                nal_type(&packets[0].payload),
+                24,
+                "an IDR on the receiver's request"
+            );
+
+            sink.stop.fire();
+            encoder.stop.fire();
+            wait_for("the sink to let go of the encoder", || {
+                !input.has_subscribers()
+            })
+            .await;
+        }
+
+        #[actix_rt::test]
+        async fn nobody_listening_is_shown_and_counted_and_sending_goes_on() {
+            // A port that was free a moment ago: nothing listens there.
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let input = Fanout::<Frame>::new();
+            let (cx, _) =
+                crate::testing::context("enc", "h264_encoder", Port::Frames(input.clone()));
+            let encoder = H264EncoderConfig::default().build(cx).unwrap();
+            let (cx, metrics) =
+                crate::testing::context("rtp", "rtp_sink", encoder.output.clone().unwrap());
+            let sink = config(&format!("target: '127.0.0.1:{port}'"))
+                .build(cx)
+                .unwrap();
+            let stats = sink.stats.as_ref().unwrap();
+            wait_for("the sink to subscribe", || input.has_subscribers()).await;
+            let refused = metrics
+                .node("cam", "rtp", "rtp_sink")
+                .rtp_send_errors(crate::metrics::RtpSendFailure::Refused);
+            let seq = std::cell::Cell::new(0);
+            wait_for("a refusal", || {
+                input.publish(frame(seq.get()));
+                seq.set(seq.get() + 1);
+                refused.get() > 0
+            })
+            .await;
+            let s = stats();
+            assert_eq!(
+                (s["state"].as_str(), s["up"].as_bool()),
+                (Some("refused"), Some(false)),
+                "{s}"
+            );
+            assert!(
+                s["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("nobody receives at 127.0.0.1:"),
+                "{s}"
+            );
+            // A receiver that comes gets the stream at once.
+            let receiver = UdpSocket::bind(("127.0.0.1", port)).await.unwrap();
+            input.publish(frame(seq.get() + 1));
+            let mut buf = vec![0u8; 2048];
+            tokio::time::timeout(Duration::from_secs(3), receiver.recv(&mut buf))
+                .await
+                .expect("packets once someone listens")
+                .unwrap();
+            sink.stop.fire();
+            encoder.stop.fire();
+        }
+    }
 }
