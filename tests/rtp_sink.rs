@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use camgraph::client;
-use common::{free_udp_pair, wait_for, Recorder, Server};
+use common::media_server::free_udp_pair;
+use common::{wait_for, Recorder, Server};
 
 fn yaml(sinks: &str) -> String {
     format!(
@@ -161,7 +162,8 @@ fn bad_targets_show_down_with_the_reason_and_leave_the_other_viewers_alone() {
         error.contains(&format!("nobody receives at 127.0.0.1:{port}")),
         "{nobody}"
     );
-    let refused = "camgraph_rtp_send_errors_total{camera=\"front\",node=\"nobody\",reason=\"refused\"";
+    let refused =
+        "camgraph_rtp_send_errors_total{camera=\"front\",node=\"nobody\",reason=\"refused\"";
     assert!(
         server.metric(refused).unwrap_or(0.0) > 0.0,
         "refusals counted"

@@ -2,6 +2,8 @@
 //! given YAML, and stops it when dropped.
 #![allow(dead_code)]
 
+pub mod media_server;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -309,15 +311,3 @@ pub fn run_browser_script(server: &Server, script: &str, args: &[&str]) -> serde
 /// A video-only offer as Chromium sends it (recvonly H.264 42e01f), enough to get an answer
 /// (a file, so that the soak bench sends the same one).
 pub const CHROMIUM_OFFER: &str = include_str!("../data/chromium-offer.sdp");
-
-/// A UDP port on 127.0.0.1 that is free, with the next one free too (RTP and its RTCP), for a
-/// receiver the test starts or deliberately does not start.
-pub fn free_udp_pair() -> u16 {
-    loop {
-        let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = rtp.local_addr().unwrap().port();
-        if port < u16::MAX && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
