@@ -41,13 +41,12 @@ fn a_viewer_of_janus_decodes_the_camera_that_rtp_sink_sends() {
     ));
 
     let frames_dir = tempfile::tempdir().unwrap();
-    let viewer = net
+    let mut viewer = net
         .viewer(&janus.url, 4.0, Some(frames_dir.path()))
         .spawn()
         .expect("python3");
     // While the viewer watches through Janus, camgraph has no WebRTC peer of its own.
     let webrtc_viewers = "camgraph_viewers{camera=\"front\",node=\"front_rtc\",protocol=\"webrtc\"";
-    let mut viewer = viewer;
     let mut checks = 0;
     while viewer.try_wait().unwrap().is_none() {
         assert_eq!(
