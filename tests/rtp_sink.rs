@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use camgraph::client;
 use common::media_server::free_udp_pair;
-use common::{wait_for, Recorder, Server};
+use common::{promtool_check, wait_for, Recorder, Server};
 
 fn yaml(sinks: &str) -> String {
     format!(
@@ -168,6 +168,18 @@ fn bad_targets_show_down_with_the_reason_and_leave_the_other_viewers_alone() {
         server.metric(refused).unwrap_or(0.0) > 0.0,
         "refusals counted"
     );
+    let exposition = client::get(&server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    for family in [
+        "camgraph_rtp_sent_packets_total{",
+        "camgraph_rtp_sent_bytes_total{",
+        "camgraph_rtp_send_errors_total{",
+    ] {
+        assert!(exposition.contains(family), "no {family} in:\n{exposition}");
+    }
+    promtool_check(&exposition).unwrap_or_else(|said| panic!("{said}"));
 
     // The MJPEG viewer went on all along: every frame decoded, numbers advancing.
     std::thread::sleep(Duration::from_secs(1));
@@ -194,4 +206,38 @@ fn bad_targets_show_down_with_the_reason_and_leave_the_other_viewers_alone() {
     });
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn the_encoder_runs_for_the_sink_only_while_it_is_configured_and_bye_ends_the_stream() {
+    let port = free_udp_pair();
+    let receiver = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let rtcp = std::net::UdpSocket::bind(("127.0.0.1", port + 1)).unwrap();
+    let sink = format!(
+        "  front_rtp: {{ type: rtp_sink, inputs: [front_h264], target: '127.0.0.1:{port}' }}\n"
+    );
+    let server = Server::start(&yaml(&sink));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    receiver
+        .recv(&mut buf)
+        .expect("RTP while the sink is configured");
+    assert_eq!(node(&server, "front_h264")["stats"]["listeners"], 1);
+
+    // Without the sink (nobody else watches), the encoder idles and the stream ends with a BYE.
+    server.rewrite_config(&yaml(""));
+    wait_for("the encoder to idle", Duration::from_secs(10), || {
+        (node(&server, "front_h264")["stats"]["listeners"] == 0).then_some(())
+    });
+    rtcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let bye = wait_for("an RTCP BYE", Duration::from_secs(5), || {
+        let n = rtcp.recv(&mut buf).ok()?;
+        // Sender reports come before it; a BYE is packet type 203.
+        (n >= 8 && buf[1] == 203).then_some(n)
+    });
+    assert!(bye >= 8);
+    let (status, _) = server.get_json("/api/camera/sdp/front");
+    assert_eq!(status, 404, "the SDP went with the sink");
 }

@@ -50,6 +50,8 @@ enum State {
     Unresolved,
     /// Sending.
     Sending,
+    /// The encoder refused the subscription (the error says why).
+    Failed,
 }
 
 /// The sink's state and counts, shared with its stats closure.
@@ -113,6 +115,7 @@ impl Status {
         let (state, error) = match inner.state {
             State::Resolving => ("resolving", None),
             State::Unresolved => ("unresolved", inner.error.clone()),
+            State::Failed => ("failed", inner.error.clone()),
             State::Sending if refusing => (
                 "refused",
                 Some(format!(
@@ -244,9 +247,10 @@ impl RtpSender {
             Ok(frames) => frames,
             Err(e) => {
                 // The encoder refused one more variant: the graph is misbuilt, not the network.
+                tracing::warn!(camera = %camera, "rtp_sink: the encoder refused: {e}");
                 self.setup
                     .status
-                    .set(State::Unresolved, Some(addr), Some(e.to_string()));
+                    .set(State::Failed, Some(addr), Some(e.to_string()));
                 return;
             }
         };
