@@ -1,5 +1,5 @@
 //! The rtp_sink's actor, on its own thread: resolves the target (again, with backoff, while it does
-//! not resolve), then holds one subscription to the encoder's stream, cuts each frame into RTP
+//! not resolve or cannot be reached), then holds one subscription to the encoder's stream, cuts each frame into RTP
 //! packets (`h264_rtp`) and sends them on a UDP socket connected to the target; every second an
 //! RTCP sender report (with the stream's CNAME) goes to the RTCP port, and keyframe requests (PLI,
 //! FIR) coming back from there ask the encoder for an IDR. A connected UDP socket learns from ICMP
@@ -48,6 +48,8 @@ enum State {
     Resolving,
     /// The target's name did not resolve; tried again with backoff.
     Unresolved,
+    /// No socket could reach the target (no route to it); tried again with backoff.
+    Unreachable,
     /// Sending.
     Sending,
     /// The encoder refused the subscription (the error says why).
@@ -115,6 +117,7 @@ impl Status {
         let (state, error) = match inner.state {
             State::Resolving => ("resolving", None),
             State::Unresolved => ("unresolved", inner.error.clone()),
+            State::Unreachable => ("unreachable", inner.error.clone()),
             State::Failed => ("failed", inner.error.clone()),
             State::Sending if refusing => (
                 "refused",
@@ -228,16 +231,18 @@ impl RtpSender {
     /// tries again later.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let Setup { target, camera, .. } = &self.setup;
-        let sockets = resolve(target).and_then(|addr| {
-            open(addr, self.setup.rtcp_port, self.setup.ttl)
-                .map(|s| (addr, s))
-                .map_err(|e| format!("cannot send to {addr}: {e}"))
-        });
+        let sockets = resolve(target)
+            .map_err(|e| (State::Unresolved, e))
+            .and_then(|addr| {
+                open(addr, self.setup.rtcp_port, self.setup.ttl)
+                    .map(|s| (addr, s))
+                    .map_err(|e| (State::Unreachable, format!("cannot send to {addr}: {e}")))
+            });
         let (addr, sockets) = match sockets {
             Ok(ok) => ok,
-            Err(error) => {
+            Err((state, error)) => {
                 tracing::warn!(camera = %camera, target = %self.setup.status.target, retry_ms = self.retry.as_millis() as u64, "rtp_sink: {error}");
-                self.setup.status.set(State::Unresolved, None, Some(error));
+                self.setup.status.set(state, None, Some(error));
                 ctx.run_later(self.retry, |act, ctx| act.connect(ctx));
                 self.retry = (self.retry * 2).min(RESOLVE_RETRY.1);
                 return;
