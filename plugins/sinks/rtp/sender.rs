@@ -266,10 +266,17 @@ impl RtpSender {
         ctx.add_stream(futures_util::stream::unfold(rtcp, |socket| async move {
             let mut buf = vec![0u8; 1500];
             loop {
-                // An error here is an ICMP answer to a report sent earlier: go on listening.
-                if let Ok(n) = socket.recv(&mut buf).await {
-                    buf.truncate(n);
-                    return Some((RtcpIn(buf.into()), socket));
+                match socket.recv(&mut buf).await {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Some((RtcpIn(buf.into()), socket));
+                    }
+                    // The ICMP answer to a report sent where nobody listens: go on listening.
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                    Err(e) => {
+                        tracing::warn!("rtp_sink stops reading RTCP: {e}");
+                        return None;
+                    }
                 }
             }
         }));
@@ -284,19 +291,21 @@ impl RtpSender {
         let Some(sockets) = &self.sockets else {
             return;
         };
-        let m = &self.setup.metrics;
         match sockets.rtp.send(packet) {
             Ok(n) => {
+                let m = &self.setup.metrics;
                 m.packets.inc();
                 m.wire_bytes.inc_by(n as u64);
                 self.packet_count = self.packet_count.wrapping_add(1);
                 self.octet_count = self.octet_count.wrapping_add(payload as u32);
             }
-            Err(e) => self.failed(&e, m.clone()),
+            Err(e) => self.failed(&e),
         }
     }
 
-    fn failed(&self, e: &std::io::Error, m: SendMetrics) {
+    /// Counts a packet not sent, and logs when nobody listens any more.
+    fn failed(&self, e: &std::io::Error) {
+        let m = &self.setup.metrics;
         match e.kind() {
             ErrorKind::ConnectionRefused => {
                 m.refused.inc();
@@ -325,7 +334,7 @@ impl RtpSender {
             Err(e) => {
                 // RTCP refused is no news: a receiver may take RTP only.
                 if e.kind() != ErrorKind::ConnectionRefused {
-                    self.failed(&e, self.setup.metrics.clone());
+                    self.failed(&e);
                 }
                 false
             }
