@@ -436,6 +436,29 @@ mod tests {
         }
 
         #[actix_rt::test]
+        async fn an_ipv6_target_gets_the_stream() {
+            let rtp = UdpSocket::bind("[::1]:0").await.unwrap();
+            let port = rtp.local_addr().unwrap().port();
+            let input = Fanout::<Frame>::new();
+            let (cx, _) =
+                crate::testing::context("enc", "h264_encoder", Port::Frames(input.clone()));
+            let encoder = H264EncoderConfig::default().build(cx).unwrap();
+            let (cx, _) =
+                crate::testing::context("rtp", "rtp_sink", encoder.output.clone().unwrap());
+            let sink = config(&format!("target: '[::1]:{port}'"))
+                .build(cx)
+                .unwrap();
+            let stats = sink.stats.as_ref().unwrap();
+            wait_for("the sink to subscribe", || input.has_subscribers()).await;
+            assert_eq!(stats()["resolved"], format!("[::1]:{port}"));
+            input.publish(frame(0));
+            let packets = packets_of_a_frame(&rtp).await;
+            assert_eq!(nal_type(&packets[0].payload), 24, "the first frame, an IDR");
+            sink.stop.fire();
+            encoder.stop.fire();
+        }
+
+        #[actix_rt::test]
         async fn nobody_listening_is_shown_and_counted_and_sending_goes_on() {
             // A port that was free a moment ago: nothing listens there.
             let port = std::net::UdpSocket::bind("127.0.0.1:0")

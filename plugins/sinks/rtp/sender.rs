@@ -291,7 +291,11 @@ impl RtpSender {
         let Some(sockets) = &self.sockets else {
             return;
         };
-        match sockets.rtp.send(packet) {
+        let (refused, sent) = send_datagram(&sockets.rtp, packet);
+        if let Some(e) = refused {
+            self.failed(&e);
+        }
+        match sent {
             Ok(n) => {
                 let m = &self.setup.metrics;
                 m.packets.inc();
@@ -373,6 +377,19 @@ impl RtpSender {
                 .sender_reports
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Sends `packet` on a connected socket. A socket reports the ICMP refusal of an earlier packet
+/// on the next send, instead of sending it: that refusal is given apart, and the packet is sent
+/// once more, so that the first packet after a receiver appears is not lost.
+fn send_datagram(
+    socket: &UdpSocket,
+    packet: &[u8],
+) -> (Option<std::io::Error>, std::io::Result<usize>) {
+    match socket.send(packet) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => (Some(e), socket.send(packet)),
+        sent => (None, sent),
     }
 }
 
@@ -500,6 +517,33 @@ impl StreamHandler<RtcpIn> for RtpSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_packet_after_a_refusal_is_sent_not_lost() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = receiver.local_addr().unwrap().port();
+        drop(receiver);
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(("127.0.0.1", port)).unwrap();
+        // Nobody listens: on loopback the ICMP answer is back before `send` returns, and the
+        // socket holds the refusal for its next send.
+        assert!(socket.send(b"before").is_ok());
+        let receiver = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let (refused, sent) = send_datagram(&socket, b"after");
+        assert_eq!(
+            refused.map(|e| e.kind()),
+            Some(ErrorKind::ConnectionRefused)
+        );
+        assert_eq!(sent.unwrap(), 5);
+        let mut buf = [0u8; 16];
+        let n = receiver
+            .recv(&mut buf)
+            .expect("the packet after the refusal");
+        assert_eq!(&buf[..n], b"after");
+    }
 
     #[test]
     fn ntp_time_counts_from_1900_in_fractions_of_2_to_the_32() {
