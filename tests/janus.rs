@@ -8,8 +8,9 @@
 //! Janus's ICE (libnice) gathers no candidate on loopback alone, so the viewer sits in a network
 //! namespace of its own joined by a veth pair (10.77.0.1 here, 10.77.0.2 there; Janus gathers on
 //! the first end only). camgraph and Janus talk over 127.0.0.1. That needs root (CI runs the
-//! tests as root, in a loopback-only namespace): without it the test says why and skips. Needs
-//! `janus` (apt) and aiortc (pip); a missing one fails the test.
+//! tests as root, in a loopback-only namespace; run by hand, run it in one too, `unshare -n`, or
+//! the pair is made in the machine's own namespace while the test runs): without root the test
+//! says why and skips. Needs `janus` (apt) and aiortc (pip); a missing one fails the test.
 
 mod common;
 
