@@ -18,7 +18,19 @@ use std::time::Duration;
 
 use camgraph::plugins::sources::testsrc::read_marks;
 use common::media_server::{cannot_build_network, free_tcp_port, free_udp_pair, Janus, ViewerNet};
-use common::Server;
+use common::{wait_for, Server};
+
+/// The rtp_sink's statistics in /api/graph.
+fn rtp_stats(server: &Server) -> serde_json::Value {
+    let (_, graph) = server.get_json("/api/graph");
+    graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "front_rtp")
+        .map(|n| n["stats"].clone())
+        .unwrap_or_default()
+}
 
 #[test]
 fn a_viewer_of_janus_decodes_the_camera_that_rtp_sink_sends() {
@@ -41,6 +53,10 @@ fn a_viewer_of_janus_decodes_the_camera_that_rtp_sink_sends() {
          front_rtp: {{ type: rtp_sink, inputs: [front_h264], target: '127.0.0.1:{rtp_port}' }}\n"
     ));
 
+    // Janus learns where to send its keyframe requests from the sink's sender reports.
+    wait_for("a sender report", Duration::from_secs(10), || {
+        (rtp_stats(&server)["sender_reports"].as_u64() >= Some(1)).then_some(())
+    });
     let frames_dir = tempfile::tempdir().unwrap();
     let mut viewer = net
         .viewer(&janus.url, 4.0, Some(frames_dir.path()))
@@ -109,5 +125,9 @@ fn a_viewer_of_janus_decodes_the_camera_that_rtp_sink_sends() {
         .clone();
     assert_eq!(rtc_node["stats"]["closed"], 0, "no peer ever: {rtc_node}");
     assert!(server.metric("camgraph_rtp_sent_packets_total{").unwrap() > 0.0);
+    // Janus asked for keyframes (RTCP PLI when its viewer started) and the sink heard them.
+    let rtp = rtp_stats(&server);
+    println!("rtp_sink: {rtp}");
+    assert!(rtp["keyframe_requests"].as_u64() >= Some(1), "{rtp}");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
