@@ -1,6 +1,7 @@
 //! The rtp_sink's actor, on its own thread: resolves the target (again, with backoff, while it does
-//! not resolve or cannot be reached), then holds one subscription to the encoder's stream, cuts each frame into RTP
-//! packets (`h264_rtp`) and sends them on a UDP socket connected to the target; every second an
+//! not resolve or cannot be reached), then holds one subscription to the encoder's stream, cuts
+//! each frame into RTP packets (`h264_rtp`) and sends them on a UDP socket connected to the
+//! target; every second an
 //! RTCP sender report (with the stream's CNAME) goes to the RTCP port, and keyframe requests (PLI,
 //! FIR) coming back from there ask the encoder for an IDR. A connected UDP socket learns from ICMP
 //! that nobody listens (ECONNREFUSED on a later send): that is counted, shown as `down` with the
