@@ -23,6 +23,7 @@ pub fn registry() -> Registry {
     #[cfg(feature = "webrtc")]
     r.register::<sinks::webrtc::WebRtcSinkConfig>();
     #[cfg(feature = "webrtc")]
+    r.register::<sinks::rtp::RtpSinkConfig>();
     r.register::<sinks::whip::WhipSinkConfig>();
     r.set_short_form(short_form::UsualChain);
     r

@@ -161,6 +161,15 @@ families! {
     sink_reconnects: Counter, Node[],
         "camgraph_sink_reconnects_total",
         "Times a sink that publishes to a server published again after losing it.";
+    rtp_sent_packets: Counter, Node[],
+        "camgraph_rtp_sent_packets_total",
+        "RTP packets a node sent to its RTP target (RTCP not included).";
+    rtp_sent_bytes: Counter, Node[],
+        "camgraph_rtp_sent_bytes_total",
+        "Bytes of RTP packets (headers included) a node sent to its RTP target.";
+    rtp_send_errors: Counter, Node["reason"],
+        "camgraph_rtp_send_errors_total",
+        "RTP and RTCP packets a node could not send to its RTP target, by reason (see RtpSendFailure).";
     reloads: Counter, Process["result"],
         "camgraph_config_reloads_total", "Configuration reloads, by result (success, failure).";
     http_refused: Counter, Process["reason"],
@@ -301,6 +310,29 @@ impl CameraErrorReason {
         match self {
             CameraErrorReason::TooLarge => "too_large",
             CameraErrorReason::Failed => "failed",
+        }
+    }
+}
+
+/// Why an RTP or RTCP packet was not sent: the closed set of values of the `reason` label of
+/// `camgraph_rtp_send_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtpSendFailure {
+    /// Nobody listens at the target: an earlier packet came back as ICMP port unreachable.
+    Refused,
+    /// The socket's send buffer was full.
+    BufferFull,
+    /// Any other error (no route, network down, ...).
+    Failed,
+}
+
+impl RtpSendFailure {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtpSendFailure::Refused => "refused",
+            RtpSendFailure::BufferFull => "buffer_full",
+            RtpSendFailure::Failed => "failed",
         }
     }
 }
@@ -613,6 +645,27 @@ impl NodeMetrics {
             .families
             .sink_reconnects
             .with_label_values(&self.with(&[]))
+    }
+    /// RTP packets a node sent to its RTP target.
+    pub fn rtp_sent_packets(&self) -> IntCounter {
+        self.metrics
+            .families
+            .rtp_sent_packets
+            .with_label_values(&self.with(&[]))
+    }
+    /// Bytes of RTP packets a node sent to its RTP target.
+    pub fn rtp_sent_bytes(&self) -> IntCounter {
+        self.metrics
+            .families
+            .rtp_sent_bytes
+            .with_label_values(&self.with(&[]))
+    }
+    /// Packets a node could not send to its RTP target, for one reason.
+    pub fn rtp_send_errors(&self, reason: RtpSendFailure) -> IntCounter {
+        self.metrics
+            .families
+            .rtp_send_errors
+            .with_label_values(&self.with(&[reason.as_str()]))
     }
     pub fn encoder_settings(&self) -> IntGauge {
         self.metrics

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,11 +14,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use camgraph::client;
-use common::{test_camera_yaml, Server};
+use common::{promtool_check, test_camera_yaml, Server};
 use serde_json::Value;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
-const PROMTOOL: &str = "/usr/bin/promtool";
+use common::PROMTOOL;
 /// What `$__rate_interval` and `$__interval` become in the test: 5 scrapes at 1 s.
 const RATE_WINDOW: &str = "5s";
 
@@ -349,30 +348,9 @@ fn promtool_finds_no_problem_in_the_exposition() {
             "no {family} sample in:\n{exposition}"
         );
     }
-    let mut promtool = Command::new(PROMTOOL)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics ({}):\n{said}",
-        out.status
-    );
+    if let Err(said) = promtool_check(&exposition) {
+        panic!("{said}");
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium prometheus nodejs npm iproute2)
+packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium prometheus janus nodejs npm iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -27,8 +27,9 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 [ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
-# aiortc: the second, independent WebRTC client of tests/webrtc.rs, and the receiving peer of
-# the WHIP server of tests/whip.rs (tests/whip_server.py: asyncio only, no aiohttp).
+# aiortc: the second, independent WebRTC client of tests/webrtc.rs, the receiving peer of the WHIP
+# server of tests/whip.rs (tests/whip_server.py: asyncio only, no aiohttp) and the Janus viewer of
+# tests/janus.rs.
 python3 -c 'import aiortc' 2>/dev/null || python3 -m pip install -q aiortc || python3 -m pip install -q --break-system-packages aiortc
 
 cargo build --all-targets --locked

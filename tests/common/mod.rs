@@ -2,6 +2,8 @@
 //! given YAML, and stops it when dropped.
 #![allow(dead_code)]
 
+pub mod media_server;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -309,3 +311,35 @@ pub fn run_browser_script(server: &Server, script: &str, args: &[&str]) -> serde
 /// A video-only offer as Chromium sends it (recvonly H.264 42e01f), enough to get an answer
 /// (a file, so that the soak bench sends the same one).
 pub const CHROMIUM_OFFER: &str = include_str!("../data/chromium-offer.sdp");
+
+/// Prometheus's checker (Debian package `prometheus`).
+pub const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// `promtool check metrics` on an exposition: what it said if it found a problem.
+pub fn promtool_check(exposition: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut promtool = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {PROMTOOL} (apt prometheus): {e}"))?;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool check metrics ({}):\n{said}", out.status))
+    }
+}

@@ -1,18 +1,17 @@
 //! What every WebRTC connection camgraph makes has in common, whichever side offers: the one
 //! codec it sends (H.264 Constrained Baseline), the connection built with webrtc-rs 0.21 (media
 //! engine, default interceptors plus `feedback::PeerFeedback`, mDNS off, the node's ICE
-//! settings), the camera's local track, and the RTP packetizing of encoded frames. The
+//! settings), the camera's local track, and the RTP packetizing of encoded frames (the payloader
+//! and the clock are `sinks::h264_rtp`'s, shared with `rtp_sink`). The
 //! `webrtc_sink` answers browsers' offers with it (`peer.rs`); the `whip_sink` offers to a media
 //! server with it (`plugins/sinks/whip`).
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp::packetizer::{new_packetizer, Packetizer};
+use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -29,15 +28,13 @@ use super::feedback;
 use super::peer::RtpFrame;
 use super::{IceConfig, IceServer};
 use crate::frame::EncodedFrame;
+use crate::plugins::sinks::h264_rtp::{h264_packetizer, H264_CLOCK_RATE};
 
 /// H.264 as Chromium offers it: Constrained Baseline 3.1, non-interleaved. We register only
 /// what we send.
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-pub const H264_CLOCK_RATE: u32 = 90_000;
 const H264_PAYLOAD_TYPE: u8 = 102;
-/// RTP payload size limit, as webrtc-rs uses for its own tracks.
-const RTP_MTU: usize = 1200;
 /// Longest a description waits for ICE gathering; it holds whatever was gathered by then.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -53,20 +50,6 @@ pub fn h264_codec() -> RTCRtpCodec {
         sdp_fmtp_line: H264_FMTP.to_string(),
         rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
     }
-}
-
-/// A random number from the standard library's per-process random hasher keys.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// A connection sending H.264 only, with the node's ICE settings (plus `extra_servers`, e.g.
@@ -153,20 +136,8 @@ pub struct RtpPacketizer {
 impl RtpPacketizer {
     /// Packets with `ssrc`; sequence numbers are restamped by each writer.
     pub fn new(ssrc: u32) -> Self {
-        let payloader = h264_codec()
-            .payloader()
-            // Infallible: the codec is our constant H.264 one, which webrtc-rs always packetizes.
-            .expect("webrtc-rs packetizes H.264");
         Self {
-            packetizer: Box::new(new_packetizer(
-                Instant::now(),
-                RTP_MTU,
-                0,
-                ssrc,
-                payloader,
-                Box::new(rtc::rtp::sequence::new_random_sequencer()),
-                H264_CLOCK_RATE,
-            )),
+            packetizer: h264_packetizer(ssrc, 0),
         }
     }
 
@@ -190,55 +161,5 @@ impl RtpPacketizer {
             behind: frame.behind,
             after_gap,
         })
-    }
-}
-
-/// A sink's RTP clock: capture times as 90 kHz ticks from a random origin, one clock for every
-/// stream of the sink (a peer switching between them sees time go on).
-#[derive(Default)]
-pub struct RtpClock {
-    /// The first frame's capture time and its RTP timestamp.
-    origin: Option<(SystemTime, u32)>,
-}
-
-impl RtpClock {
-    /// The RTP timestamp of a frame captured at `at`. Integer ticks, wrapping as RTP time does
-    /// (a float cast would stick at u32::MAX after 13 hours).
-    pub fn timestamp(&mut self, at: SystemTime) -> u32 {
-        let (origin, base) = *self.origin.get_or_insert((at, random_u64() as u32));
-        let elapsed = at.duration_since(origin).unwrap_or_default();
-        let ticks = elapsed.as_nanos() * u128::from(H264_CLOCK_RATE) / 1_000_000_000;
-        base.wrapping_add(ticks as u32)
-    }
-
-    /// Starts again from the next frame (nobody receives the old clock any more).
-    pub fn reset(&mut self) {
-        self.origin = None;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_clock_counts_90khz_ticks_from_its_first_frame() {
-        let mut clock = RtpClock::default();
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
-        let base = clock.timestamp(t0);
-        assert_eq!(
-            clock.timestamp(t0 + Duration::from_millis(100)),
-            base.wrapping_add(9000)
-        );
-        // Earlier than the origin (a clock step): no time passed.
-        assert_eq!(clock.timestamp(t0 - Duration::from_secs(1)), base);
-        clock.reset();
-        let _ = clock.timestamp(t0 + Duration::from_secs(5));
-        assert_eq!(
-            clock
-                .timestamp(t0 + Duration::from_secs(6))
-                .wrapping_sub(clock.timestamp(t0 + Duration::from_secs(5))),
-            90_000
-        );
     }
 }

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+
+use crate::plugins::sinks::h264_rtp::is_keyframe_request;
 
 /// The interceptor's place in the chain: after every default one (they read RTCP first).
 pub const SLOT: usize = 14_000;
@@ -32,11 +32,6 @@ const MIN_GAP: Duration = Duration::from_millis(300);
 pub struct PeerFeedback {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
-}
-
-fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
-    let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
 fn is_wanted(packet: &dyn rtc::rtcp::Packet) -> bool {

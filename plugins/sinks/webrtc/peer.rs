@@ -20,12 +20,13 @@ use webrtc::peer_connection::{
 };
 
 use super::api::PeerEvent;
-use super::connection::{self, camera_track, random_u64};
+use super::connection::{self, camera_track};
 use super::feedback::Feedback;
 use super::IceConfig;
 use crate::adapt::AdaptPolicy;
 use crate::error::ServiceError;
 use crate::fanout::Subscriber;
+use crate::plugins::sinks::h264_rtp::random_u64;
 use crate::port::{H264Feed, H264Variant};
 
 /// Where a peer's connection went.

@@ -21,7 +21,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
 use super::api::{AddPeerCandidate, ClosePeer, OpenPeer, PeerAnswer, PeerEvent};
-use super::connection::{random_u64, RtpClock, RtpPacketizer};
+use super::connection::RtpPacketizer;
 use super::feedback::{self, FeedbackTargets};
 use super::peer::{
     self, PeerSetup, PeerState, PeerStateChanged, PeerStepChanged, RtpFrame, WriterCommand,
@@ -33,6 +33,7 @@ use crate::error::ServiceError;
 use crate::fanout::Fanout;
 use crate::frame::EncodedFrame;
 use crate::metrics::{DropReason, NodeMetrics};
+use crate::plugins::sinks::h264_rtp::{random_u64, RtpClock};
 use crate::port::{H264Feed, H264Variant};
 use crate::stop::{stop_on, StopToken};
 

@@ -20,9 +20,8 @@ use webrtc::peer_connection::{
 
 use super::http::{self, Created};
 use crate::fanout::Fanout;
-use crate::plugins::sinks::webrtc::connection::{
-    self, camera_track, random_u64, RtpClock, RtpPacketizer,
-};
+use crate::plugins::sinks::h264_rtp::{random_u64, RtpClock};
+use crate::plugins::sinks::webrtc::connection::{self, camera_track, RtpPacketizer};
 use crate::plugins::sinks::webrtc::feedback::{self, FeedbackTargets};
 use crate::plugins::sinks::webrtc::peer::{write_loop, WriterCommand, WriterMetrics};
 use crate::plugins::sinks::webrtc::{IceConfig, IceServer};

@@ -1,8 +1,11 @@
-//! What every bench shares: quantiles and a check that the machine is quiet before measuring.
+//! What every bench shares: quantiles, a check that the machine is quiet before measuring, and
+//! reading the server's metrics.
 
 use std::fs;
 use std::thread;
 use std::time::Duration;
+
+use camgraph::client;
 
 /// The value at quantile `q` (nearest rank) of sorted values.
 pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -51,4 +54,29 @@ pub(crate) fn warn_if_busy() {
             println!("warning: something else is using the CPU; figures below are pessimistic");
         }
     }
+}
+
+/// The sum of every sample of metric `name` whose labels contain all of `labels`.
+pub(crate) fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let rest = key.strip_prefix(name)?;
+            if !(rest.is_empty() || rest.starts_with('{')) {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|want| rest.contains(want))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// The server's /metrics text (empty if it does not answer).
+pub(crate) fn scrape(base: &str) -> String {
+    client::get(&format!("{base}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default()
 }

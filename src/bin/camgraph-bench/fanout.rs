@@ -18,7 +18,7 @@ use anyhow::bail;
 use camgraph::client;
 use camgraph::mjpeg::{self, PartReader};
 
-use crate::common::{machine_jiffies, ms, quantile, sorted, warn_if_busy};
+use crate::common::{machine_jiffies, metric_sum, ms, quantile, scrape, sorted, warn_if_busy};
 use crate::server::{clock_ticks, server_exe, stat_ticks, ServerProcess};
 
 const STREAM_PATH: &str = "/api/camera/stream/front";
@@ -53,30 +53,6 @@ fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
         }
     }
     out
-}
-
-/// The sum of every sample of metric `name` whose labels contain all of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let rest = key.strip_prefix(name)?;
-            if !(rest.is_empty() || rest.starts_with('{')) {
-                return None;
-            }
-            labels
-                .iter()
-                .all(|want| rest.contains(want))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-fn scrape(base: &str) -> String {
-    client::get(&format!("{base}/metrics"))
-        .and_then(|r| r.text())
-        .unwrap_or_default()
 }
 
 /// A response body that notes when the headers of each part were read off the connection: the

@@ -13,17 +13,25 @@
 //! server and reports the file descriptors, threads and memory it holds before and after each.
 //! `crowd` puts normal MJPEG viewers beside slow (1 KB/s) and stuck ones and reports what the
 //! normal ones still get and the server's memory meanwhile.
+//! `janus` feeds Janus with an `rtp_sink` and measures camgraph's and Janus's CPU with 0, 1, 10...
+//! aiortc viewers watching through Janus.
 //! One module per bench; `common` and `server` hold what several share.
 //! `cargo build --release --bins`, then run
-//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak|crowd>`.
+//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak|crowd|janus>`.
 
 mod common;
 mod crowd;
 mod fanout;
 mod idle;
+#[cfg(feature = "webrtc")]
+mod janus;
 mod jpeg;
 #[cfg(feature = "webrtc")]
 mod ladder;
+/// Janus and its viewers' network, shared with tests/janus.rs.
+#[cfg(feature = "webrtc")]
+#[path = "../../../tests/common/media_server.rs"]
+mod media_server;
 mod server;
 mod soak;
 
@@ -153,6 +161,24 @@ enum Bench {
         #[arg(long)]
         server: Option<PathBuf>,
     },
+    /// A media server's audience: one 1280x720 30 fps test camera -> h264_encoder -> rtp_sink
+    /// feeding Janus (Debian's), and N aiortc viewers watching through Janus; camgraph's CPU (% of
+    /// one core), Janus's, and the viewers' fps per round. Needs root, janus and aiortc.
+    #[cfg(feature = "webrtc")]
+    Janus {
+        /// Viewer counts to measure, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,5,10")]
+        viewers: Vec<usize>,
+        /// Length of the measured window of each round, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds between starting the viewers and the measured window.
+        #[arg(long, default_value_t = 6)]
+        warmup: u64,
+        /// The camgraph server binary. Default: `camgraph` next to this executable.
+        #[arg(long)]
+        server: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -202,6 +228,13 @@ fn main() -> ExitCode {
             },
             server,
         ),
+        #[cfg(feature = "webrtc")]
+        Bench::Janus {
+            viewers,
+            seconds,
+            warmup,
+            server,
+        } => janus::janus(&viewers, seconds.max(1), warmup, server),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
