@@ -131,29 +131,19 @@ impl NodeConfig for H264EncoderConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use super::*;
     use crate::fanout::Fanout;
-    use crate::frame::{Codec, Frame, PixelFormat};
-    use crate::plugins::sources::testsrc::{read_marks, TestPattern};
+    use crate::frame::{Codec, Frame};
+    use crate::plugins::sources::testsrc::{read_marks, test_frame};
     use crate::testing::wait_for;
 
     const W: u32 = 320;
     const H: u32 = 240;
 
     fn frame(seq: u64) -> Arc<Frame> {
-        let mut data = vec![0; (W * H * 3) as usize];
-        TestPattern::new(W, H, 30).draw(&mut data, seq, SystemTime::now());
-        Arc::new(Frame {
-            camera: "cam".into(),
-            seq,
-            captured_at: SystemTime::now(),
-            width: W,
-            height: H,
-            format: PixelFormat::Rgb24,
-            data: data.into(),
-        })
+        test_frame(W, H, seq)
     }
 
     #[actix_rt::test]

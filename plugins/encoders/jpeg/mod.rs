@@ -85,28 +85,16 @@ impl NodeConfig for JpegEncoderConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
 
     use super::*;
     use crate::error::ServiceError;
     use crate::fanout::Fanout;
     use crate::frame::{Frame, PixelFormat};
-    use crate::plugins::sources::testsrc::TestPattern;
+    use crate::plugins::sources::testsrc::test_frame;
     use crate::testing::wait_for;
 
     fn frame(seq: u64) -> Arc<Frame> {
-        let (w, h) = (256, 64);
-        let mut data = vec![0; w * h * 3];
-        TestPattern::new(w as u32, h as u32, 30).draw(&mut data, seq, SystemTime::now());
-        Arc::new(Frame {
-            camera: "cam".into(),
-            seq,
-            captured_at: SystemTime::now(),
-            width: w as u32,
-            height: h as u32,
-            format: PixelFormat::Rgb24,
-            data: data.into(),
-        })
+        test_frame(256, 64, seq)
     }
 
     #[actix_rt::test]

@@ -266,7 +266,7 @@ mod tests {
     /// The node harness: a test pattern -> h264_encoder -> rtp_sink aimed at sockets of the test.
     mod harness {
         use std::sync::Arc;
-        use std::time::{Duration, SystemTime};
+        use std::time::Duration;
 
         use bytes::Bytes;
         use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -277,9 +277,9 @@ mod tests {
 
         use super::*;
         use crate::fanout::Fanout;
-        use crate::frame::{Frame, PixelFormat};
+        use crate::frame::Frame;
         use crate::plugins::encoders::h264::H264EncoderConfig;
-        use crate::plugins::sources::testsrc::{read_marks, TestPattern};
+        use crate::plugins::sources::testsrc::{read_marks, test_frame};
         use crate::port::Port;
         use crate::testing::wait_for;
 
@@ -287,17 +287,7 @@ mod tests {
         const H: u32 = 240;
 
         fn frame(seq: u64) -> Arc<Frame> {
-            let mut data = vec![0; (W * H * 3) as usize];
-            TestPattern::new(W, H, 30).draw(&mut data, seq, SystemTime::now());
-            Arc::new(Frame {
-                camera: "cam".into(),
-                seq,
-                captured_at: SystemTime::now(),
-                width: W,
-                height: H,
-                format: PixelFormat::Rgb24,
-                data: data.into(),
-            })
+            test_frame(W, H, seq)
         }
 
         /// The RTP packets of one frame, up to the one with the marker bit.

@@ -214,6 +214,24 @@ impl FrameSource for OnDemand {
     }
 }
 
+/// A `width`x`height` RGB frame of the test pattern numbered `seq`, captured now: what node tests
+/// feed an encoder or sink.
+#[cfg(test)]
+pub fn test_frame(width: u32, height: u32, seq: u64) -> std::sync::Arc<crate::frame::Frame> {
+    let mut data = vec![0; (width * height * 3) as usize];
+    let now = SystemTime::now();
+    TestPattern::new(width, height, 30).draw(&mut data, seq, now);
+    std::sync::Arc::new(crate::frame::Frame {
+        camera: "cam".into(),
+        seq,
+        captured_at: now,
+        width,
+        height,
+        format: crate::frame::PixelFormat::Rgb24,
+        data: data.into(),
+    })
+}
+
 /// What the marks of a frame say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marks {
