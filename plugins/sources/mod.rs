@@ -1,5 +1,6 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
-//! source (test pattern, files, V4L2 device, HTTP MJPEG) and publishes them. Capture runs only
+//! source (test pattern, files, V4L2 device, HTTP MJPEG, RTSP) and publishes them: pictures
+//! (`frames`), or, for a camera that encodes (RTSP), its own H.264 (`h264`, passed through). Capture runs only
 //! while capture is on (`POST /api/camera/start|stop`) and someone downstream is subscribed; until
 //! then the thread sleeps until one of them changes (no polling). A source that fails, or is
 //! missing at start, is retried with exponential backoff and jitter; meanwhile viewers get a "no
@@ -8,6 +9,7 @@
 //!
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
+//! gate:  { type: camera, source: "rtsp://192.168.1.30/stream1", transport: udp }
 //! ```
 
 pub mod api;
@@ -15,6 +17,7 @@ pub mod files;
 pub mod http_mjpeg;
 pub mod kinds;
 pub mod nosignal;
+pub mod rtsp;
 pub mod testsrc;
 #[cfg(feature = "v4l")]
 pub mod v4l;
@@ -30,11 +33,13 @@ use serde_json::json;
 
 use crate::config::ApiSources;
 use crate::error::BuildError;
+use crate::error::ServiceError;
+use crate::fanout::Subscriber;
 use crate::fanout::{watch_demand, Demand, Fanout};
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::{Codec, EncodedFrame, Frame, PixelFormat};
 use crate::metrics::CameraErrorReason;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
-use crate::port::{Port, PortKind, Ports};
+use crate::port::{Feed, H264Variant, Port, Ports};
 use crate::stop::{stop_on, StopToken, Stopper};
 use api::{CaptureSwitch, SetCapture};
 
@@ -44,7 +49,9 @@ use api::{CaptureSwitch, SetCapture};
 pub struct CameraConfig {
     /// Where frames come from: `test` (a moving test pattern with the frame number and capture time
     /// painted in), a V4L2 device (`/dev/video0`, or its index `0`), or the path of a folder of
-    /// JPEGs or of an `.mjpeg` file, played in a loop without re-encoding. Required.
+    /// JPEGs or of an `.mjpeg` file, played in a loop without re-encoding, an `http://` MJPEG
+    /// stream, or an `rtsp://[user:password@]host[:port]/path` H.264 stream, passed through
+    /// without decoding. Required.
     pub source: String,
     /// Frame width in pixels. Default 1280. A device uses the closest size it offers.
     #[serde(default = "default_width")]
@@ -63,6 +70,16 @@ pub struct CameraConfig {
     /// and adaptation tests). Default 0.
     #[serde(default)]
     pub noise: u8,
+    /// RTSP only: how RTP comes, `tcp` (interleaved on the RTSP connection) or `udp`. Default
+    /// `tcp`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// RTSP only: the user name, if not in the URL. Default none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// RTSP only: the password, if not in the URL. Default none. Never logged nor shown.
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 fn default_width() -> u32 {
@@ -81,8 +98,9 @@ fn default_start() -> bool {
 impl NodeConfig for CameraConfig {
     const TYPE: &'static str = "camera";
 
+    /// What the camera gives follows its source: pictures, or the H.264 of a camera that encodes.
     fn ports(&self) -> Ports {
-        Ports::Source(PortKind::Frames)
+        Ports::Source(kinds::kind_of(&self.source).gives())
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
@@ -95,6 +113,20 @@ impl NodeConfig for CameraConfig {
                 "noise",
                 "'noise' is for the test pattern (source: test) only",
             ));
+        }
+        if kind.name != rtsp::KIND.name {
+            for (field, set) in [
+                ("transport", self.transport.is_some()),
+                ("username", self.username.is_some()),
+                ("password", self.password.is_some()),
+            ] {
+                if set {
+                    issues.push(FieldIssue::new(
+                        field,
+                        format!("'{field}' is for rtsp:// sources only"),
+                    ));
+                }
+            }
         }
         (kind.validate)(self, &mut issues);
         issues
@@ -113,7 +145,7 @@ impl NodeConfig for CameraConfig {
                 "source",
                 format!(
                     "source '{}' may not be added through the API: server.api_sources allows {}",
-                    self.source,
+                    kinds::redacted(&self.source),
                     api_sources.patterns().join(", ")
                 ),
             )];
@@ -129,8 +161,95 @@ impl NodeConfig for CameraConfig {
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let config = self.clone();
-        let open: OpenFn = Box::new(move || open_source(&config));
-        Ok(start_camera(cx, open, self))
+        let camera = cx.camera.clone();
+        Ok(match kinds::kind_of(&self.source).open {
+            kinds::Open::Frames(open) => {
+                let out = Fanout::<Frame>::new();
+                let (w, h) = (self.width, self.height);
+                let (to, picture) = (out.clone(), out.clone());
+                let no_signal_camera = camera.clone();
+                let outlet = Outlet {
+                    publish: Box::new(move |seq, c: Captured| {
+                        to.publish(Arc::new(Frame {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: c.captured_at,
+                            width: c.width,
+                            height: c.height,
+                            format: c.format,
+                            data: c.data,
+                        }))
+                    }),
+                    no_signal: Box::new(move |seq| {
+                        let now = SystemTime::now();
+                        let camera = &no_signal_camera;
+                        picture.publish(Arc::new(Frame {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: now,
+                            width: w,
+                            height: h,
+                            format: PixelFormat::Rgb24,
+                            data: Bytes::from(nosignal::frame(camera, w, h, now)),
+                        }))
+                    }),
+                };
+                let open: OpenFn<Captured> = Box::new(move || open(&config));
+                start_camera(cx, (open, outlet, out), |o| Port::Frames(o.clone()), self)
+            }
+            kinds::Open::H264(open) => {
+                let out = Fanout::<EncodedFrame>::new();
+                let feed = Arc::new(CameraH264 {
+                    camera: camera.clone(),
+                    out: out.clone(),
+                });
+                let to = out.clone();
+                let outlet = Outlet {
+                    publish: Box::new(move |seq, au: AccessUnit| {
+                        to.publish(Arc::new(EncodedFrame {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: au.captured_at,
+                            codec: Codec::H264,
+                            keyframe: au.keyframe,
+                            width: au.width,
+                            height: au.height,
+                            data: au.data,
+                            behind: 0,
+                        }))
+                    }),
+                    // No picture while down: making one would take an H.264 encode. Peers keep
+                    // the last picture; `/api/graph` and `camgraph_camera_up` say it is down.
+                    no_signal: Box::new(|_| {}),
+                };
+                let open: OpenFn<AccessUnit> = Box::new(move || open(&config));
+                start_camera(cx, (open, outlet, out), |_| Port::H264(feed), self)
+            }
+        })
+    }
+}
+
+/// The output of a camera whose source encodes: its own H.264, one stream, passed through to
+/// every subscriber. There is nothing to choose (no bitrate or size: no encoder) and no keyframe
+/// to ask for (RTSP has no general way to ask a camera for an IDR): a peer starts at the
+/// camera's next one.
+struct CameraH264 {
+    camera: Arc<str>,
+    out: Fanout<EncodedFrame>,
+}
+
+impl Feed<H264Variant> for CameraH264 {
+    fn subscribe(
+        &self,
+        variant: Option<H264Variant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+        match variant {
+            None => Ok(self.out.subscribe()),
+            Some(v) => Err(ServiceError::BadRequest(format!(
+                "camera '{}' passes its own H.264 through: it has no variant {v} (no bitrate or size to choose)",
+                self.camera
+            ))),
+        }
     }
 }
 
@@ -147,18 +266,33 @@ pub struct Captured {
 /// `error` and retries. Each kind has its own error enum; they meet here.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Something frames can be pulled from. It runs on the camera's capture thread and may block.
-pub trait FrameSource {
+/// One H.264 access unit as a camera encoded it: Annex B (start codes), SPS and PPS in front
+/// of every IDR.
+pub struct AccessUnit {
+    pub captured_at: SystemTime,
+    pub width: u32,
+    pub height: u32,
+    /// An IDR: a decoder can start here.
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// Something frames (`Captured` pictures, or `AccessUnit`s of a camera that encodes) can be
+/// pulled from. It runs on the camera's capture thread and may block.
+pub trait FrameSource<T = Captured> {
     /// Blocks until the next frame is due, then returns it. `seq` is the number the frame will carry.
-    fn next_frame(&mut self, seq: u64) -> Result<Captured, SourceError>;
+    fn next_frame(&mut self, seq: u64) -> Result<T, SourceError>;
     /// Nobody wants frames for now: release what can be released (a device's stream).
     fn pause(&mut self) {}
 }
 
-type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
+type OpenFn<T> = Box<dyn Fn() -> Result<Box<dyn FrameSource<T>>, SourceError> + Send>;
 
-fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, SourceError> {
-    (kinds::kind_of(&config.source).open)(config)
+/// Where the capture thread puts what it pulled: how a source's item is published, and how the
+/// "no signal" picture is while the source is down.
+struct Outlet<T> {
+    publish: Box<dyn Fn(u64, T) + Send>,
+    no_signal: Box<dyn Fn(u64) + Send>,
 }
 
 /// Sleeps to keep a steady frame rate; after a stall it restarts rather than bursting to catch up.
@@ -284,9 +418,14 @@ struct CameraMetrics {
 }
 
 /// Starts the capture thread (which opens the source, and reopens it when it fails) and the
-/// camera actor.
-fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHandle {
-    let out = Fanout::<Frame>::new();
+/// camera actor. `out` is the fan-out the outlet publishes into (its demand starts and stops
+/// capture); `port` makes the node's output of it.
+fn start_camera<T: 'static, V: Send + Sync + 'static>(
+    cx: BuildContext,
+    (open, outlet, out): (OpenFn<T>, Outlet<T>, Fanout<V>),
+    port: impl FnOnce(&Fanout<V>) -> Port,
+    config: &CameraConfig,
+) -> NodeHandle {
     let control = Arc::new(Control {
         gate: Mutex::new(Gate {
             capture_on: config.start,
@@ -311,8 +450,7 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
     let capture = Capture {
         open,
         camera: cx.camera.clone(),
-        size: (config.width, config.height),
-        out: out.clone(),
+        outlet,
         control: control.clone(),
         metrics,
     };
@@ -332,7 +470,7 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
     .start();
     let stats_out = out.clone();
     NodeHandle {
-        output: Some(Port::Frames(out)),
+        output: Some(port(&out)),
         services: Services::new().with(CaptureSwitch(addr.clone().recipient())),
         stats: Some(Box::new(move || {
             json!({
@@ -349,37 +487,15 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
 }
 
 /// The capture thread's state.
-struct Capture {
-    open: OpenFn,
+struct Capture<T> {
+    open: OpenFn<T>,
     camera: Arc<str>,
-    /// Size of the "no signal" picture.
-    size: (u32, u32),
-    out: Fanout<Frame>,
+    outlet: Outlet<T>,
     control: Arc<Control>,
     metrics: CameraMetrics,
 }
 
-impl Capture {
-    fn publish(
-        &self,
-        seq: u64,
-        captured_at: SystemTime,
-        width: u32,
-        height: u32,
-        format: PixelFormat,
-        data: Bytes,
-    ) {
-        self.out.publish(Arc::new(Frame {
-            camera: self.camera.clone(),
-            seq,
-            captured_at,
-            width,
-            height,
-            format,
-            data,
-        }));
-    }
-
+impl<T> Capture<T> {
     /// Notes and counts a failure; `down_since` keeps when the outage began.
     fn down(&self, error: &SourceError, down_since: &mut Option<Instant>) {
         down_since.get_or_insert_with(Instant::now);
@@ -398,7 +514,7 @@ impl Capture {
     }
 
     fn run(self) {
-        let mut source: Option<Box<dyn FrameSource>> = None;
+        let mut source: Option<Box<dyn FrameSource<T>>> = None;
         let seed = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -451,10 +567,7 @@ impl Capture {
             active = true;
             let Some(s) = source.as_mut() else {
                 no_signal.wait();
-                let (w, h) = self.size;
-                let now = SystemTime::now();
-                let picture = nosignal::frame(&self.camera, w, h, now);
-                self.publish(seq, now, w, h, PixelFormat::Rgb24, Bytes::from(picture));
+                (self.outlet.no_signal)(seq);
                 seq += 1;
                 continue;
             };
@@ -463,7 +576,7 @@ impl Capture {
                 Ok(_) if !self.control.gate().capture_on => {}
                 Ok(c) => {
                     self.metrics.captured.inc();
-                    self.publish(seq, c.captured_at, c.width, c.height, c.format, c.data);
+                    (self.outlet.publish)(seq, c);
                     seq += 1;
                 }
                 Err(e) => {
