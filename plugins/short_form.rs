@@ -3,8 +3,9 @@
 //! `webrtc: false` (or a build without WebRTC), `NAME` -> `NAME_h264` (h264_encoder) ->
 //! `NAME_rtc_adaptive` (adaptive) -> `NAME_rtc` (webrtc_sink), which costs nothing until a peer
 //! connects. A camera that encodes (an `rtsp://` source gives H.264) feeds its own H.264 straight
-//! to `NAME_rtc`: no `h264_encoder`, no `adaptive` (nothing to re-encode), and no MJPEG chain
-//! (that would need a decoder). Cameras added through the API (`POST
+//! to `NAME_rtc`: no `h264_encoder`, no `adaptive` (nothing to re-encode); its MJPEG chain starts
+//! with `NAME_decode` (h264_decoder), which decodes only while an MJPEG viewer or a snapshot
+//! wants pictures. Cameras added through the API (`POST
 //! /api/camera/cameras/NAME?source=...`) are expanded the same way. Registered with the registry
 //! as its `ShortForm`.
 //!
@@ -131,27 +132,36 @@ fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
     set(&mut camera, "start", c.start);
     set(&mut camera, "transport", c.transport.clone());
     let webrtc = c.webrtc.unwrap_or(cfg!(feature = "webrtc"));
-    if kind_of(&c.source).gives() == PortKind::H264 {
-        let mut nodes = vec![(name.to_string(), node("camera", None, camera))];
-        if webrtc {
-            nodes.push((
-                format!("{name}_rtc"),
-                node("webrtc_sink", Some(name), Vec::new()),
-            ));
-        }
-        return nodes;
-    }
+    let encodes = kind_of(&c.source).gives() == PortKind::H264;
     let mut jpeg = Vec::new();
     set(&mut jpeg, "quality", c.quality.map(u64::from));
     let mut mjpeg = Vec::new();
     set(&mut mjpeg, "max_viewers", c.max_viewers.map(|v| v as u64));
     let (jpeg_id, mjpeg_id) = (format!("{name}_jpeg"), format!("{name}_mjpeg"));
-    let mut nodes = vec![
-        (name.to_string(), node("camera", None, camera)),
-        (jpeg_id.clone(), node("jpeg_encoder", Some(name), jpeg)),
-        (mjpeg_id, node("mjpeg_sink", Some(&jpeg_id), mjpeg)),
-    ];
-    if webrtc {
+    let mut nodes = vec![(name.to_string(), node("camera", None, camera))];
+    // Pictures: the camera's own, or decoded from its H.264 (a decoder needs openh264, which
+    // comes with the WebRTC feature).
+    let pictures = match (encodes, cfg!(feature = "webrtc")) {
+        (false, _) => Some(name.to_string()),
+        (true, true) => {
+            let decode = format!("{name}_decode");
+            nodes.push((decode.clone(), node("h264_decoder", Some(name), Vec::new())));
+            Some(decode)
+        }
+        (true, false) => None,
+    };
+    if let Some(pictures) = pictures {
+        nodes.extend([
+            (jpeg_id.clone(), node("jpeg_encoder", Some(&pictures), jpeg)),
+            (mjpeg_id, node("mjpeg_sink", Some(&jpeg_id), mjpeg)),
+        ]);
+    }
+    if webrtc && encodes {
+        nodes.push((
+            format!("{name}_rtc"),
+            node("webrtc_sink", Some(name), Vec::new()),
+        ));
+    } else if webrtc {
         let (h264, adaptive) = (format!("{name}_h264"), format!("{name}_rtc_adaptive"));
         nodes.extend([
             (h264.clone(), node("h264_encoder", Some(name), Vec::new())),
@@ -216,6 +226,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "webrtc")]
     fn a_camera_that_encodes_feeds_webrtc_directly() {
         let c = CameraShortForm {
             source: "rtsp://cam/1".into(),
@@ -225,9 +236,14 @@ mod tests {
         };
         let nodes = expand("gate", &c);
         let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["gate", "gate_rtc"]);
+        assert_eq!(
+            ids,
+            ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"]
+        );
         assert_eq!(nodes[0].1["transport"], "udp");
-        assert_eq!(nodes[1].1["type"], "webrtc_sink");
-        assert_eq!(nodes[1].1["inputs"][0], "gate", "no encoder between");
+        assert_eq!(nodes[1].1["type"], "h264_decoder");
+        assert_eq!(nodes[2].1["inputs"][0], "gate_decode");
+        assert_eq!(nodes[4].1["type"], "webrtc_sink");
+        assert_eq!(nodes[4].1["inputs"][0], "gate", "no encoder between");
     }
 }

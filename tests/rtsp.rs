@@ -73,6 +73,18 @@ impl Drop for RtspServer {
     }
 }
 
+/// The sum of every metric sample whose line starts with `prefix` (0 if none).
+fn metric_sum(server: &Server, prefix: &str) -> f64 {
+    let text = camgraph::client::get(&server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The `/api/graph` entry of node `id`.
 fn node(server: &Server, id: &str) -> serde_json::Value {
     let (_, graph) = server.get_json("/api/graph");
@@ -101,7 +113,11 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         .iter()
         .map(|n| n["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["gate", "gate_rtc"], "{graph}");
+    assert_eq!(
+        ids,
+        ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"],
+        "{graph}"
+    );
 
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
@@ -139,9 +155,11 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
     let playing = next("playing");
     assert_eq!(playing["phase"], "playing", "{playing}\n{}", server.log());
 
-    // No encoder anywhere in the chain: nothing was encoded, yet the sink sent frames.
-    let encoded = server.metric("camgraph_frames_encoded_total{camera=\"gate\"");
-    assert!(encoded.unwrap_or(0.0) == 0.0, "encoded {encoded:?}");
+    // No encoder between the camera and the peers: nothing was encoded or decoded for this
+    // camera (its MJPEG chain idles without viewers), yet the sink sent frames.
+    let encoded = || metric_sum(&server, "camgraph_frames_encoded_total{camera=\"gate\"");
+    let decoded = || metric_sum(&server, "camgraph_frames_decoded_total{camera=\"gate\"");
+    assert_eq!((encoded(), decoded()), (0.0, 0.0));
     let sent = server
         .metric("camgraph_frames_sent_total{camera=\"gate\",node=\"gate_rtc\"")
         .unwrap_or(0.0);
@@ -205,8 +223,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         camera["stats"]["reconnects"].as_u64().unwrap() >= 1,
         "{camera}"
     );
-    let encoded = server.metric("camgraph_frames_encoded_total{camera=\"gate\"");
-    assert!(encoded.unwrap_or(0.0) == 0.0, "encoded {encoded:?}");
+    assert_eq!((encoded(), decoded()), (0.0, 0.0));
     assert!(!server.log().contains("panicked"), "{}", server.log());
     drop(rtsp);
 }
@@ -293,4 +310,55 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
     let (_, graph) = server.get_json("/api/graph");
     assert!(!graph.to_string().contains("hunter2"), "{graph}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn mjpeg_viewers_and_snapshots_of_an_rtsp_camera_decode_only_while_watched() {
+    let rtsp = RtspServer::start(0, &[]);
+    let server = Server::start(&format!(
+        "cameras:\n  gate: {{ source: \"{}\", webrtc: false }}\n",
+        rtsp.url()
+    ));
+    let decoded = || metric_sum(&server, "camgraph_frames_decoded_total{camera=\"gate\"");
+    let decoding = || node(&server, "gate_decode")["stats"]["decoding"] == true;
+    assert!(!decoding(), "nobody watches: no decode");
+
+    // A snapshot: a JPEG at the camera's size, decoded from its H.264.
+    let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/gate")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    let (_, w, h) = common::decode(&snapshot.bytes().unwrap());
+    assert_eq!((w, h), (W, H));
+
+    // An MJPEG viewer: pictures of the camera's size, at about its rate.
+    let mut parts = server.mjpeg("/api/camera/stream/gate");
+    let started = Instant::now();
+    for _ in 0..30 {
+        let part = parts.next_part().unwrap().expect("a part");
+        let (_, w, h) = common::decode(&part.data);
+        assert_eq!((w, h), (W, H));
+    }
+    println!("30 MJPEG frames in {} ms", started.elapsed().as_millis());
+    assert!(decoding());
+    assert!(decoded() >= 30.0, "decoded {}", decoded());
+
+    // The last viewer leaves: decoding stops, and the count stays where it is.
+    drop(parts);
+    wait_for("decoding to stop", Duration::from_secs(10), || {
+        (!decoding()).then_some(())
+    });
+    let stopped_at = decoded();
+    let camera = wait_for("the camera to idle", Duration::from_secs(10), || {
+        let n = node(&server, "gate");
+        (n["stats"]["consumers"] == 0).then_some(n)
+    });
+    println!("after the viewer left: {camera}");
+    let captured = metric_sum(&server, "camgraph_frames_captured_total{camera=\"gate\"");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(decoded(), stopped_at, "decoding went on without viewers");
+    assert_eq!(
+        metric_sum(&server, "camgraph_frames_captured_total{camera=\"gate\""),
+        captured,
+        "the camera went on without consumers"
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
 }
