@@ -254,6 +254,7 @@ impl Rtsp {
         let frames = playing
             .demuxed()
             .map_err(|e| RtspError::retina(&url, "PLAY", e))?;
+        tracing::info!(%url, transport = %self.target.transport, "RTSP session playing");
         Ok(Playing {
             frames,
             stream,
