@@ -3,9 +3,12 @@
 // signalling.
 //
 //   node tests/browser/rtsp.mjs BASE_URL OUTDIR --camera NAME --width W --height H
+//        [--peers 2] [--measure 2000] [--restart 1]
 //
-// 1. Both pages must show a first frame; over 2 s getStats() inbound-rtp must show frames decoded
-//    at the camera's own size. Prints {"phase":"playing",...} on stdout.
+// 1. Each page (alternately WHEP and WebSocket) must show a first frame; over `measure` ms
+//    getStats() inbound-rtp must show frames decoded at the camera's own size. Prints
+//    {"phase":"playing",...} on stdout. With --restart 0 (the benchmark,
+//    tests/browser/rtsp-bench.sh) it ends there.
 // 2. Waits for a line "back" on stdin (the test stopped the RTSP server, saw the camera down and
 //    started the server again), then for each page measures how long until a frame decodes again
 //    (firstFrameAfterMs) and until 15 have (recoveryMs), on the same RTCPeerConnection, still
@@ -25,7 +28,7 @@ const OVERALL_TIMEOUT_MS = 120_000;
 
 function parseArgs(argv) {
   const positional = [];
-  const opts = { camera: 'gate', width: 640, height: 360 };
+  const opts = { camera: 'gate', width: 640, height: 360, peers: 2, measure: 2000, restart: 1 };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].startsWith('--') ? argv[i].slice(2) : null;
     if (key && key in opts) opts[key] = key === 'camera' ? argv[++i] : Number(argv[++i]);
@@ -60,11 +63,38 @@ async function statsInPage() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Waits for "back" on stdin, then measures each page's recovery on its same connection.
+async function afterRestart(pages, summary, opts) {
+  const lines = createInterface({ input: process.stdin });
+  const line = await new Promise((ok) => lines.once('line', ok));
+  lines.close();
+  check(line === 'back', 'expected "back" on stdin');
+  const atBack = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
+  const back = Date.now();
+  const recovered = pages.map(() => null);
+  const firstAfter = pages.map(() => null);
+  while (recovered.includes(null) && Date.now() - back < RECOVERY_TIMEOUT_MS) {
+    await sleep(20);
+    const now = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
+    for (const [k, s] of now.entries()) {
+      if (firstAfter[k] === null && s.framesDecoded > atBack[k].framesDecoded) firstAfter[k] = Date.now() - back;
+      if (recovered[k] === null && s.framesDecoded >= atBack[k].framesDecoded + 15) recovered[k] = { ms: Date.now() - back, ...s };
+    }
+  }
+  for (const [k, p] of pages.entries()) {
+    const r = recovered[k];
+    check(r !== null, `${p.signalling}: no pictures within ${RECOVERY_TIMEOUT_MS} ms of the RTSP server's return`);
+    check(r.samePc && r.state === 'connected' && !r.fallback, `${p.signalling}: the peer reconnected or left WebRTC: ${JSON.stringify(r)}`);
+    summary.peers[k].firstFrameAfterMs = firstAfter[k];
+    summary.peers[k].recoveryMs = r.ms;
+    summary.peers[k].size = `${r.width}x${r.height}`;
+    await p.page.screenshot({ path: join(opts.outDir, `rtsp-${p.signalling}-after-restart.png`) });
+  }
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   mkdirSync(opts.outDir, { recursive: true });
-  const lines = createInterface({ input: process.stdin });
-  const nextLine = () => new Promise((ok) => lines.once('line', ok));
   const profile = mkdtempSync(join(tmpdir(), 'camgraph-rtsp-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -85,7 +115,8 @@ async function main() {
   const summary = { ok: false, peers: [] };
   const pages = [];
   try {
-    for (const signalling of ['whep', 'ws']) {
+    for (let i = 0; i < opts.peers; i++) {
+      const signalling = i % 2 === 0 ? 'whep' : 'ws';
       const page = await context.newPage();
       page.on('console', (m) => m.type() === 'error' && console.error(`${signalling}: ${m.text()}`));
       await page.goto(`${opts.base}/webrtc?camera=${encodeURIComponent(opts.camera)}&signalling=${signalling}`);
@@ -94,11 +125,12 @@ async function main() {
       });
       const state = await page.evaluate(() => ({ ...window.camgraphRtc, pc: undefined, ws: undefined }));
       check(!state.fallback, `${signalling}: fell back to MJPEG: ${state.error}`);
-      pages.push({ signalling, page, firstFrameMs: Math.round(state.firstFrameMs) });
+      pages.push({ signalling: `${signalling}${i}`, page, firstFrameMs: Math.round(state.firstFrameMs) });
     }
+    console.log(JSON.stringify({ phase: 'measuring' }));
     const start = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
     const t0 = Date.now();
-    await sleep(2000);
+    await sleep(opts.measure);
     const end = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
     const seconds = (Date.now() - t0) / 1000;
     for (const [k, p] of pages.entries()) {
@@ -114,35 +146,14 @@ async function main() {
       check(peer.decodedFps >= 20, `${p.signalling}: ${peer.decodedFps} fps decoded, want >= 20 (the camera sends 30)`);
     }
     console.log(JSON.stringify({ phase: 'playing', peers: summary.peers }));
+    if (opts.restart) await afterRestart(pages, summary, opts);
+    summary.ok = true;
 
-    check((await nextLine()) === 'back', 'expected "back" on stdin');
-    const atBack = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
-    const back = Date.now();
-    const recovered = pages.map(() => null);
-    const firstAfter = pages.map(() => null);
-    while (recovered.includes(null) && Date.now() - back < RECOVERY_TIMEOUT_MS) {
-      await sleep(20);
-      const now = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
-      for (const [k, s] of now.entries()) {
-        if (firstAfter[k] === null && s.framesDecoded > atBack[k].framesDecoded) firstAfter[k] = Date.now() - back;
-        if (recovered[k] === null && s.framesDecoded >= atBack[k].framesDecoded + 15) recovered[k] = { ms: Date.now() - back, ...s };
-      }
-    }
-    for (const [k, p] of pages.entries()) {
-      const r = recovered[k];
-      check(r !== null, `${p.signalling}: no pictures within ${RECOVERY_TIMEOUT_MS} ms of the RTSP server's return`);
-      check(r.samePc && r.state === 'connected' && !r.fallback, `${p.signalling}: the peer reconnected or left WebRTC: ${JSON.stringify(r)}`);
-      summary.peers[k].firstFrameAfterMs = firstAfter[k];
-      summary.peers[k].recoveryMs = r.ms;
-      summary.peers[k].size = `${r.width}x${r.height}`;
-      await p.page.screenshot({ path: join(opts.outDir, `rtsp-${p.signalling}-after-restart.png`) });
-    }
     summary.ok = true;
   } catch (e) {
     summary.error = e.message;
     for (const p of pages) await p.page.screenshot({ path: join(opts.outDir, `rtsp-failed-${p.signalling}.png`) }).catch(() => {});
   } finally {
-    lines.close();
     await context.close();
     rmSync(profile, { recursive: true, force: true });
   }
