@@ -531,6 +531,9 @@ impl<T> Capture<T> {
                 match (self.open)() {
                     Ok(s) => {
                         source = Some(s);
+                        // Paused below if nobody wants frames yet: a source lets go of what
+                        // opening took (an RTSP camera's DESCRIBE connection) until it is wanted.
+                        active = true;
                         if let Some(since) = down_since.take() {
                             self.metrics.reconnects.inc();
                             tracing::info!(

@@ -10,9 +10,11 @@
 //! tokio runtime and drives retina on the capture thread itself (`block_on` per frame): no extra
 //! thread per camera, retina's keepalives are sent while frames are polled, and the capture
 //! thread's model (open, blocking `next_frame`, `pause`, reopen with backoff) is unchanged. Like
-//! the HTTP source, the session is set up only while someone watches and torn down after; the
-//! DESCRIBE made when the source is opened is used for the first SETUP if it is recent (a second
-//! DESCRIBE right after the first one's connection closed got "503" from gst-rtsp-server).
+//! the HTTP source, the session is set up only while someone watches and torn down after. The
+//! DESCRIBE made when the source is opened is kept for the first SETUP when frames are wanted at
+//! once (a second DESCRIBE right after the first one's connection closed got "503" from
+//! gst-rtsp-server, and the camera flapped up and down for seconds); a source opened while nobody
+//! watches is paused at once, which closes that connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
