@@ -232,6 +232,23 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
     drop(rtsp);
 }
 
+/// Established TCP connections (IPv4) whose remote end is local `port`: clients of a server there.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 /// A loopback TCP server that answers every connection with junk, as a wrong port might.
 fn garbage_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -306,6 +323,14 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
             (node(&server, id)["state"] == "running").then_some(())
         });
     }
+
+    // Up and idle, they hold no connection to the camera (their DESCRIBE's is closed until
+    // frames are wanted); only the failing cameras' short retries come and go.
+    wait_for(
+        "no connection held to the camera while idle",
+        Duration::from_secs(10),
+        || (connections_to(port) == 0).then_some(()),
+    );
 
     // Through the API: accepted (server.api_sources allows rtsp:// by default), given the short
     // form's chain, and down with the reason kept to the log.
