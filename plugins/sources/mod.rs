@@ -1,10 +1,11 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
 //! source (test pattern, files, V4L2 device, HTTP MJPEG, RTSP) and publishes them: pictures
-//! (`frames`), or, for a camera that encodes (RTSP), its own H.264 (`h264`, passed through). Capture runs only
-//! while capture is on (`POST /api/camera/start|stop`) and someone downstream is subscribed; until
-//! then the thread sleeps until one of them changes (no polling). A source that fails, or is
-//! missing at start, is retried with exponential backoff and jitter; meanwhile viewers get a "no
-//! signal" picture and stay connected. Recovery is logged (`camera up`, with how long it was down)
+//! (`frames`), or, for a camera that encodes (RTSP), its own H.264 (`h264`, passed through).
+//! Capture runs only while capture is on (`POST /api/camera/start|stop`) and someone downstream is
+//! subscribed; until then the thread sleeps until one of them changes (no polling). A source that
+//! fails, or is missing at start, is retried with exponential backoff and jitter; meanwhile
+//! viewers get a "no signal" picture (pictures only: an H.264 camera's peers keep its last one)
+//! and stay connected. Recovery is logged (`camera up`, with how long it was down)
 //! and counted (`camgraph_camera_reconnects_total`).
 //!
 //! ```yaml
@@ -32,10 +33,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ApiSources;
-use crate::error::BuildError;
-use crate::error::ServiceError;
-use crate::fanout::Subscriber;
-use crate::fanout::{watch_demand, Demand, Fanout};
+use crate::error::{BuildError, ServiceError};
+use crate::fanout::{watch_demand, Demand, Fanout, Subscriber};
 use crate::frame::{Codec, EncodedFrame, Frame, PixelFormat};
 use crate::metrics::CameraErrorReason;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};

@@ -85,6 +85,8 @@ pub enum RtspError {
     },
     #[error("{url}: the stream offers no H.264 video (it offers: {offers})")]
     NoH264 { url: String, offers: String },
+    #[error("{url}: no video for {secs} s")]
+    Silent { url: String, secs: u64 },
     #[error("{url}: the camera ended the stream")]
     Ended { url: String },
 }
@@ -200,8 +202,9 @@ struct Playing {
 
 impl Rtsp {
     /// Asks the camera once what it offers (DESCRIBE), so that a wrong URL, refused
-    /// credentials or a stream without H.264 are reported at start; then lets go until frames are
-    /// wanted.
+    /// credentials or a stream without H.264 are reported at start. The session is kept for the
+    /// first SETUP; if nobody watches yet the capture thread pauses the source at once, which
+    /// closes it until frames are wanted.
     fn open(target: Target) -> Result<Self, RtspError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -283,9 +286,8 @@ impl Rtsp {
     async fn next_unit(playing: &mut Playing, url: &str) -> Result<Option<AccessUnit>, RtspError> {
         let item = match tokio::time::timeout(FRAME_TIMEOUT, playing.frames.next()).await {
             Err(_) => {
-                return Err(RtspError::Timeout {
+                return Err(RtspError::Silent {
                     url: url.into(),
-                    step: "PLAY (no video)",
                     secs: FRAME_TIMEOUT.as_secs(),
                 })
             }
