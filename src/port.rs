@@ -173,6 +173,11 @@ pub trait Feed<V>: Send + Sync {
     /// Makes the next frame of `variant` a keyframe; cheap, callable from any thread. A no-op
     /// where every frame is one (JPEG).
     fn request_keyframe(&self, _variant: Option<V>) {}
+    /// Whether `request_keyframe` is heard. A camera's own H.264 is not: its next keyframe comes
+    /// when the camera sends it, so a consumer keeps what it needs to start a newcomer.
+    fn keyframes_on_request(&self) -> bool {
+        true
+    }
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
     fn policy(&self) -> Option<Box<dyn AdaptPolicy<V>>> {
         None

@@ -427,3 +427,54 @@ fn rtp_over_udp_delivers_the_same_pictures() {
         "{camera}"
     );
 }
+
+/// Runs tests/browser/rtsp.mjs to its end (no restart) and gives its summary.
+fn watch_in_chromium(server: &Server, camera: &str, peers: usize) -> serde_json::Value {
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/rtsp");
+    let (w, h, n, out) = (
+        W.to_string(),
+        H.to_string(),
+        peers.to_string(),
+        out_dir.display().to_string(),
+    );
+    let args = [
+        server.base.as_str(),
+        &out,
+        "--camera",
+        camera,
+        "--width",
+        &w,
+        "--height",
+        &h,
+        "--peers",
+        &n,
+        "--measure",
+        "1000",
+        "--restart",
+        "0",
+    ];
+    common::run_browser_script(server, "rtsp.mjs", &args)
+}
+
+#[test]
+fn a_peer_joining_a_running_camera_starts_at_once_not_at_its_next_keyframe() {
+    // A 10 s GOP: a peer that waited for the camera's next IDR would see nothing for seconds
+    // (and the page would give up on WebRTC after 5 s).
+    let rtsp = RtspServer::start(0, &["--gop", "300"]);
+    let server = Server::start(&format!(
+        "nodes:\n  \
+         gate: {{ type: camera, source: \"{}\" }}\n  \
+         gate_rtc: {{ type: webrtc_sink, inputs: [gate] }}\n",
+        rtsp.url()
+    ));
+    // The first peer starts the camera's session (which begins with an IDR); the second and
+    // third join it mid-GOP and get the frames since that IDR at once.
+    let summary = watch_in_chromium(&server, "gate", 3);
+    for peer in summary["peers"].as_array().unwrap() {
+        let ms = peer["firstFrameMs"].as_u64().unwrap();
+        assert!(ms < 3000, "first frame after {ms} ms: {peer}");
+        assert!(peer["decodedFps"].as_f64().unwrap() >= 20.0, "{peer}");
+        assert_eq!(peer["framesDropped"], 0, "{peer}");
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}

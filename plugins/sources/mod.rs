@@ -250,6 +250,10 @@ impl Feed<H264Variant> for CameraH264 {
             ))),
         }
     }
+
+    fn keyframes_on_request(&self) -> bool {
+        false
+    }
 }
 
 /// A picture as a source delivers it; the capture thread adds camera name and sequence number.

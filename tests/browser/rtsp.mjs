@@ -55,7 +55,13 @@ async function statsInPage() {
   const out = { framesDecoded: 0, state: pc.connectionState, samePc: window.firstPc === pc, fallback: rtc.fallback };
   for (const s of (await pc.getStats()).values()) {
     if (s.type === 'inbound-rtp' && s.kind === 'video') {
-      Object.assign(out, { framesDecoded: s.framesDecoded ?? 0, width: s.frameWidth, height: s.frameHeight, keyFramesDecoded: s.keyFramesDecoded });
+      Object.assign(out, {
+        framesDecoded: s.framesDecoded ?? 0,
+        framesDropped: s.framesDropped ?? 0,
+        width: s.frameWidth,
+        height: s.frameHeight,
+        jitterBufferMs: s.jitterBufferEmittedCount ? Math.round((1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount) : null,
+      });
     }
   }
   return out;
@@ -139,6 +145,8 @@ async function main() {
         firstFrameMs: p.firstFrameMs,
         decodedFps: +((end[k].framesDecoded - start[k].framesDecoded) / seconds).toFixed(1),
         size: `${end[k].width}x${end[k].height}`,
+        framesDropped: end[k].framesDropped,
+        jitterBufferMs: end[k].jitterBufferMs,
       };
       summary.peers.push(peer);
       await p.page.screenshot({ path: join(opts.outDir, `rtsp-${p.signalling}.png`) });

@@ -2,8 +2,11 @@
 //! is on (held while that peer exists), and per variant the packetizer that cuts each encoded
 //! frame into RTP packets once for all its peers. Behind an `adaptive` node each peer's writer keeps
 //! its ladder position, fed by its receiver reports (`feedback.rs`) and the frames lost upstream;
-//! when it moves, the sink switches the writer to the new step's packets. Peers that fail, disconnect, close or sit in
-//! `connecting` past the timeout are closed.
+//! when it moves, the sink switches the writer to the new step's packets. Peers that fail,
+//! disconnect, close or sit in `connecting` past the timeout are closed. Fed a camera's own H.264
+//! (which no one can ask for a keyframe), it keeps the packets since the last keyframe (at most
+//! 4 MiB) and a joining peer gets them at once, squeezed into the newest frame's time, instead of
+//! waiting up to a GOP for the camera's next IDR.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -102,6 +105,39 @@ struct VariantStream {
     input: SpawnHandle,
     packetizer: Box<dyn Packetizer>,
     packets: Fanout<RtpFrame>,
+    /// For a feed that cannot make a keyframe on request (a camera's own H.264): the frames since
+    /// the last keyframe, so that a peer that joins starts at once instead of waiting up to a GOP.
+    gop: Option<Gop>,
+}
+
+/// The packetized frames since the last keyframe, at most `GOP_MAX_BYTES`; `None` in
+/// `VariantStream::gop` until the next keyframe after the chain broke or grew too long.
+#[derive(Clone, Default)]
+struct Gop {
+    frames: Vec<Arc<RtpFrame>>,
+    bytes: u64,
+}
+
+/// The most a kept GOP may hold (a 4K camera at 8 Mbit/s with a 2 s GOP is 2 MB).
+const GOP_MAX_BYTES: u64 = 4 << 20;
+
+impl Gop {
+    /// Keeps `frame` in the GOP being gathered in `gop`, starting one at each keyframe.
+    fn keep(gop: &mut Option<Gop>, frame: &Arc<RtpFrame>, after_gap: bool) {
+        if frame.keyframe {
+            *gop = Some(Gop::default());
+        } else if after_gap {
+            *gop = None; // the chain is broken until the next keyframe
+        }
+        if let Some(g) = gop.as_mut() {
+            g.bytes += frame.bytes;
+            if g.bytes > GOP_MAX_BYTES {
+                *gop = None;
+            } else {
+                g.frames.push(frame.clone());
+            }
+        }
+    }
 }
 
 pub struct WebRtcSink {
@@ -173,6 +209,7 @@ impl WebRtcSink {
                     input,
                     packetizer: Box::new(packetizer),
                     packets: Fanout::new(),
+                    gop: None,
                 },
             );
         }
@@ -304,7 +341,7 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             p.header.timestamp = timestamp;
         }
         self.counts.packetized.fetch_add(1, Ordering::Relaxed);
-        stream.packets.publish(Arc::new(RtpFrame {
+        let rtp = Arc::new(RtpFrame {
             packets,
             keyframe: frame.keyframe,
             captured_at: frame.captured_at,
@@ -317,7 +354,11 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             // force a keyframe and count as dropped.
             behind: frame.behind,
             after_gap: skipped > 0,
-        }));
+        });
+        if !self.feed.keyframes_on_request() {
+            Gop::keep(&mut stream.gop, &rtp, skipped > 0);
+        }
+        stream.packets.publish(rtp);
     }
 
     /// A variant's stream ended (the encoder stopped: the graph stops this node too).
@@ -427,7 +468,12 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 self.counts.connected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(camera = %self.camera, session = %msg.session, "WebRTC peer connected");
                 let variant = peer.variant;
-                let Some(packets) = self.streams.get(&variant).map(|s| s.packets.subscribe())
+                // Subscribed together with the GOP so far, on this thread: the writer gets every
+                // frame after it.
+                let Some((packets, gop)) = self
+                    .streams
+                    .get(&variant)
+                    .map(|s| (s.packets.subscribe(), s.gop.clone()))
                 else {
                     self.close_peer(&msg.session, "its stream is gone", ctx);
                     return;
@@ -443,7 +489,7 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 peer.tasks.push(actix::spawn(peer::write_loop(
                     peer.track.clone(),
                     peer.payload_type,
-                    (variant, packets),
+                    (variant, packets, gop.map(|g| g.frames).unwrap_or_default()),
                     commands,
                     self.feed.clone(),
                     self.metrics.writer.clone(),
@@ -535,5 +581,43 @@ impl Handler<ClosePeer> for WebRtcSink {
                 msg.session, self.camera
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(keyframe: bool, bytes: u64) -> Arc<RtpFrame> {
+        Arc::new(RtpFrame {
+            packets: Vec::new(),
+            keyframe,
+            captured_at: SystemTime::now(),
+            bytes,
+            behind: 0,
+            after_gap: false,
+        })
+    }
+
+    #[test]
+    fn the_gop_starts_at_a_keyframe_and_is_dropped_when_broken_or_too_big() {
+        let mut gop = None;
+        Gop::keep(&mut gop, &frame(false, 10), false);
+        assert!(gop.is_none(), "nothing before the first keyframe");
+        Gop::keep(&mut gop, &frame(true, 10), false);
+        Gop::keep(&mut gop, &frame(false, 10), false);
+        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(2));
+        Gop::keep(&mut gop, &frame(true, 10), false);
+        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(1), "a new one");
+
+        Gop::keep(&mut gop, &frame(false, 10), true);
+        assert!(gop.is_none(), "frames were skipped: the chain is broken");
+        Gop::keep(&mut gop, &frame(false, 10), false);
+        assert!(gop.is_none(), "until the next keyframe");
+
+        Gop::keep(&mut gop, &frame(true, GOP_MAX_BYTES - 5), false);
+        assert!(gop.is_some());
+        Gop::keep(&mut gop, &frame(false, 10), false);
+        assert!(gop.is_none(), "over the cap: dropped, not grown");
     }
 }
