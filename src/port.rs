@@ -173,10 +173,17 @@ pub trait Feed<V>: Send + Sync {
     /// Makes the next frame of `variant` a keyframe; cheap, callable from any thread. A no-op
     /// where every frame is one (JPEG).
     fn request_keyframe(&self, _variant: Option<V>) {}
-    /// Whether `request_keyframe` is heard. A camera's own H.264 is not: its next keyframe comes
-    /// when the camera sends it, so a consumer keeps what it needs to start a newcomer.
-    fn keyframes_on_request(&self) -> bool {
-        true
+    /// Whether this is a camera's own encoding passed through rather than an encoder's output:
+    /// one stream, no variants to choose or move between, and `request_keyframe` is not heard (the
+    /// next keyframe comes when the camera sends it, so a consumer keeps what it needs to start a
+    /// newcomer).
+    fn passes_through(&self) -> bool {
+        false
+    }
+    /// A feed that passes through: the frames since the camera's last keyframe, that one first
+    /// (empty if none is kept), so that a newcomer can start now.
+    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+        Vec::new()
     }
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
     fn policy(&self) -> Option<Box<dyn AdaptPolicy<V>>> {

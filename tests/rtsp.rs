@@ -287,6 +287,20 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
          in_settings: {{ type: camera, source: \"{}\", username: viewer, password: hunter2 }}\n",
         rtsp.url()
     );
+    // An adaptive ladder has nothing to move peers between on a camera's own H.264: refused at
+    // start, naming the node and what to do.
+    let refused = Server::try_start(&format!(
+        "nodes:\n  \
+         cam: {{ type: camera, source: \"rtsp://127.0.0.1:{closed}/x\" }}\n  \
+         ladder: {{ type: adaptive, inputs: [cam] }}\n"
+    ))
+    .err()
+    .expect("an adaptive node on a camera's own H.264 was accepted");
+    assert!(
+        refused.contains("node 'ladder': its input passes a camera's own H.264 through"),
+        "{refused}"
+    );
+
     let server = Server::start(&yaml);
     let error_of = |id: &str| {
         wait_for(&format!("{id} to be down"), Duration::from_secs(15), || {

@@ -198,14 +198,16 @@ impl NodeConfig for CameraConfig {
             }
             kinds::Open::H264(open) => {
                 let out = Fanout::<EncodedFrame>::new();
+                let gop = Arc::new(Mutex::new(None));
                 let feed = Arc::new(CameraH264 {
                     camera: camera.clone(),
                     out: out.clone(),
+                    gop: gop.clone(),
                 });
                 let to = out.clone();
                 let outlet = Outlet {
                     publish: Box::new(move |seq, au: AccessUnit| {
-                        to.publish(Arc::new(EncodedFrame {
+                        let frame = Arc::new(EncodedFrame {
                             camera: camera.clone(),
                             seq,
                             captured_at: au.captured_at,
@@ -215,7 +217,10 @@ impl NodeConfig for CameraConfig {
                             height: au.height,
                             data: au.data,
                             behind: 0,
-                        }))
+                        });
+                        // Kept before it is published: whoever sees it can find it kept.
+                        Gop::keep(&mut gop.lock().unwrap_or_else(|e| e.into_inner()), &frame);
+                        to.publish(frame);
                     }),
                     // No picture while down: making one would take an H.264 encode. Peers keep
                     // the last picture; `/api/graph` and `camgraph_camera_up` say it is down.
@@ -235,6 +240,37 @@ impl NodeConfig for CameraConfig {
 struct CameraH264 {
     camera: Arc<str>,
     out: Fanout<EncodedFrame>,
+    /// The frames since the last keyframe, for newcomers (`since_keyframe`).
+    gop: Arc<Mutex<Option<Gop>>>,
+}
+
+/// A camera's frames since its last keyframe, that one first, at most `GOP_MAX_BYTES`; `None` in
+/// `CameraH264::gop` before the first keyframe, and from a GOP that grew over the cap until the
+/// next keyframe.
+#[derive(Default)]
+struct Gop {
+    frames: Vec<Arc<EncodedFrame>>,
+    bytes: usize,
+}
+
+/// The most a kept GOP may hold (a 4K camera at 8 Mbit/s with a 2 s GOP sends 2 MB).
+const GOP_MAX_BYTES: usize = 4 << 20;
+
+impl Gop {
+    /// Keeps `frame` in the GOP being gathered in `gop`, starting one at each keyframe.
+    fn keep(gop: &mut Option<Gop>, frame: &Arc<EncodedFrame>) {
+        if frame.keyframe {
+            *gop = Some(Gop::default());
+        }
+        if let Some(g) = gop.as_mut() {
+            g.bytes += frame.data.len();
+            if g.bytes > GOP_MAX_BYTES {
+                *gop = None;
+            } else {
+                g.frames.push(frame.clone());
+            }
+        }
+    }
 }
 
 impl Feed<H264Variant> for CameraH264 {
@@ -251,8 +287,13 @@ impl Feed<H264Variant> for CameraH264 {
         }
     }
 
-    fn keyframes_on_request(&self) -> bool {
-        false
+    fn passes_through(&self) -> bool {
+        true
+    }
+
+    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+        let gop = self.gop.lock().unwrap_or_else(|e| e.into_inner());
+        gop.as_ref().map(|g| g.frames.clone()).unwrap_or_default()
     }
 }
 
@@ -649,6 +690,38 @@ impl Handler<SetCapture> for Camera {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gop_starts_at_a_keyframe_and_is_dropped_when_too_big() {
+        let frame = |keyframe: bool, bytes: usize| {
+            Arc::new(EncodedFrame {
+                camera: "cam".into(),
+                seq: 0,
+                captured_at: SystemTime::now(),
+                codec: Codec::H264,
+                keyframe,
+                width: 16,
+                height: 16,
+                data: Bytes::from(vec![0u8; bytes]),
+                behind: 0,
+            })
+        };
+        let mut gop = None;
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert!(gop.is_none(), "nothing before the first keyframe");
+        Gop::keep(&mut gop, &frame(true, 10));
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(2));
+        Gop::keep(&mut gop, &frame(true, 10));
+        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(1), "a new one");
+
+        Gop::keep(&mut gop, &frame(true, GOP_MAX_BYTES - 5));
+        assert!(gop.is_some());
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert!(gop.is_none(), "over the cap: dropped, not grown");
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert!(gop.is_none(), "until the next keyframe");
+    }
 
     #[test]
     fn backoff_doubles_to_a_ceiling_with_jitter_and_resets() {

@@ -4,9 +4,9 @@
 //! its ladder position, fed by its receiver reports (`feedback.rs`) and the frames lost upstream;
 //! when it moves, the sink switches the writer to the new step's packets. Peers that fail,
 //! disconnect, close or sit in `connecting` past the timeout are closed. Fed a camera's own H.264
-//! (which no one can ask for a keyframe), it keeps the packets since the last keyframe (at most
-//! 4 MiB) and a joining peer gets them at once, squeezed into the newest frame's time, instead of
-//! waiting up to a GOP for the camera's next IDR.
+//! (which no one can ask for a keyframe), a joining peer first gets the camera's frames since its
+//! last keyframe, squeezed into the newest frame's time, instead of waiting up to a GOP for the
+//! camera's next IDR.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -105,39 +105,9 @@ struct VariantStream {
     input: SpawnHandle,
     packetizer: Box<dyn Packetizer>,
     packets: Fanout<RtpFrame>,
-    /// For a feed that cannot make a keyframe on request (a camera's own H.264): the frames since
-    /// the last keyframe, so that a peer that joins starts at once instead of waiting up to a GOP.
-    gop: Option<Gop>,
-}
-
-/// The packetized frames since the last keyframe, at most `GOP_MAX_BYTES`; `None` in
-/// `VariantStream::gop` until the next keyframe after the chain broke or grew too long.
-#[derive(Clone, Default)]
-struct Gop {
-    frames: Vec<Arc<RtpFrame>>,
-    bytes: u64,
-}
-
-/// The most a kept GOP may hold (a 4K camera at 8 Mbit/s with a 2 s GOP is 2 MB).
-const GOP_MAX_BYTES: u64 = 4 << 20;
-
-impl Gop {
-    /// Keeps `frame` in the GOP being gathered in `gop`, starting one at each keyframe.
-    fn keep(gop: &mut Option<Gop>, frame: &Arc<RtpFrame>, after_gap: bool) {
-        if frame.keyframe {
-            *gop = Some(Gop::default());
-        } else if after_gap {
-            *gop = None; // the chain is broken until the next keyframe
-        }
-        if let Some(g) = gop.as_mut() {
-            g.bytes += frame.bytes;
-            if g.bytes > GOP_MAX_BYTES {
-                *gop = None;
-            } else {
-                g.frames.push(frame.clone());
-            }
-        }
-    }
+    /// The camera's frame number of the last frame packetized (for a feed that passes a
+    /// camera's H.264 through: a joining peer gets the frames since the keyframe up to it).
+    last_seq: Option<u64>,
 }
 
 pub struct WebRtcSink {
@@ -189,31 +159,59 @@ impl WebRtcSink {
         if !self.streams.contains_key(&variant) {
             let frames = self.feed.subscribe(variant)?;
             let input = ctx.add_stream(frames.into_stream().map(move |item| (variant, item)));
-            let payloader = peer::h264_codec()
-                .payloader()
-                // Infallible: the codec is our constant H.264 one, which webrtc-rs always packetizes.
-                .expect("webrtc-rs packetizes H.264");
-            // The sequence numbers are restamped per peer, and the timestamps by the sink.
-            let packetizer = new_packetizer(
-                Instant::now(),
-                RTP_MTU,
-                0,
-                self.ssrc,
-                payloader,
-                Box::new(rtc::rtp::sequence::new_random_sequencer()),
-                H264_CLOCK_RATE,
-            );
             self.streams.insert(
                 variant,
                 VariantStream {
                     input,
-                    packetizer: Box::new(packetizer),
+                    packetizer: new_rtp_packetizer(self.ssrc),
                     packets: Fanout::new(),
-                    gop: None,
+                    last_seq: None,
                 },
             );
         }
         Ok(&self.streams[&variant])
+    }
+
+    /// The RTP time of a frame captured at `captured_at`. One RTP clock for every variant: a peer
+    /// switching between them sees time go on. Integer ticks, wrapping as RTP time does (a float
+    /// cast would stick at u32::MAX after 13 hours).
+    fn timestamp(&mut self, captured_at: SystemTime) -> u32 {
+        let (origin, base) = *self
+            .origin
+            .get_or_insert((captured_at, random_u64() as u32));
+        let elapsed = captured_at.duration_since(origin).unwrap_or_default();
+        let ticks = elapsed.as_nanos() * u128::from(H264_CLOCK_RATE) / 1_000_000_000;
+        base.wrapping_add(ticks as u32)
+    }
+
+    /// For a feed that passes a camera's H.264 through (no keyframe on request): its frames since
+    /// the last keyframe up to `last_seq` (the last one packetized for the peers), packetized for a
+    /// joining peer, which then starts at once instead of waiting up to a GOP. Kept by the camera,
+    /// whose capture thread skips none; this actor may have.
+    fn since_keyframe(&mut self, last_seq: Option<u64>) -> Vec<Arc<RtpFrame>> {
+        let (true, Some(last_seq)) = (self.feed.passes_through(), last_seq) else {
+            return Vec::new();
+        };
+        let mut packetizer = new_rtp_packetizer(self.ssrc);
+        let mut out = Vec::new();
+        for frame in self.feed.since_keyframe() {
+            if frame.seq > last_seq {
+                break;
+            }
+            let timestamp = self.timestamp(frame.captured_at);
+            let Ok(packets) = packetize(packetizer.as_mut(), &frame.data, timestamp) else {
+                return Vec::new();
+            };
+            out.push(Arc::new(RtpFrame {
+                packets,
+                keyframe: frame.keyframe,
+                captured_at: frame.captured_at,
+                bytes: frame.data.len() as u64,
+                behind: 0,
+                after_gap: false,
+            }));
+        }
+        out
     }
 
     /// Lets go of the streams no peer (connected or being answered) is on.
@@ -313,39 +311,52 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
         (variant, (frame, skipped)): (VariantKey, (Arc<EncodedFrame>, u64)),
         _: &mut Self::Context,
     ) {
-        if skipped > 0 {
+        // Frames this actor was too busy to take (a newcomer's DTLS handshake runs on its
+        // arbiter). A camera's own H.264 cannot be asked for a keyframe, so they are taken back
+        // from the camera and sent with this one: the chain stays whole for every peer.
+        let last_seq = self.streams.get(&variant).and_then(|s| s.last_seq);
+        let recovered = match (skipped, last_seq) {
+            (1.., Some(last)) if self.feed.passes_through() => {
+                missed(self.feed.since_keyframe(), last, frame.seq, skipped)
+            }
+            _ => None,
+        };
+        let gap = skipped > 0 && recovered.is_none();
+        if gap {
             // Every peer on this variant misses those frames: the pictures after them cannot be
             // decoded until a keyframe.
             self.metrics.dropped_behind.inc_by(skipped);
             self.feed.request_keyframe(variant);
         }
-        // One RTP clock for every variant: a peer switching between them sees time go on. Integer
-        // ticks, wrapping as RTP time does (a float cast would stick at u32::MAX after 13 hours).
-        let (origin, base) = *self
-            .origin
-            .get_or_insert((frame.captured_at, random_u64() as u32));
-        let elapsed = frame.captured_at.duration_since(origin).unwrap_or_default();
-        let ticks = elapsed.as_nanos() * u128::from(H264_CLOCK_RATE) / 1_000_000_000;
-        let timestamp = base.wrapping_add(ticks as u32);
+        let frames: Vec<Arc<EncodedFrame>> = recovered
+            .unwrap_or_default()
+            .into_iter()
+            .chain([frame.clone()])
+            .collect();
+        let timestamps: Vec<u32> = frames
+            .iter()
+            .map(|f| self.timestamp(f.captured_at))
+            .collect();
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
-        let mut packets = match stream.packetizer.packetize(Instant::now(), &frame.data, 0) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
-                return;
+        let mut packets = Vec::new();
+        for (f, timestamp) in frames.iter().zip(timestamps) {
+            match packetize(stream.packetizer.as_mut(), &f.data, timestamp) {
+                Ok(p) => packets.extend(p),
+                Err(e) => {
+                    tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
+                    return;
+                }
             }
-        };
-        for p in &mut packets {
-            p.header.timestamp = timestamp;
         }
+        stream.last_seq = Some(frame.seq);
         self.counts.packetized.fetch_add(1, Ordering::Relaxed);
         let rtp = Arc::new(RtpFrame {
             packets,
-            keyframe: frame.keyframe,
+            keyframe: frames.iter().any(|f| f.keyframe),
             captured_at: frame.captured_at,
-            bytes: frame.data.len() as u64,
+            bytes: frames.iter().map(|f| f.data.len() as u64).sum(),
             // Only the encoder's falling behind counts against the peers' ladder positions. This
             // actor's own skips are a scheduling hiccup shared by every peer of the variant (a
             // newcomer's DTLS handshake runs on this arbiter): counted as loss, one such hiccup
@@ -353,11 +364,8 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             // peer of the adaptation test moved when the slow one joined under load. They still
             // force a keyframe and count as dropped.
             behind: frame.behind,
-            after_gap: skipped > 0,
+            after_gap: gap,
         });
-        if !self.feed.keyframes_on_request() {
-            Gop::keep(&mut stream.gop, &rtp, skipped > 0);
-        }
         stream.packets.publish(rtp);
     }
 
@@ -468,16 +476,17 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 self.counts.connected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(camera = %self.camera, session = %msg.session, "WebRTC peer connected");
                 let variant = peer.variant;
-                // Subscribed together with the GOP so far, on this thread: the writer gets every
-                // frame after it.
-                let Some((packets, gop)) = self
+                // Subscribed together with the frames so far since the camera's last keyframe, on
+                // this thread: the writer gets every frame after them.
+                let Some((packets, last_seq)) = self
                     .streams
                     .get(&variant)
-                    .map(|s| (s.packets.subscribe(), s.gop.clone()))
+                    .map(|s| (s.packets.subscribe(), s.last_seq))
                 else {
                     self.close_peer(&msg.session, "its stream is gone", ctx);
                     return;
                 };
+                let start = self.since_keyframe(last_seq);
                 // Infallible: the session was found above and nothing between removes a peer.
                 let peer = self.peers.get_mut(&msg.session).expect("looked up above");
                 let (writer, commands) = mpsc::unbounded_channel();
@@ -489,7 +498,7 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 peer.tasks.push(actix::spawn(peer::write_loop(
                     peer.track.clone(),
                     peer.payload_type,
-                    (variant, packets, gop.map(|g| g.frames).unwrap_or_default()),
+                    (variant, packets, start),
                     commands,
                     self.feed.clone(),
                     self.metrics.writer.clone(),
@@ -584,40 +593,92 @@ impl Handler<ClosePeer> for WebRtcSink {
     }
 }
 
+/// The frames skipped between `last` and `now` (frame numbers), taken from `since_keyframe` (a
+/// camera's frames since its last keyframe): all `skipped` of them, or those from a keyframe on
+/// (the chain starts again there); `None` when the chain cannot be mended.
+fn missed(
+    since_keyframe: Vec<Arc<EncodedFrame>>,
+    last: u64,
+    now: u64,
+    skipped: u64,
+) -> Option<Vec<Arc<EncodedFrame>>> {
+    let missed: Vec<_> = since_keyframe
+        .into_iter()
+        .filter(|f| f.seq > last && f.seq < now)
+        .collect();
+    let whole = missed.len() as u64 == skipped;
+    let restarts = missed.first().is_some_and(|f| f.keyframe);
+    (whole || restarts).then_some(missed)
+}
+
+/// An H.264 packetizer. The sequence numbers are restamped per peer, and the timestamps by the
+/// sink.
+fn new_rtp_packetizer(ssrc: u32) -> Box<dyn Packetizer> {
+    let payloader = peer::h264_codec()
+        .payloader()
+        // Infallible: the codec is our constant H.264 one, which webrtc-rs always packetizes.
+        .expect("webrtc-rs packetizes H.264");
+    Box::new(new_packetizer(
+        Instant::now(),
+        RTP_MTU,
+        0,
+        ssrc,
+        payloader,
+        Box::new(rtc::rtp::sequence::new_random_sequencer()),
+        H264_CLOCK_RATE,
+    ))
+}
+
+/// Cuts one access unit into RTP packets stamped with `timestamp`.
+fn packetize(
+    packetizer: &mut dyn Packetizer,
+    data: &bytes::Bytes,
+    timestamp: u32,
+) -> Result<Vec<rtc::rtp::Packet>, String> {
+    let mut packets = packetizer
+        .packetize(Instant::now(), data, 0)
+        .map_err(|e| e.to_string())?;
+    for p in &mut packets {
+        p.header.timestamp = timestamp;
+    }
+    Ok(packets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::Codec;
 
-    fn frame(keyframe: bool, bytes: u64) -> Arc<RtpFrame> {
-        Arc::new(RtpFrame {
-            packets: Vec::new(),
-            keyframe,
+    fn frame(seq: u64, keyframe: bool) -> Arc<EncodedFrame> {
+        Arc::new(EncodedFrame {
+            camera: "cam".into(),
+            seq,
             captured_at: SystemTime::now(),
-            bytes,
+            codec: Codec::H264,
+            keyframe,
+            width: 16,
+            height: 16,
+            data: bytes::Bytes::new(),
             behind: 0,
-            after_gap: false,
         })
     }
 
     #[test]
-    fn the_gop_starts_at_a_keyframe_and_is_dropped_when_broken_or_too_big() {
-        let mut gop = None;
-        Gop::keep(&mut gop, &frame(false, 10), false);
-        assert!(gop.is_none(), "nothing before the first keyframe");
-        Gop::keep(&mut gop, &frame(true, 10), false);
-        Gop::keep(&mut gop, &frame(false, 10), false);
-        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(2));
-        Gop::keep(&mut gop, &frame(true, 10), false);
-        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(1), "a new one");
-
-        Gop::keep(&mut gop, &frame(false, 10), true);
-        assert!(gop.is_none(), "frames were skipped: the chain is broken");
-        Gop::keep(&mut gop, &frame(false, 10), false);
-        assert!(gop.is_none(), "until the next keyframe");
-
-        Gop::keep(&mut gop, &frame(true, GOP_MAX_BYTES - 5), false);
-        assert!(gop.is_some());
-        Gop::keep(&mut gop, &frame(false, 10), false);
-        assert!(gop.is_none(), "over the cap: dropped, not grown");
+    fn skipped_frames_are_taken_back_from_the_camera_when_the_chain_can_be_mended() {
+        let gop: Vec<_> = (10..20).map(|seq| frame(seq, seq == 10)).collect();
+        let seqs = |m: Option<Vec<Arc<EncodedFrame>>>| {
+            m.map(|v| v.iter().map(|f| f.seq).collect::<Vec<_>>())
+        };
+        // Sent 12, skipped 13 and 14, now 15: both are kept.
+        assert_eq!(seqs(missed(gop.clone(), 12, 15, 2)), Some(vec![13, 14]));
+        // Sent 8, skipped 9..=11, now 12: 9 is gone but 10 is a keyframe, the chain restarts.
+        assert_eq!(seqs(missed(gop.clone(), 8, 12, 3)), Some(vec![10, 11]));
+        // Sent 5, skipped 6..=11 of an older GOP: 6..=9 are gone, 10 restarts: mended.
+        assert_eq!(seqs(missed(gop.clone(), 5, 12, 6)), Some(vec![10, 11]));
+        // No frames kept (the GOP grew over its cap): not mended.
+        assert_eq!(seqs(missed(Vec::new(), 12, 15, 2)), None);
+        // Kept frames that start after a hole with no keyframe: not mended.
+        let holed: Vec<_> = gop.into_iter().filter(|f| f.seq != 13).collect();
+        assert_eq!(seqs(missed(holed, 12, 15, 2)), None);
     }
 }
