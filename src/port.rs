@@ -20,7 +20,7 @@ pub enum PortKind {
     Frames,
     /// JPEG images from an encoder.
     Jpeg,
-    /// H.264 video from an encoder, for WebRTC.
+    /// H.264 video for WebRTC: from an encoder, or a camera's own passed through.
     H264,
 }
 
