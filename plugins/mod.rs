@@ -3,6 +3,7 @@
 //! hands the registry to the core, which never names a plugin.
 
 pub mod control;
+pub mod decoders;
 pub mod encoders;
 pub mod short_form;
 pub mod sinks;
@@ -20,6 +21,8 @@ pub fn registry() -> Registry {
     r.register::<sinks::snapshot::SnapshotSinkConfig>();
     #[cfg(feature = "webrtc")]
     r.register::<encoders::h264::H264EncoderConfig>();
+    #[cfg(feature = "webrtc")]
+    r.register::<decoders::h264::H264DecoderConfig>();
     #[cfg(feature = "webrtc")]
     r.register::<sinks::webrtc::WebRtcSinkConfig>();
     #[cfg(feature = "webrtc")]

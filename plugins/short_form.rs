@@ -2,13 +2,18 @@
 //! `NAME` (camera) -> `NAME_jpeg` (jpeg_encoder) -> `NAME_mjpeg` (mjpeg_sink) and, unless
 //! `webrtc: false` (or a build without WebRTC), `NAME` -> `NAME_h264` (h264_encoder) ->
 //! `NAME_rtc_adaptive` (adaptive) -> `NAME_rtc` (webrtc_sink), which costs nothing until a peer
-//! connects. Cameras added through the API (`POST /api/camera/cameras/NAME?source=...`) are
-//! expanded the same way. Registered with the registry as its `ShortForm`.
+//! connects. A camera that encodes (an `rtsp://` source gives H.264) feeds its own H.264 straight
+//! to `NAME_rtc`: no `h264_encoder`, no `adaptive` (nothing to re-encode); its MJPEG chain starts
+//! with `NAME_decode` (h264_decoder), which decodes only while an MJPEG viewer or a snapshot
+//! wants pictures. Cameras added through the API (`POST
+//! /api/camera/cameras/NAME?source=...`) are expanded the same way. Registered with the registry
+//! as its `ShortForm`.
 //!
 //! ```yaml
 //! cameras:
 //!   front: { source: test, width: 1280, height: 720, fps: 30, quality: 80 }
 //!   rear:  { source: /dev/video0, webrtc: false }
+//!   gate:  { source: "rtsp://192.168.1.30/stream1", transport: udp }
 //! ```
 
 use std::collections::HashMap;
@@ -16,15 +21,17 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
+use super::sources::kinds::kind_of;
 use crate::http::face::param;
-use crate::port::JpegVariant;
+use crate::port::{JpegVariant, PortKind};
 use crate::registry::{path_error, ParseError, ShortForm};
 
 /// One camera in short form. Every field but `source` is optional and defaults as in the node types.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CameraShortForm {
-    /// As `camera.source`: `test`, `/dev/videoN` or `N`, `http://...` MJPEG, a file or folder.
+    /// As `camera.source`: `test`, `/dev/videoN` or `N`, `http://...` MJPEG, `rtsp://...` H.264,
+    /// a file or folder.
     pub source: String,
     /// As `camera.width`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +45,9 @@ pub struct CameraShortForm {
     /// As `camera.start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
+    /// As `camera.transport` (RTSP: `tcp` or `udp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// As `jpeg_encoder.quality`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
@@ -90,7 +100,7 @@ impl ShortForm for UsualChain {
             .get("source")
             .filter(|s| !s.trim().is_empty())
             .cloned()
-            .ok_or("missing query parameter 'source' (test, a device index or /dev/videoN, an http:// MJPEG URL, a file or folder)")?;
+            .ok_or("missing query parameter 'source' (test, a device index or /dev/videoN, an http:// MJPEG URL, an rtsp:// H.264 URL, a file or folder)")?;
         let bad = |e: crate::http::face::BadParam| e.to_string();
         let camera = CameraShortForm {
             source,
@@ -98,6 +108,7 @@ impl ShortForm for UsualChain {
             height: param(query, "height", 16..=4320).map_err(bad)?,
             fps: param(query, "fps", 1..=120).map_err(bad)?,
             quality: param(query, "quality", JpegVariant::QUALITY).map_err(bad)?,
+            transport: query.get("transport").cloned(),
             webrtc: match query.get("webrtc").map(String::as_str) {
                 None => None,
                 Some("true") => Some(true),
@@ -119,17 +130,38 @@ fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
     set(&mut camera, "height", c.height);
     set(&mut camera, "fps", c.fps);
     set(&mut camera, "start", c.start);
+    set(&mut camera, "transport", c.transport.clone());
+    let webrtc = c.webrtc.unwrap_or(cfg!(feature = "webrtc"));
+    let encodes = kind_of(&c.source).gives() == PortKind::H264;
     let mut jpeg = Vec::new();
     set(&mut jpeg, "quality", c.quality.map(u64::from));
     let mut mjpeg = Vec::new();
     set(&mut mjpeg, "max_viewers", c.max_viewers.map(|v| v as u64));
     let (jpeg_id, mjpeg_id) = (format!("{name}_jpeg"), format!("{name}_mjpeg"));
-    let mut nodes = vec![
-        (name.to_string(), node("camera", None, camera)),
-        (jpeg_id.clone(), node("jpeg_encoder", Some(name), jpeg)),
-        (mjpeg_id, node("mjpeg_sink", Some(&jpeg_id), mjpeg)),
-    ];
-    if c.webrtc.unwrap_or(cfg!(feature = "webrtc")) {
+    let mut nodes = vec![(name.to_string(), node("camera", None, camera))];
+    // Pictures: the camera's own, or decoded from its H.264 (a decoder needs openh264, which
+    // comes with the WebRTC feature).
+    let pictures = match (encodes, cfg!(feature = "webrtc")) {
+        (false, _) => Some(name.to_string()),
+        (true, true) => {
+            let decode = format!("{name}_decode");
+            nodes.push((decode.clone(), node("h264_decoder", Some(name), Vec::new())));
+            Some(decode)
+        }
+        (true, false) => None,
+    };
+    if let Some(pictures) = pictures {
+        nodes.extend([
+            (jpeg_id.clone(), node("jpeg_encoder", Some(&pictures), jpeg)),
+            (mjpeg_id, node("mjpeg_sink", Some(&jpeg_id), mjpeg)),
+        ]);
+    }
+    if webrtc && encodes {
+        nodes.push((
+            format!("{name}_rtc"),
+            node("webrtc_sink", Some(name), Vec::new()),
+        ));
+    } else if webrtc {
         let (h264, adaptive) = (format!("{name}_h264"), format!("{name}_rtc_adaptive"));
         nodes.extend([
             (h264.clone(), node("h264_encoder", Some(name), Vec::new())),
@@ -191,5 +223,27 @@ mod tests {
             nodes[0].1.get("width").is_none(),
             "unset fields keep the node's defaults"
         );
+    }
+
+    #[test]
+    #[cfg(feature = "webrtc")]
+    fn a_camera_that_encodes_feeds_webrtc_directly() {
+        let c = CameraShortForm {
+            source: "rtsp://cam/1".into(),
+            transport: Some("udp".into()),
+            webrtc: Some(true),
+            ..Default::default()
+        };
+        let nodes = expand("gate", &c);
+        let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"]
+        );
+        assert_eq!(nodes[0].1["transport"], "udp");
+        assert_eq!(nodes[1].1["type"], "h264_decoder");
+        assert_eq!(nodes[2].1["inputs"][0], "gate_decode");
+        assert_eq!(nodes[4].1["type"], "webrtc_sink");
+        assert_eq!(nodes[4].1["inputs"][0], "gate", "no encoder between");
     }
 }

@@ -126,6 +126,8 @@ families! {
         "camgraph_frames_captured_total", "Frames captured by a camera.";
     frames_encoded: Counter, Node[],
         "camgraph_frames_encoded_total", "Frames encoded, per encoder node.";
+    frames_decoded: Counter, Node[],
+        "camgraph_frames_decoded_total", "Frames decoded, per decoder node (a camera's H.264 to pixels).";
     frames_sent: Counter, Node[],
         "camgraph_frames_sent_total", "Frames sent to viewers.";
     frames_dropped: Counter, Node["reason"],
@@ -560,6 +562,12 @@ impl NodeMetrics {
         self.metrics
             .families
             .frames_encoded
+            .with_label_values(&self.with(&[]))
+    }
+    pub fn frames_decoded(&self) -> IntCounter {
+        self.metrics
+            .families
+            .frames_decoded
             .with_label_values(&self.with(&[]))
     }
     pub fn frames_sent(&self) -> IntCounter {

@@ -20,7 +20,7 @@ pub enum PortKind {
     Frames,
     /// JPEG images from an encoder.
     Jpeg,
-    /// H.264 video from an encoder, for WebRTC.
+    /// H.264 video for WebRTC: from an encoder, or a camera's own passed through.
     H264,
 }
 
@@ -173,6 +173,18 @@ pub trait Feed<V>: Send + Sync {
     /// Makes the next frame of `variant` a keyframe; cheap, callable from any thread. A no-op
     /// where every frame is one (JPEG).
     fn request_keyframe(&self, _variant: Option<V>) {}
+    /// Whether this is a camera's own encoding passed through rather than an encoder's output:
+    /// one stream, no variants to choose or move between, and `request_keyframe` is not heard (the
+    /// next keyframe comes when the camera sends it, so a consumer keeps what it needs to start a
+    /// newcomer).
+    fn passes_through(&self) -> bool {
+        false
+    }
+    /// A feed that passes through: the frames since the camera's last keyframe, that one first
+    /// (empty if none is kept), so that a newcomer can start now.
+    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+        Vec::new()
+    }
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
     fn policy(&self) -> Option<Box<dyn AdaptPolicy<V>>> {
         None

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use camgraph::client;
@@ -73,26 +72,7 @@ fn ffprobe_plays_the_sdp_the_sink_writes_and_serves() {
 
     // ffprobe listens where the SDP says and finds the stream (it waits for an IDR to know the
     // size: the encoder sends one every 2 s, and SPS/PPS come with it).
-    let out = Command::new("timeout")
-        .args([
-            "20",
-            "ffprobe",
-            "-v",
-            "error",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-        ])
-        .args([
-            "-show_entries",
-            "stream=codec_name,width,height",
-            "-of",
-            "json",
-        ])
-        .arg(&sdp_file)
-        .output()
-        .expect("ffprobe is installed (apt ffmpeg)");
-    let probed: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("ffprobe ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let probed = common::ffprobe_sdp(&sdp_file);
     let stream = &probed["streams"][0];
     assert_eq!(stream["codec_name"], "h264", "{probed}");
     assert_eq!(

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs every camgraph test: unit tests, config golden files, HTTP end to end (ffprobe as a second
-# client), the browser test (Chromium via playwright-core), then rustfmt and clippy.
+# client, GStreamer's RTSP server as a camera), the browser test (Chromium via playwright-core),
+# then rustfmt and clippy.
 # Installs what is missing first (Debian/Ubuntu: apt packages; npm packages for the browser test).
 # Tests run in a loopback-only network namespace when that is possible (as root), so nothing they
 # start can reach beyond this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium prometheus janus nodejs npm iproute2)
+packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium prometheus janus nodejs npm iproute2
+  # tests/rtsp.rs: GStreamer's RTSP server (tests/rtsp_server.py) with x264
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-ugly)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -1,9 +1,22 @@
 //! The kinds of camera source, as one table: which `source:` strings each claims, how the
-//! camera's settings are checked for it, and how it is opened. A new source kind is one folder
-//! beside this file, holding its `KIND`, and one line in `KINDS`.
+//! camera's settings are checked for it, how it is opened and what it gives (pictures, or H.264
+//! the camera encoded itself). A new source kind is one folder beside this file, holding its
+//! `KIND`, and one line in `KINDS`.
 
-use super::{CameraConfig, FrameSource, SourceError};
+use super::{AccessUnit, CameraConfig, FrameSource, SourceError};
 use crate::node::FieldIssue;
+use crate::port::PortKind;
+
+/// Opens a source of `T` for a camera's settings.
+pub type OpenWith<T> = fn(&CameraConfig) -> Result<Box<dyn FrameSource<T>>, SourceError>;
+
+/// How a kind is opened, which says what its camera gives downstream.
+pub enum Open {
+    /// Pictures (raw pixels or JPEG): the camera gives `frames`.
+    Frames(OpenWith<super::Captured>),
+    /// H.264 access units as the camera encoded them: the camera gives `h264`, passed through.
+    H264(OpenWith<AccessUnit>),
+}
 
 /// One kind of source.
 pub struct SourceKind {
@@ -17,7 +30,7 @@ pub struct SourceKind {
     /// device or stream is a camera that is down until it appears).
     pub validate_added: fn(&CameraConfig, &mut Vec<FieldIssue>),
     /// Opens the source on the camera's capture thread.
-    pub open: fn(&CameraConfig) -> Result<Box<dyn FrameSource>, SourceError>,
+    pub open: Open,
     /// Whether `noise:` (grain added to each frame) applies.
     pub takes_noise: bool,
 }
@@ -30,8 +43,32 @@ pub const KINDS: &[&SourceKind] = &[
     #[cfg(not(feature = "v4l"))]
     &NO_V4L,
     &super::http_mjpeg::KIND,
+    &super::rtsp::KIND,
     &super::files::KIND,
 ];
+
+impl SourceKind {
+    /// What a camera of this kind gives on its output.
+    pub fn gives(&self) -> PortKind {
+        match self.open {
+            Open::Frames(_) => PortKind::Frames,
+            Open::H264(_) => PortKind::H264,
+        }
+    }
+}
+
+/// `source` as it may be shown: the user name and password of a `scheme://user:pass@host/...`
+/// URL replaced by `***`, for every message and log line.
+pub fn redacted(source: &str) -> String {
+    let Some((scheme, rest)) = source.split_once("://") else {
+        return source.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => source.to_string(),
+    }
+}
 
 /// The kind of `source`.
 pub fn kind_of(source: &str) -> &'static SourceKind {
@@ -76,7 +113,7 @@ const NO_V4L: SourceKind = SourceKind {
         ))
     },
     validate_added: no_checks,
-    open: |c| Err(format!("{}: built without V4L2 support", c.source.trim()).into()),
+    open: Open::Frames(|c| Err(format!("{}: built without V4L2 support", c.source.trim()).into())),
     takes_noise: false,
 };
 
@@ -97,8 +134,22 @@ mod tests {
             ("/var/lib/frames", "file or folder"),
             ("clips/a.mjpeg", "file or folder"),
             ("/dev/videoX", "file or folder"),
+            ("rtsp://cam/stream1", "RTSP"),
         ] {
             assert_eq!(kind_of(source).name, kind, "{source}");
         }
+        assert_eq!(kind_of("rtsp://cam/1").gives(), PortKind::H264);
+        assert_eq!(kind_of("http://cam/1").gives(), PortKind::Frames);
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            redacted("rtsp://admin:s3cret@10.0.0.5:554/live?x=1"),
+            "rtsp://***@10.0.0.5:554/live?x=1"
+        );
+        assert_eq!(redacted("rtsp://user@cam/a@b"), "rtsp://***@cam/a@b");
+        assert_eq!(redacted("rtsp://cam/a@b"), "rtsp://cam/a@b");
+        assert_eq!(redacted("/srv/clips/a@b.mjpeg"), "/srv/clips/a@b.mjpeg");
     }
 }

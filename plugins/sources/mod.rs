@@ -1,13 +1,16 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
-//! source (test pattern, files, V4L2 device, HTTP MJPEG) and publishes them. Capture runs only
-//! while capture is on (`POST /api/camera/start|stop`) and someone downstream is subscribed; until
-//! then the thread sleeps until one of them changes (no polling). A source that fails, or is
-//! missing at start, is retried with exponential backoff and jitter; meanwhile viewers get a "no
-//! signal" picture and stay connected. Recovery is logged (`camera up`, with how long it was down)
+//! source (test pattern, files, V4L2 device, HTTP MJPEG, RTSP) and publishes them: pictures
+//! (`frames`), or, for a camera that encodes (RTSP), its own H.264 (`h264`, passed through).
+//! Capture runs only while capture is on (`POST /api/camera/start|stop`) and someone downstream is
+//! subscribed; until then the thread sleeps until one of them changes (no polling). A source that
+//! fails, or is missing at start, is retried with exponential backoff and jitter; meanwhile
+//! viewers get a "no signal" picture (pictures only: an H.264 camera's peers keep its last one)
+//! and stay connected. Recovery is logged (`camera up`, with how long it was down)
 //! and counted (`camgraph_camera_reconnects_total`).
 //!
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
+//! gate:  { type: camera, source: "rtsp://192.168.1.30/stream1", transport: udp }
 //! ```
 
 pub mod api;
@@ -15,11 +18,12 @@ pub mod files;
 pub mod http_mjpeg;
 pub mod kinds;
 pub mod nosignal;
+pub mod rtsp;
 pub mod testsrc;
 #[cfg(feature = "v4l")]
 pub mod v4l;
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,12 +33,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ApiSources;
-use crate::error::BuildError;
-use crate::fanout::{watch_demand, Demand, Fanout};
-use crate::frame::{Frame, PixelFormat};
+use crate::error::{BuildError, ServiceError};
+use crate::fanout::{watch_demand, Demand, Fanout, Subscriber};
+use crate::frame::{Codec, EncodedFrame, Frame, PixelFormat};
 use crate::metrics::CameraErrorReason;
 use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, Services};
-use crate::port::{Port, PortKind, Ports};
+use crate::port::{Feed, H264Variant, Port, Ports};
 use crate::stop::{stop_on, StopToken, Stopper};
 use api::{CaptureSwitch, SetCapture};
 
@@ -44,7 +48,9 @@ use api::{CaptureSwitch, SetCapture};
 pub struct CameraConfig {
     /// Where frames come from: `test` (a moving test pattern with the frame number and capture time
     /// painted in), a V4L2 device (`/dev/video0`, or its index `0`), or the path of a folder of
-    /// JPEGs or of an `.mjpeg` file, played in a loop without re-encoding. Required.
+    /// JPEGs or of an `.mjpeg` file, played in a loop without re-encoding, an `http://` MJPEG
+    /// stream, or an `rtsp://[user:password@]host[:port]/path` H.264 stream, passed through
+    /// without decoding. Required.
     pub source: String,
     /// Frame width in pixels. Default 1280. A device uses the closest size it offers.
     #[serde(default = "default_width")]
@@ -63,6 +69,16 @@ pub struct CameraConfig {
     /// and adaptation tests). Default 0.
     #[serde(default)]
     pub noise: u8,
+    /// RTSP only: how RTP comes, `tcp` (interleaved on the RTSP connection) or `udp`. Default
+    /// `tcp`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// RTSP only: the user name, if not in the URL. Default none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// RTSP only: the password, if not in the URL. Default none. Never logged nor shown.
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 fn default_width() -> u32 {
@@ -81,8 +97,9 @@ fn default_start() -> bool {
 impl NodeConfig for CameraConfig {
     const TYPE: &'static str = "camera";
 
+    /// What the camera gives follows its source: pictures, or the H.264 of a camera that encodes.
     fn ports(&self) -> Ports {
-        Ports::Source(PortKind::Frames)
+        Ports::Source(kinds::kind_of(&self.source).gives())
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
@@ -95,6 +112,20 @@ impl NodeConfig for CameraConfig {
                 "noise",
                 "'noise' is for the test pattern (source: test) only",
             ));
+        }
+        if kind.name != rtsp::KIND.name {
+            for (field, set) in [
+                ("transport", self.transport.is_some()),
+                ("username", self.username.is_some()),
+                ("password", self.password.is_some()),
+            ] {
+                if set {
+                    issues.push(FieldIssue::new(
+                        field,
+                        format!("'{field}' is for rtsp:// sources only"),
+                    ));
+                }
+            }
         }
         (kind.validate)(self, &mut issues);
         issues
@@ -113,7 +144,7 @@ impl NodeConfig for CameraConfig {
                 "source",
                 format!(
                     "source '{}' may not be added through the API: server.api_sources allows {}",
-                    self.source,
+                    kinds::redacted(&self.source),
                     api_sources.patterns().join(", ")
                 ),
             )];
@@ -129,8 +160,140 @@ impl NodeConfig for CameraConfig {
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let config = self.clone();
-        let open: OpenFn = Box::new(move || open_source(&config));
-        Ok(start_camera(cx, open, self))
+        let camera = cx.camera.clone();
+        Ok(match kinds::kind_of(&self.source).open {
+            kinds::Open::Frames(open) => {
+                let out = Fanout::<Frame>::new();
+                let (w, h) = (self.width, self.height);
+                let (to, picture) = (out.clone(), out.clone());
+                let no_signal_camera = camera.clone();
+                let outlet = Outlet {
+                    publish: Box::new(move |seq, c: Captured| {
+                        to.publish(Arc::new(Frame {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: c.captured_at,
+                            width: c.width,
+                            height: c.height,
+                            format: c.format,
+                            data: c.data,
+                        }))
+                    }),
+                    no_signal: Box::new(move |seq| {
+                        let now = SystemTime::now();
+                        let camera = &no_signal_camera;
+                        picture.publish(Arc::new(Frame {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: now,
+                            width: w,
+                            height: h,
+                            format: PixelFormat::Rgb24,
+                            data: Bytes::from(nosignal::frame(camera, w, h, now)),
+                        }))
+                    }),
+                };
+                let open: OpenFn<Captured> = Box::new(move || open(&config));
+                start_camera(cx, (open, outlet, out), |o| Port::Frames(o.clone()), self)
+            }
+            kinds::Open::H264(open) => {
+                let out = Fanout::<EncodedFrame>::new();
+                let gop = Arc::new(Mutex::new(None));
+                let feed = Arc::new(CameraH264 {
+                    camera: camera.clone(),
+                    out: out.clone(),
+                    gop: gop.clone(),
+                });
+                let to = out.clone();
+                let outlet = Outlet {
+                    publish: Box::new(move |seq, au: AccessUnit| {
+                        let frame = Arc::new(EncodedFrame {
+                            camera: camera.clone(),
+                            seq,
+                            captured_at: au.captured_at,
+                            codec: Codec::H264,
+                            keyframe: au.keyframe,
+                            width: au.width,
+                            height: au.height,
+                            data: au.data,
+                            behind: 0,
+                        });
+                        // Kept before it is published: whoever sees it can find it kept.
+                        Gop::keep(&mut gop.lock().unwrap_or_else(|e| e.into_inner()), &frame);
+                        to.publish(frame);
+                    }),
+                    // No picture while down: making one would take an H.264 encode. Peers keep
+                    // the last picture; `/api/graph` and `camgraph_camera_up` say it is down.
+                    no_signal: Box::new(|_| {}),
+                };
+                let open: OpenFn<AccessUnit> = Box::new(move || open(&config));
+                start_camera(cx, (open, outlet, out), |_| Port::H264(feed), self)
+            }
+        })
+    }
+}
+
+/// The output of a camera whose source encodes: its own H.264, one stream, passed through to
+/// every subscriber. There is nothing to choose (no bitrate or size: no encoder) and no keyframe
+/// to ask for (RTSP has no general way to ask a camera for an IDR): a peer starts at the
+/// camera's next one.
+struct CameraH264 {
+    camera: Arc<str>,
+    out: Fanout<EncodedFrame>,
+    /// The frames since the last keyframe, for newcomers (`since_keyframe`).
+    gop: Arc<Mutex<Option<Gop>>>,
+}
+
+/// A camera's frames since its last keyframe, that one first, at most `GOP_MAX_BYTES`; `None` in
+/// `CameraH264::gop` before the first keyframe, and from a GOP that grew over the cap until the
+/// next keyframe.
+#[derive(Default)]
+struct Gop {
+    frames: Vec<Arc<EncodedFrame>>,
+    bytes: usize,
+}
+
+/// The most a kept GOP may hold (a 4K camera at 8 Mbit/s with a 2 s GOP sends 2 MB).
+const GOP_MAX_BYTES: usize = 4 << 20;
+
+impl Gop {
+    /// Keeps `frame` in the GOP being gathered in `gop`, starting one at each keyframe.
+    fn keep(gop: &mut Option<Gop>, frame: &Arc<EncodedFrame>) {
+        if frame.keyframe {
+            *gop = Some(Gop::default());
+        }
+        if let Some(g) = gop.as_mut() {
+            g.bytes += frame.data.len();
+            if g.bytes > GOP_MAX_BYTES {
+                *gop = None;
+            } else {
+                g.frames.push(frame.clone());
+            }
+        }
+    }
+}
+
+impl Feed<H264Variant> for CameraH264 {
+    fn subscribe(
+        &self,
+        variant: Option<H264Variant>,
+    ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+        match variant {
+            None => Ok(self.out.subscribe()),
+            Some(v) => Err(ServiceError::BadRequest(format!(
+                "camera '{}' passes its own H.264 through: it has no variant {v} (no bitrate or size to choose)",
+                self.camera
+            ))),
+        }
+    }
+
+    fn passes_through(&self) -> bool {
+        true
+    }
+
+    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+        let gop = self.gop.lock().unwrap_or_else(|e| e.into_inner());
+        gop.as_ref().map(|g| g.frames.clone()).unwrap_or_default()
     }
 }
 
@@ -147,18 +310,33 @@ pub struct Captured {
 /// `error` and retries. Each kind has its own error enum; they meet here.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Something frames can be pulled from. It runs on the camera's capture thread and may block.
-pub trait FrameSource {
+/// One H.264 access unit as a camera encoded it: Annex B (start codes), SPS and PPS in front
+/// of every IDR.
+pub struct AccessUnit {
+    pub captured_at: SystemTime,
+    pub width: u32,
+    pub height: u32,
+    /// An IDR: a decoder can start here.
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// Something frames (`Captured` pictures, or `AccessUnit`s of a camera that encodes) can be
+/// pulled from. It runs on the camera's capture thread and may block.
+pub trait FrameSource<T = Captured> {
     /// Blocks until the next frame is due, then returns it. `seq` is the number the frame will carry.
-    fn next_frame(&mut self, seq: u64) -> Result<Captured, SourceError>;
+    fn next_frame(&mut self, seq: u64) -> Result<T, SourceError>;
     /// Nobody wants frames for now: release what can be released (a device's stream).
     fn pause(&mut self) {}
 }
 
-type OpenFn = Box<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
+type OpenFn<T> = Box<dyn Fn() -> Result<Box<dyn FrameSource<T>>, SourceError> + Send>;
 
-fn open_source(config: &CameraConfig) -> Result<Box<dyn FrameSource>, SourceError> {
-    (kinds::kind_of(&config.source).open)(config)
+/// Where the capture thread puts what it pulled: how a source's item is published, and how the
+/// "no signal" picture is while the source is down.
+struct Outlet<T> {
+    publish: Box<dyn Fn(u64, T) + Send>,
+    no_signal: Box<dyn Fn(u64) + Send>,
 }
 
 /// Sleeps to keep a steady frame rate; after a stall it restarts rather than bursting to catch up.
@@ -216,7 +394,7 @@ impl Gate {
 
 impl Control {
     fn gate(&self) -> MutexGuard<'_, Gate> {
-        self.gate.lock().expect("camera gate")
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn update(&self, change: impl FnOnce(&mut Gate)) {
@@ -291,9 +469,14 @@ struct CameraMetrics {
 }
 
 /// Starts the capture thread (which opens the source, and reopens it when it fails) and the
-/// camera actor.
-fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHandle {
-    let out = Fanout::<Frame>::new();
+/// camera actor. `out` is the fan-out the outlet publishes into (its demand starts and stops
+/// capture); `port` makes the node's output of it.
+fn start_camera<T: 'static, V: Send + Sync + 'static>(
+    cx: BuildContext,
+    (open, outlet, out): (OpenFn<T>, Outlet<T>, Fanout<V>),
+    port: impl FnOnce(&Fanout<V>) -> Port,
+    config: &CameraConfig,
+) -> NodeHandle {
     let control = Arc::new(Control {
         gate: Mutex::new(Gate {
             capture_on: config.start,
@@ -318,8 +501,7 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
     let capture = Capture {
         open,
         camera: cx.camera.clone(),
-        size: (config.width, config.height),
-        out: out.clone(),
+        outlet,
         control: control.clone(),
         metrics,
     };
@@ -327,7 +509,10 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
         .name(format!("capture-{}", cx.id))
         .spawn(move || capture.run());
     if let Err(e) = spawned {
-        *control.last_error.lock().expect("camera status") =
+        *control
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
             Some(format!("cannot start capture thread: {e}"));
     }
     let stop = Stopper::new();
@@ -339,14 +524,14 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
     .start();
     let stats_out = out.clone();
     NodeHandle {
-        output: Some(Port::Frames(out)),
+        output: Some(port(&out)),
         services: Services::new().with(CaptureSwitch(addr.clone().recipient())),
         stats: Some(Box::new(move || {
             json!({
                 "captured": captured.get(),
                 "up": up.get() == 1,
                 "reconnects": reconnects.get(),
-                "error": *control.last_error.lock().expect("camera status"),
+                "error": *control.last_error.lock().unwrap_or_else(PoisonError::into_inner),
                 "capture_on": control.gate().capture_on,
                 "consumers": stats_out.subscriber_count(),
             })
@@ -356,37 +541,15 @@ fn start_camera(cx: BuildContext, open: OpenFn, config: &CameraConfig) -> NodeHa
 }
 
 /// The capture thread's state.
-struct Capture {
-    open: OpenFn,
+struct Capture<T> {
+    open: OpenFn<T>,
     camera: Arc<str>,
-    /// Size of the "no signal" picture.
-    size: (u32, u32),
-    out: Fanout<Frame>,
+    outlet: Outlet<T>,
     control: Arc<Control>,
     metrics: CameraMetrics,
 }
 
-impl Capture {
-    fn publish(
-        &self,
-        seq: u64,
-        captured_at: SystemTime,
-        width: u32,
-        height: u32,
-        format: PixelFormat,
-        data: Bytes,
-    ) {
-        self.out.publish(Arc::new(Frame {
-            camera: self.camera.clone(),
-            seq,
-            captured_at,
-            width,
-            height,
-            format,
-            data,
-        }));
-    }
-
+impl<T> Capture<T> {
     /// Notes and counts a failure; `down_since` keeps when the outage began.
     fn down(&self, error: &SourceError, down_since: &mut Option<Instant>) {
         down_since.get_or_insert_with(Instant::now);
@@ -396,7 +559,11 @@ impl Capture {
             self.metrics.failed.inc();
         }
         let error = error.to_string();
-        let mut last = self.control.last_error.lock().expect("camera status");
+        let mut last = self
+            .control
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if last.as_deref() != Some(error.as_str()) {
             tracing::error!(camera = %self.camera, "camera down: {error}");
         }
@@ -405,7 +572,7 @@ impl Capture {
     }
 
     fn run(self) {
-        let mut source: Option<Box<dyn FrameSource>> = None;
+        let mut source: Option<Box<dyn FrameSource<T>>> = None;
         let seed = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -422,6 +589,9 @@ impl Capture {
                 match (self.open)() {
                     Ok(s) => {
                         source = Some(s);
+                        // Paused below if nobody wants frames yet: a source lets go of what
+                        // opening took (an RTSP camera's DESCRIBE connection) until it is wanted.
+                        active = true;
                         if let Some(since) = down_since.take() {
                             self.metrics.reconnects.inc();
                             tracing::info!(
@@ -432,7 +602,11 @@ impl Capture {
                         }
                         backoff.reset();
                         self.metrics.up.set(1);
-                        *self.control.last_error.lock().expect("camera status") = None;
+                        *self
+                            .control
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = None;
                     }
                     Err(e) => {
                         self.down(&e, &mut down_since);
@@ -458,10 +632,7 @@ impl Capture {
             active = true;
             let Some(s) = source.as_mut() else {
                 no_signal.wait();
-                let (w, h) = self.size;
-                let now = SystemTime::now();
-                let picture = nosignal::frame(&self.camera, w, h, now);
-                self.publish(seq, now, w, h, PixelFormat::Rgb24, Bytes::from(picture));
+                (self.outlet.no_signal)(seq);
                 seq += 1;
                 continue;
             };
@@ -470,7 +641,7 @@ impl Capture {
                 Ok(_) if !self.control.gate().capture_on => {}
                 Ok(c) => {
                     self.metrics.captured.inc();
-                    self.publish(seq, c.captured_at, c.width, c.height, c.format, c.data);
+                    (self.outlet.publish)(seq, c);
                     seq += 1;
                 }
                 Err(e) => {
@@ -537,6 +708,38 @@ impl Handler<SetCapture> for Camera {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gop_starts_at_a_keyframe_and_is_dropped_when_too_big() {
+        let frame = |keyframe: bool, bytes: usize| {
+            Arc::new(EncodedFrame {
+                camera: "cam".into(),
+                seq: 0,
+                captured_at: SystemTime::now(),
+                codec: Codec::H264,
+                keyframe,
+                width: 16,
+                height: 16,
+                data: Bytes::from(vec![0u8; bytes]),
+                behind: 0,
+            })
+        };
+        let mut gop = None;
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert!(gop.is_none(), "nothing before the first keyframe");
+        Gop::keep(&mut gop, &frame(true, 10));
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(2));
+        Gop::keep(&mut gop, &frame(true, 10));
+        assert_eq!(gop.as_ref().map(|g| g.frames.len()), Some(1), "a new one");
+
+        Gop::keep(&mut gop, &frame(true, GOP_MAX_BYTES - 5));
+        assert!(gop.is_some());
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert!(gop.is_none(), "over the cap: dropped, not grown");
+        Gop::keep(&mut gop, &frame(false, 10));
+        assert!(gop.is_none(), "until the next keyframe");
+    }
 
     #[test]
     fn backoff_doubles_to_a_ceiling_with_jitter_and_resets() {

@@ -343,3 +343,28 @@ pub fn promtool_check(exposition: &str) -> Result<(), String> {
         Err(format!("promtool check metrics ({}):\n{said}", out.status))
     }
 }
+
+/// What ffprobe (an independent client) finds when it listens where an SDP file says, within 20 s:
+/// its JSON with each stream's codec name and size (it waits for an IDR to know the size).
+pub fn ffprobe_sdp(sdp_file: &std::path::Path) -> serde_json::Value {
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "ffprobe",
+            "-v",
+            "error",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+        ])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "json",
+        ])
+        .arg(sdp_file)
+        .output()
+        .expect("ffprobe is installed (apt ffmpeg)");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ffprobe ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+}

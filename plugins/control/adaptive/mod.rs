@@ -270,6 +270,14 @@ impl NodeConfig for AdaptiveConfig {
                 let upstream = upstream.clone();
                 (Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps })), kept)
             }
+            Some(Port::H264(upstream)) if upstream.passes_through() => {
+                return Err(BuildError::new(
+                    &cx.id,
+                    "its input passes a camera's own H.264 through: there are no variants to move \
+                     peers between; put an h264_decoder and an h264_encoder before it, or wire \
+                     the camera straight to the webrtc_sink",
+                ))
+            }
             Some(Port::H264(upstream)) => {
                 let steps = Steps::start(
                     self.h264_ladder(),

@@ -141,6 +141,19 @@ impl RtpPacketizer {
         }
     }
 
+    /// One access unit as RTP packets stamped with `timestamp`.
+    pub fn packets(
+        &mut self,
+        data: &bytes::Bytes,
+        timestamp: u32,
+    ) -> Result<Vec<rtc::rtp::Packet>, rtc::shared::error::Error> {
+        let mut packets = self.packetizer.packetize(Instant::now(), data, 0)?;
+        for p in &mut packets {
+            p.header.timestamp = timestamp;
+        }
+        Ok(packets)
+    }
+
     /// `frame` as RTP packets at `timestamp`; `after_gap`: encoded frames before it were never
     /// packetized.
     pub fn packetize(
@@ -149,10 +162,7 @@ impl RtpPacketizer {
         timestamp: u32,
         after_gap: bool,
     ) -> Result<RtpFrame, rtc::shared::error::Error> {
-        let mut packets = self.packetizer.packetize(Instant::now(), &frame.data, 0)?;
-        for p in &mut packets {
-            p.header.timestamp = timestamp;
-        }
+        let packets = self.packets(&frame.data, timestamp)?;
         Ok(RtpFrame {
             packets,
             keyframe: frame.keyframe,

@@ -268,7 +268,11 @@ impl Ladder {
 pub async fn write_loop(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
-    (mut variant, frames): (Option<H264Variant>, Subscriber<RtpFrame>),
+    (mut variant, frames, start): (
+        Option<H264Variant>,
+        Subscriber<RtpFrame>,
+        Vec<Arc<RtpFrame>>,
+    ),
     mut commands: mpsc::UnboundedReceiver<WriterCommand>,
     feed: Arc<H264Feed>,
     metrics: WriterMetrics,
@@ -281,6 +285,26 @@ pub async fn write_loop(
     let mut last_timestamp: Option<u32> = None;
     let mut need_keyframe = true;
     let mut asked = Instant::now();
+    // The GOP so far of a camera that cannot be asked for a keyframe: written at once, squeezed
+    // into the last frame's time (one RTP tick apart, in order) so the receiver decodes them all
+    // and shows the newest now, rather than playing them out late.
+    if let Some(last) = start.last().and_then(|f| f.packets.first()) {
+        let end = last.header.timestamp;
+        let count = start.len() as u32;
+        for (i, frame) in start.iter().enumerate() {
+            let timestamp = end.wrapping_sub(count - 1 - i as u32);
+            for packet in &frame.packets {
+                let mut packet = packet.clone();
+                packet.header.payload_type = payload_type;
+                packet.header.sequence_number = sequence;
+                packet.header.timestamp = timestamp;
+                sequence = sequence.wrapping_add(1);
+                let _ = track.write_rtp(packet).await;
+            }
+        }
+        need_keyframe = false;
+        last_timestamp = Some(end);
+    }
     feed.request_keyframe(variant);
     loop {
         let (frame, skipped) = tokio::select! {

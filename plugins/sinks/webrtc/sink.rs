@@ -2,8 +2,11 @@
 //! is on (held while that peer exists), and per variant the packetizer that cuts each encoded
 //! frame into RTP packets once for all its peers. Behind an `adaptive` node each peer's writer keeps
 //! its ladder position, fed by its receiver reports (`feedback.rs`) and the frames lost upstream;
-//! when it moves, the sink switches the writer to the new step's packets. Peers that fail, disconnect, close or sit in
-//! `connecting` past the timeout are closed.
+//! when it moves, the sink switches the writer to the new step's packets. Peers that fail,
+//! disconnect, close or sit in `connecting` past the timeout are closed. Fed a camera's own H.264
+//! (which no one can ask for a keyframe), a joining peer first gets the camera's frames since its
+//! last keyframe, squeezed into the newest frame's time, instead of waiting up to a GOP for the
+//! camera's next IDR.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -100,6 +103,9 @@ struct VariantStream {
     input: SpawnHandle,
     packetizer: RtpPacketizer,
     packets: Fanout<RtpFrame>,
+    /// The camera's frame number of the last frame packetized (for a feed that passes a
+    /// camera's H.264 through: a joining peer gets the frames since the keyframe up to it).
+    last_seq: Option<u64>,
 }
 
 pub struct WebRtcSink {
@@ -158,10 +164,34 @@ impl WebRtcSink {
                     // The sequence numbers are restamped per peer, the timestamps by the sink.
                     packetizer: RtpPacketizer::new(self.ssrc),
                     packets: Fanout::new(),
+                    last_seq: None,
                 },
             );
         }
         Ok(&self.streams[&variant])
+    }
+
+    /// For a feed that passes a camera's H.264 through (no keyframe on request): its frames since
+    /// the last keyframe up to `last_seq` (the last one packetized for the peers), packetized for a
+    /// joining peer, which then starts at once instead of waiting up to a GOP. Kept by the camera,
+    /// whose capture thread skips none; this actor may have.
+    fn since_keyframe(&mut self, last_seq: Option<u64>) -> Vec<Arc<RtpFrame>> {
+        let (true, Some(last_seq)) = (self.feed.passes_through(), last_seq) else {
+            return Vec::new();
+        };
+        let mut packetizer = RtpPacketizer::new(self.ssrc);
+        let mut out = Vec::new();
+        for frame in self.feed.since_keyframe() {
+            if frame.seq > last_seq {
+                break;
+            }
+            let timestamp = self.clock.timestamp(frame.captured_at);
+            let Ok(rtp) = packetizer.packetize(&frame, timestamp, false) else {
+                return Vec::new();
+            };
+            out.push(Arc::new(rtp));
+        }
+        out
     }
 
     /// Lets go of the streams no peer (connected or being answered) is on.
@@ -261,31 +291,62 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
         (variant, (frame, skipped)): (VariantKey, (Arc<EncodedFrame>, u64)),
         _: &mut Self::Context,
     ) {
-        if skipped > 0 {
+        // Frames this actor was too busy to take (a newcomer's DTLS handshake runs on its
+        // arbiter). A camera's own H.264 cannot be asked for a keyframe, so they are taken back
+        // from the camera and sent with this one: the chain stays whole for every peer.
+        let last_seq = self.streams.get(&variant).and_then(|s| s.last_seq);
+        let recovered = match (skipped, last_seq) {
+            (1.., Some(last)) if self.feed.passes_through() => {
+                missed(self.feed.since_keyframe(), last, frame.seq, skipped)
+            }
+            _ => None,
+        };
+        let gap = skipped > 0 && recovered.is_none();
+        if gap {
             // Every peer on this variant misses those frames: the pictures after them cannot be
             // decoded until a keyframe.
             self.metrics.dropped_behind.inc_by(skipped);
             self.feed.request_keyframe(variant);
         }
-        let timestamp = self.clock.timestamp(frame.captured_at);
+        let frames: Vec<Arc<EncodedFrame>> = recovered
+            .unwrap_or_default()
+            .into_iter()
+            .chain([frame.clone()])
+            .collect();
+        let timestamps: Vec<u32> = frames
+            .iter()
+            .map(|f| self.clock.timestamp(f.captured_at))
+            .collect();
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
-        // Only the encoder's falling behind (`frame.behind`) counts against the peers' ladder
-        // positions. This actor's own skips are a scheduling hiccup shared by every peer of the
-        // variant (a newcomer's DTLS handshake runs on this arbiter): counted as loss, one such
-        // hiccup could move every peer of the variant down at once, the likely reason the direct
-        // peer of the adaptation test moved when the slow one joined under load. They still
-        // force a keyframe (`after_gap`) and count as dropped.
-        let packets = match stream.packetizer.packetize(&frame, timestamp, skipped > 0) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
-                return;
+        let mut packets = Vec::new();
+        for (f, timestamp) in frames.iter().zip(timestamps) {
+            match stream.packetizer.packets(&f.data, timestamp) {
+                Ok(p) => packets.extend(p),
+                Err(e) => {
+                    tracing::warn!(camera = %self.camera, "RTP packetizing failed: {e}");
+                    return;
+                }
             }
-        };
+        }
+        stream.last_seq = Some(frame.seq);
         self.counts.packetized.fetch_add(1, Ordering::Relaxed);
-        stream.packets.publish(Arc::new(packets));
+        let rtp = Arc::new(RtpFrame {
+            packets,
+            keyframe: frames.iter().any(|f| f.keyframe),
+            captured_at: frame.captured_at,
+            bytes: frames.iter().map(|f| f.data.len() as u64).sum(),
+            // Only the encoder's falling behind (`frame.behind`) counts against the peers' ladder
+            // positions. This actor's own skips are a scheduling hiccup shared by every peer of the
+            // variant (a newcomer's DTLS handshake runs on this arbiter): counted as loss, one such
+            // hiccup could move every peer of the variant down at once, the likely reason the
+            // direct peer of the adaptation test moved when the slow one joined under load. They
+            // still force a keyframe (`after_gap`) and count as dropped.
+            behind: frame.behind,
+            after_gap: gap,
+        });
+        stream.packets.publish(rtp);
     }
 
     /// A variant's stream ended (the encoder stopped: the graph stops this node too).
@@ -395,11 +456,17 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 self.counts.connected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(camera = %self.camera, session = %msg.session, "WebRTC peer connected");
                 let variant = peer.variant;
-                let Some(packets) = self.streams.get(&variant).map(|s| s.packets.subscribe())
+                // Subscribed together with the frames so far since the camera's last keyframe, on
+                // this thread: the writer gets every frame after them.
+                let Some((packets, last_seq)) = self
+                    .streams
+                    .get(&variant)
+                    .map(|s| (s.packets.subscribe(), s.last_seq))
                 else {
                     self.close_peer(&msg.session, "its stream is gone", ctx);
                     return;
                 };
+                let start = self.since_keyframe(last_seq);
                 // Infallible: the session was found above and nothing between removes a peer.
                 let peer = self.peers.get_mut(&msg.session).expect("looked up above");
                 let (writer, commands) = mpsc::unbounded_channel();
@@ -411,7 +478,7 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 peer.tasks.push(actix::spawn(peer::write_loop(
                     peer.track.clone(),
                     peer.payload_type,
-                    (variant, packets),
+                    (variant, packets, start),
                     commands,
                     self.feed.clone(),
                     self.metrics.writer.clone(),
@@ -503,5 +570,64 @@ impl Handler<ClosePeer> for WebRtcSink {
                 msg.session, self.camera
             )))
         }
+    }
+}
+
+/// The frames skipped between `last` and `now` (frame numbers), taken from `since_keyframe` (a
+/// camera's frames since its last keyframe): all `skipped` of them, or those from a keyframe on
+/// (the chain starts again there); `None` when the chain cannot be mended.
+fn missed(
+    since_keyframe: Vec<Arc<EncodedFrame>>,
+    last: u64,
+    now: u64,
+    skipped: u64,
+) -> Option<Vec<Arc<EncodedFrame>>> {
+    let missed: Vec<_> = since_keyframe
+        .into_iter()
+        .filter(|f| f.seq > last && f.seq < now)
+        .collect();
+    let whole = missed.len() as u64 == skipped;
+    let restarts = missed.first().is_some_and(|f| f.keyframe);
+    (whole || restarts).then_some(missed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::frame::Codec;
+
+    fn frame(seq: u64, keyframe: bool) -> Arc<EncodedFrame> {
+        Arc::new(EncodedFrame {
+            camera: "cam".into(),
+            seq,
+            captured_at: SystemTime::now(),
+            codec: Codec::H264,
+            keyframe,
+            width: 16,
+            height: 16,
+            data: bytes::Bytes::new(),
+            behind: 0,
+        })
+    }
+
+    #[test]
+    fn skipped_frames_are_taken_back_from_the_camera_when_the_chain_can_be_mended() {
+        let gop: Vec<_> = (10..20).map(|seq| frame(seq, seq == 10)).collect();
+        let seqs = |m: Option<Vec<Arc<EncodedFrame>>>| {
+            m.map(|v| v.iter().map(|f| f.seq).collect::<Vec<_>>())
+        };
+        // Sent 12, skipped 13 and 14, now 15: both are kept.
+        assert_eq!(seqs(missed(gop.clone(), 12, 15, 2)), Some(vec![13, 14]));
+        // Sent 8, skipped 9..=11, now 12: 9 is gone but 10 is a keyframe, the chain restarts.
+        assert_eq!(seqs(missed(gop.clone(), 8, 12, 3)), Some(vec![10, 11]));
+        // Sent 5, skipped 6..=11 of an older GOP: 6..=9 are gone, 10 restarts: mended.
+        assert_eq!(seqs(missed(gop.clone(), 5, 12, 6)), Some(vec![10, 11]));
+        // No frames kept (the GOP grew over its cap): not mended.
+        assert_eq!(seqs(missed(Vec::new(), 12, 15, 2)), None);
+        // Kept frames that start after a hole with no keyframe: not mended.
+        let holed: Vec<_> = gop.into_iter().filter(|f| f.seq != 13).collect();
+        assert_eq!(seqs(missed(holed, 12, 15, 2)), None);
     }
 }

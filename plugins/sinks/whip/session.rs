@@ -528,7 +528,7 @@ fn start_sending(
         actix::spawn(write_loop(
             track.clone(),
             payload_type,
-            (None, writer_packets),
+            (None, writer_packets, Vec::new()),
             commands,
             s.feed.clone(),
             s.metrics.writer.clone(),

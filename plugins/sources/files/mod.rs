@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::kinds::{no_checks, SourceKind};
+use super::kinds::{no_checks, Open, SourceKind};
 use super::{Captured, FrameSource, Pacer, SourceError};
 use crate::node::FieldIssue;
 
@@ -36,12 +36,12 @@ pub const KIND: SourceKind = SourceKind {
         }
     },
     validate_added: no_checks,
-    open: |c| {
+    open: Open::Frames(|c| {
         Ok(Box::new(FilePlayer::open(
             Path::new(c.source.trim()),
             c.fps,
         )?))
-    },
+    }),
     takes_noise: false,
 };
 use crate::frame::PixelFormat;
@@ -401,6 +401,9 @@ mod tests {
                 fps: 10,
                 start: true,
                 noise: 0,
+                transport: None,
+                username: None,
+                password: None,
             };
             let issues = crate::node::NodeConfig::validate(&camera);
             assert!(

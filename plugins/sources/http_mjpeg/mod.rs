@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::kinds::{check_size, no_checks, SourceKind};
+use super::kinds::{check_size, no_checks, Open, SourceKind};
 use super::{Captured, FrameSource, SourceError};
 use crate::node::FieldIssue;
 
@@ -23,7 +23,7 @@ pub const KIND: SourceKind = SourceKind {
         check_size(c, issues);
     },
     validate_added: no_checks,
-    open: |c| Ok(Box::new(HttpMjpeg::open(c.source.trim())?)),
+    open: Open::Frames(|c| Ok(Box::new(HttpMjpeg::open(c.source.trim())?))),
     takes_noise: false,
 };
 use crate::client::{self, Deadline};

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
-use super::kinds::{no_checks, SourceKind};
+use super::kinds::{no_checks, Open, SourceKind};
 use super::{Captured, FrameSource, Pacer, SourceError};
 use crate::frame::PixelFormat;
 use crate::node::check_range;
@@ -24,14 +24,14 @@ pub const KIND: SourceKind = SourceKind {
         check_range(issues, "height", c.height, MIN_HEIGHT..=4320);
     },
     validate_added: no_checks,
-    open: |c| {
+    open: Open::Frames(|c| {
         Ok(Box::new(OnDemand {
             size: (c.width, c.height),
             fps: c.fps,
             noise: c.noise,
             pattern: None,
         }))
-    },
+    }),
     takes_noise: true,
 };
 

@@ -12,7 +12,7 @@ use nokhwa::utils::{
 use nokhwa::{Camera, NokhwaError};
 use thiserror::Error;
 
-use super::kinds::{check_size, device_index, SourceKind};
+use super::kinds::{check_size, device_index, Open, SourceKind};
 use super::{Captured, FrameSource, SourceError};
 use crate::node::FieldIssue;
 
@@ -31,10 +31,10 @@ pub const KIND: SourceKind = SourceKind {
             }
         }
     },
-    open: |c| {
+    open: Open::Frames(|c| {
         let index = device_index(c.source.trim()).unwrap_or_default();
         Ok(Box::new(Device::open(index, c.width, c.height, c.fps)?))
-    },
+    }),
     takes_noise: false,
 };
 use crate::frame::PixelFormat;

@@ -1,0 +1,284 @@
+//! The `h264_decoder` node: turns a camera's own H.264 (an RTSP camera's `h264` output) into
+//! pictures (`frames`) for whatever needs pixels: a `jpeg_encoder` for MJPEG viewers and
+//! snapshots. It decodes (openh264, on its own thread) only while something downstream is
+//! subscribed, and lets go of the camera otherwise, so WebRTC peers of the same camera keep their
+//! passthrough and a camera nobody watches as MJPEG costs no decode. After a gap (it fell behind,
+//! or it just subscribed) it waits for the next IDR: decoding P-frames without their reference
+//! would give broken pictures.
+//!
+//! ```yaml
+//! gate:        { type: camera, source: "rtsp://192.168.1.30/stream1" }
+//! gate_decode: { type: h264_decoder, inputs: [gate] }
+//! gate_jpeg:   { type: jpeg_encoder, inputs: [gate_decode] }
+//! gate_mjpeg:  { type: mjpeg_sink, inputs: [gate_jpeg] }
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::{Actor, AsyncContext, Context, SpawnHandle, StreamHandler};
+use bytes::Bytes;
+use openh264::decoder::Decoder;
+use openh264::formats::YUVSource;
+use prometheus::IntCounter;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::BuildError;
+use crate::fanout::{watch_demand, Fanout};
+use crate::frame::{EncodedFrame, Frame, PixelFormat};
+use crate::metrics::DropReason;
+use crate::node::{BuildContext, FieldIssue, NodeConfig, NodeHandle};
+use crate::port::{H264Feed, Port, PortKind, Ports};
+use crate::stop::{start_on_own_thread, stop_on, StopToken, Stopper};
+
+/// Settings of an `h264_decoder` node: none besides `inputs`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct H264DecoderConfig {}
+
+impl NodeConfig for H264DecoderConfig {
+    const TYPE: &'static str = "h264_decoder";
+
+    fn ports(&self) -> Ports {
+        Ports::Takes(PortKind::H264, Some(PortKind::Frames))
+    }
+
+    fn validate(&self) -> Vec<FieldIssue> {
+        Vec::new()
+    }
+
+    fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
+        let feed = cx.h264_input()?;
+        let output = Fanout::new();
+        let decoded = cx.metrics.frames_decoded();
+        let behind = cx.metrics.frames_dropped(DropReason::Behind);
+        let decoding = Arc::new(AtomicBool::new(false));
+        let stop = Stopper::new();
+        let (token, camera, out) = (stop.token(), cx.camera.clone(), output.clone());
+        let (count, active) = (decoded.clone(), decoding.clone());
+        start_on_own_thread(move |_| Decoding {
+            feed,
+            input: None,
+            decoder: None,
+            wait_for_keyframe: true,
+            output: out,
+            camera,
+            seq: 0,
+            decoded: count,
+            behind,
+            active,
+            stop: token,
+        });
+        Ok(NodeHandle {
+            output: Some(Port::Frames(output)),
+            services: Default::default(),
+            stats: Some(Box::new(
+                move || json!({ "decoded": decoded.get(), "decoding": decoding.load(Ordering::Relaxed) }),
+            )),
+            stop,
+        })
+    }
+}
+
+/// The decoding actor, on its own thread.
+struct Decoding {
+    feed: Arc<H264Feed>,
+    /// The subscription to the camera, while someone downstream wants pictures.
+    input: Option<SpawnHandle>,
+    /// Made when decoding starts, dropped when it stops (its buffers with it).
+    decoder: Option<Decoder>,
+    wait_for_keyframe: bool,
+    output: Fanout<Frame>,
+    camera: Arc<str>,
+    seq: u64,
+    decoded: IntCounter,
+    behind: IntCounter,
+    /// Whether it decodes now, for `/api/graph`.
+    active: Arc<AtomicBool>,
+    stop: StopToken,
+}
+
+impl Decoding {
+    /// Subscribes to the camera (and makes a decoder) or lets both go, as `wanted` says.
+    fn follow(&mut self, wanted: bool, ctx: &mut Context<Self>) {
+        match (wanted, self.input) {
+            (true, None) => match (self.feed.subscribe(None), Decoder::new()) {
+                (Ok(frames), Ok(decoder)) => {
+                    self.input = Some(ctx.add_stream(frames.into_stream()));
+                    self.decoder = Some(decoder);
+                    self.wait_for_keyframe = true;
+                }
+                (Err(e), _) => {
+                    tracing::error!(camera = %self.camera, "h264_decoder cannot subscribe: {e}")
+                }
+                (_, Err(e)) => {
+                    tracing::error!(camera = %self.camera, "openh264 decoder did not start: {e}")
+                }
+            },
+            (false, Some(handle)) => {
+                ctx.cancel_future(handle);
+                self.input = None;
+                self.decoder = None;
+            }
+            _ => {}
+        }
+        self.active.store(self.input.is_some(), Ordering::Relaxed);
+    }
+}
+
+impl Actor for Decoding {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        stop_on(&self.stop, ctx);
+        watch_demand(self.output.demand(), ctx, |act, consumers, ctx| {
+            act.follow(consumers > 0, ctx)
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.active.store(false, Ordering::Relaxed);
+    }
+}
+
+impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
+    fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
+        if skipped > 0 {
+            self.behind.inc_by(skipped);
+            self.wait_for_keyframe = true;
+        }
+        if self.wait_for_keyframe && !frame.keyframe {
+            return;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        let picture = match decoder.decode(&frame.data) {
+            Ok(Some(yuv)) => {
+                let (w, h) = yuv.dimensions();
+                let mut rgb = vec![0u8; w * h * 3];
+                yuv.write_rgb8(&mut rgb);
+                (w as u32, h as u32, rgb)
+            }
+            // Nothing to show yet (the decoder holds the picture back).
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(camera = %self.camera, seq = frame.seq, "H.264 decode failed, waiting for the next IDR: {e}");
+                self.wait_for_keyframe = true;
+                return;
+            }
+        };
+        self.wait_for_keyframe = false;
+        let (width, height, rgb) = picture;
+        self.decoded.inc();
+        self.output.publish(Arc::new(Frame {
+            camera: self.camera.clone(),
+            seq: self.seq,
+            captured_at: frame.captured_at,
+            width,
+            height,
+            format: PixelFormat::Rgb24,
+            data: Bytes::from(rgb),
+        }));
+        self.seq += 1;
+    }
+
+    /// The camera's stream ended (it stopped: the graph stops this node too).
+    fn finished(&mut self, _: &mut Self::Context) {
+        self.input = None;
+        self.active.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use openh264::encoder::Encoder;
+    use openh264::formats::{RgbSliceU8, YUVBuffer};
+
+    use super::*;
+    use crate::error::ServiceError;
+    use crate::fanout::Subscriber;
+    use crate::frame::Codec;
+    use crate::port::{Feed, H264Variant};
+
+    /// A camera's H.264 as a feed: one stream.
+    struct Camera(Fanout<EncodedFrame>);
+
+    impl Feed<H264Variant> for Camera {
+        fn subscribe(
+            &self,
+            _: Option<H264Variant>,
+        ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
+            Ok(self.0.subscribe())
+        }
+    }
+
+    /// `n` access units of a 64x48 picture, the first an IDR.
+    fn access_units(n: usize) -> Vec<(bool, Bytes)> {
+        let mut encoder = Encoder::new().unwrap();
+        let rgb = vec![128u8; 64 * 48 * 3];
+        let mut yuv = YUVBuffer::new(64, 48);
+        yuv.read_rgb8(RgbSliceU8::new(&rgb, (64, 48)));
+        (0..n)
+            .map(|_| {
+                let stream = encoder.encode(&yuv).unwrap();
+                let idr = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
+                (idr, Bytes::from(stream.to_vec()))
+            })
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn decodes_only_while_someone_wants_pictures_and_starts_at_an_idr() {
+        let camera = Fanout::<EncodedFrame>::new();
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone()));
+        let (cx, _metrics) = crate::testing::context("dec", "h264_decoder", Port::H264(feed));
+        let handle = H264DecoderConfig {}.build(cx).unwrap();
+        let Some(Port::Frames(out)) = handle.output.clone() else {
+            panic!("frames output")
+        };
+        let stats = || handle.stats.as_ref().unwrap()();
+        assert!(!camera.has_subscribers(), "nobody downstream: no decode");
+
+        let mut viewer = out.subscribe();
+        crate::testing::wait_for("the decoder to subscribe", || {
+            camera.has_subscribers() && stats()["decoding"] == true
+        })
+        .await;
+        let units = access_units(4);
+        assert!(units[0].0 && !units[1].0, "an IDR, then P-frames");
+        let publish = |i: usize, (keyframe, data): &(bool, Bytes)| {
+            camera.publish(Arc::new(EncodedFrame {
+                camera: "cam".into(),
+                seq: i as u64,
+                captured_at: SystemTime::now(),
+                codec: Codec::H264,
+                keyframe: *keyframe,
+                width: 64,
+                height: 48,
+                data: data.clone(),
+                behind: 0,
+            }))
+        };
+        // A P-frame first (joined mid-GOP): skipped, not decoded into a broken picture.
+        publish(1, &units[1]);
+        for (i, unit) in units.iter().enumerate() {
+            publish(i, unit);
+            let (picture, _) = viewer.next().await.unwrap();
+            assert_eq!((picture.width, picture.height), (64, 48));
+            assert_eq!(picture.format, PixelFormat::Rgb24);
+            assert_eq!(picture.data.len(), 64 * 48 * 3);
+        }
+        assert_eq!(stats()["decoded"], 4);
+
+        drop(viewer);
+        crate::testing::wait_for("the decoder to let go", || {
+            !camera.has_subscribers() && stats()["decoding"] == false
+        })
+        .await;
+        handle.stop.fire();
+    }
+}

@@ -1,0 +1,538 @@
+//! RTSP cameras end to end, against an RTSP server camgraph did not write: GStreamer's
+//! gst-rtsp-server (tests/rtsp_server.py, Debian's python3-gi, gir1.2-gst-rtsp-server-1.0 and
+//! gstreamer1.0-plugins-{base,good,ugly}) serving a 640x360 30 fps x264 test pattern on loopback.
+//! camgraph passes the camera's H.264 to headless Chromium (tests/browser/rtsp.mjs, over WHEP and
+//! the WebSocket signalling) with no encoder in the chain; the server stopped for 5 s leaves the
+//! camera `down`, and the same peers get pictures again when it returns. Bad sources (a closed
+//! port, a server that sends garbage, a wrong path) are clear errors in `/api/graph`. Run in a
+//! loopback-only namespace like CI: `unshare -n bash -c 'ip link set lo up && cargo test --test rtsp'`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Server};
+
+const W: u32 = 640;
+const H: u32 = 360;
+
+/// GStreamer's RTSP server on loopback, killed when dropped.
+struct RtspServer {
+    child: Child,
+    port: u16,
+}
+
+impl RtspServer {
+    /// Starts it on `port` (0: a free one) with `extra` arguments; waits until it listens.
+    fn start(port: u16, extra: &[&str]) -> RtspServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rtsp_server.py");
+        // Debian's python, which has the GStreamer bindings (python3-gi).
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run /usr/bin/python3 tests/rtsp_server.py");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("PORT ") {
+                    let _ = tx.send(port.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(port)) => port,
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "the RTSP server did not start ({other:?}; needs python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-ugly)"
+                )
+            }
+        };
+        RtspServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sum of every metric sample whose line starts with `prefix` (0 if none).
+fn metric_sum(server: &Server, prefix: &str) -> f64 {
+    let text = camgraph::client::get(&server.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The `/api/graph` entry of node `id`.
+fn node(server: &Server, id: &str) -> serde_json::Value {
+    let (_, graph) = server.get_json("/api/graph");
+    graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id} in {graph}"))
+        .clone()
+}
+
+#[test]
+fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_restarts() {
+    let mut rtsp = RtspServer::start(0, &[]);
+    let port = rtsp.port;
+    // The short form: a camera that encodes gets camera -> webrtc_sink, nothing between.
+    let server = Server::start(&format!(
+        "cameras:\n  gate: {{ source: \"{}\" }}\n",
+        rtsp.url()
+    ));
+    let (_, graph) = server.get_json("/api/graph");
+    let ids: Vec<&str> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"],
+        "{graph}"
+    );
+
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser`"
+    );
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/rtsp");
+    let mut node_js = Command::new("node")
+        .arg(browser_dir.join("rtsp.mjs"))
+        .arg(&server.base)
+        .arg(&out_dir)
+        .args(["--camera", "gate", "--width", &W.to_string()])
+        .args(["--height", &H.to_string()])
+        .current_dir(&browser_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node (install Node.js)");
+    let (tx, lines) = mpsc::channel();
+    let stdout = node_js.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("rtsp.mjs: {line}");
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    // The next message but the announcement that measuring starts (for the benchmark).
+    let next = |what: &str| loop {
+        let msg = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("rtsp.mjs said nothing ({what})\n{}", server.log()));
+        if msg["phase"] != "measuring" {
+            break msg;
+        }
+    };
+    let playing = next("playing");
+    assert_eq!(playing["phase"], "playing", "{playing}\n{}", server.log());
+
+    // No encoder between the camera and the peers: nothing was encoded or decoded for this
+    // camera (its MJPEG chain idles without viewers), yet the sink sent frames.
+    let encoded = || metric_sum(&server, "camgraph_frames_encoded_total{camera=\"gate\"");
+    let decoded = || metric_sum(&server, "camgraph_frames_decoded_total{camera=\"gate\"");
+    assert_eq!((encoded(), decoded()), (0.0, 0.0));
+    let sent = server
+        .metric("camgraph_frames_sent_total{camera=\"gate\",node=\"gate_rtc\"")
+        .unwrap_or(0.0);
+    assert!(sent > 30.0, "frames sent {sent}");
+
+    // The server goes away for 5 s: the camera is down meanwhile, with the reason.
+    let stopped = Instant::now();
+    drop(rtsp);
+    let down = wait_for("the camera to be down", Duration::from_secs(10), || {
+        let n = node(&server, "gate");
+        (n["state"] == "down").then_some(n)
+    });
+    println!("while the server was away: {down}");
+    let error = down["stats"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("rtsp://127.0.0.1:{port}/cam")),
+        "{down}"
+    );
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed()));
+    assert_eq!(node(&server, "gate")["state"], "down");
+    rtsp = RtspServer::start(port, &[]);
+    node_js
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"back\n")
+        .unwrap();
+    let captured = || {
+        server
+            .metric("camgraph_frames_captured_total{camera=\"gate\"")
+            .unwrap_or(0.0)
+    };
+    let (before, back) = (captured(), Instant::now());
+    wait_for(
+        "frames from the camera again",
+        Duration::from_secs(10),
+        || (captured() > before).then_some(()),
+    );
+    println!(
+        "frames captured again {} ms after the server returned",
+        back.elapsed().as_millis()
+    );
+    let summary = next("summary");
+    let status = node_js.wait().unwrap();
+    assert!(
+        status.success() && summary["ok"] == true,
+        "{summary}\n{}",
+        server.log()
+    );
+    for peer in summary["peers"].as_array().unwrap() {
+        let ms = peer["firstFrameAfterMs"].as_u64().unwrap();
+        assert!(
+            ms < 3000,
+            "a picture {ms} ms after the server returned: {peer}"
+        );
+        assert_eq!(peer["size"], format!("{W}x{H}"), "{peer}");
+    }
+    let camera = node(&server, "gate");
+    assert_eq!(camera["state"], "running", "{camera}");
+    assert!(
+        camera["stats"]["reconnects"].as_u64().unwrap() >= 1,
+        "{camera}"
+    );
+    assert_eq!((encoded(), decoded()), (0.0, 0.0));
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    drop(rtsp);
+}
+
+/// Established TCP connections (IPv4) whose remote end is local `port`: clients of a server there.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = fields
+                .get(2)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// A loopback TCP server that answers every connection with junk, as a wrong port might.
+fn garbage_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let junk: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 13) as u8).collect();
+                while conn.write_all(&junk).is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let junk = garbage_server();
+    // This one asks for a user name and password (basic authentication).
+    let rtsp = RtspServer::start(0, &["--user", "viewer", "--password", "hunter2"]);
+    let port = rtsp.port;
+    let yaml = format!(
+        "nodes:\n  \
+         refused: {{ type: camera, source: \"rtsp://admin:hunter2@127.0.0.1:{closed}/cam\" }}\n  \
+         garbage: {{ type: camera, source: \"rtsp://127.0.0.1:{junk}/cam\" }}\n  \
+         wrong_path: {{ type: camera, source: \"rtsp://viewer:hunter2@127.0.0.1:{port}/nope\" }}\n  \
+         wrong_password: {{ type: camera, source: \"rtsp://viewer:hunter3@127.0.0.1:{port}/cam\" }}\n  \
+         in_url: {{ type: camera, source: \"rtsp://viewer:hunter2@127.0.0.1:{port}/cam\" }}\n  \
+         in_settings: {{ type: camera, source: \"{}\", username: viewer, password: hunter2 }}\n",
+        rtsp.url()
+    );
+    // An adaptive ladder has nothing to move peers between on a camera's own H.264: refused at
+    // start, naming the node and what to do.
+    let refused = Server::try_start(&format!(
+        "nodes:\n  \
+         cam: {{ type: camera, source: \"rtsp://127.0.0.1:{closed}/x\" }}\n  \
+         ladder: {{ type: adaptive, inputs: [cam] }}\n"
+    ))
+    .err()
+    .expect("an adaptive node on a camera's own H.264 was accepted");
+    assert!(
+        refused.contains("node 'ladder': its input passes a camera's own H.264 through"),
+        "{refused}"
+    );
+
+    let server = Server::start(&yaml);
+    let error_of = |id: &str| {
+        wait_for(&format!("{id} to be down"), Duration::from_secs(15), || {
+            let n = node(&server, id);
+            let error = n["stats"]["error"].as_str()?.to_string();
+            (n["state"] == "down").then_some(error)
+        })
+    };
+    let refused = error_of("refused");
+    println!("refused: {refused}");
+    assert!(
+        refused.starts_with(&format!("rtsp://127.0.0.1:{closed}/cam: DESCRIBE failed: "))
+            && refused.to_lowercase().contains("refused"),
+        "{refused}"
+    );
+    let garbage = error_of("garbage");
+    println!("garbage: {garbage}");
+    assert!(
+        garbage.starts_with(&format!("rtsp://127.0.0.1:{junk}/cam: DESCRIBE failed: ")),
+        "{garbage}"
+    );
+    let wrong_path = error_of("wrong_path");
+    println!("wrong path: {wrong_path}");
+    assert!(wrong_path.contains("404"), "{wrong_path}");
+    let wrong_password = error_of("wrong_password");
+    println!("wrong password: {wrong_password}");
+    assert!(
+        wrong_password.contains("401") && !wrong_password.contains("hunter3"),
+        "{wrong_password}"
+    );
+    // The right password, in the URL or in the settings: the camera answers (DESCRIBE), it is up.
+    for id in ["in_url", "in_settings"] {
+        wait_for(&format!("{id} to be up"), Duration::from_secs(15), || {
+            (node(&server, id)["state"] == "running").then_some(())
+        });
+    }
+
+    // Up and idle, they hold no connection to the camera (their DESCRIBE's is closed until
+    // frames are wanted); only the failing cameras' short retries come and go.
+    wait_for(
+        "no connection held to the camera while idle",
+        Duration::from_secs(10),
+        || (connections_to(port) == 0).then_some(()),
+    );
+
+    // Through the API: accepted (server.api_sources allows rtsp:// by default), given the short
+    // form's chain, and down with the reason kept to the log.
+    let (status, body) = server.post_json(&format!(
+        "/api/camera/cameras/added?source=rtsp://u:hunter2@127.0.0.1:{closed}/x"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(node(&server, "added_rtc")["inputs"][0], "added");
+    let (status, body) = server.post_json("/api/camera/cameras/bad?source=rtsp://");
+    assert_eq!(status, 400, "{body}");
+
+    let log = server.log();
+    let (_, graph) = server.get_json("/api/graph");
+    for password in ["hunter2", "hunter3"] {
+        assert!(
+            !log.contains(password),
+            "a password reached the log:\n{log}"
+        );
+        assert!(!graph.to_string().contains(password), "{graph}");
+    }
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn mjpeg_viewers_and_snapshots_of_an_rtsp_camera_decode_only_while_watched() {
+    let rtsp = RtspServer::start(0, &[]);
+    let server = Server::start(&format!(
+        "cameras:\n  gate: {{ source: \"{}\", webrtc: false }}\n",
+        rtsp.url()
+    ));
+    let decoded = || metric_sum(&server, "camgraph_frames_decoded_total{camera=\"gate\"");
+    let decoding = || node(&server, "gate_decode")["stats"]["decoding"] == true;
+    assert!(!decoding(), "nobody watches: no decode");
+
+    // A snapshot: a JPEG at the camera's size, decoded from its H.264.
+    let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/gate")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    let (_, w, h) = common::decode(&snapshot.bytes().unwrap());
+    assert_eq!((w, h), (W, H));
+
+    // An MJPEG viewer: pictures of the camera's size, at about its rate.
+    let mut parts = server.mjpeg("/api/camera/stream/gate");
+    let started = Instant::now();
+    for _ in 0..30 {
+        let part = parts.next_part().unwrap().expect("a part");
+        let (_, w, h) = common::decode(&part.data);
+        assert_eq!((w, h), (W, H));
+    }
+    println!("30 MJPEG frames in {} ms", started.elapsed().as_millis());
+    assert!(decoding());
+    assert!(decoded() >= 30.0, "decoded {}", decoded());
+
+    // The last viewer leaves: decoding stops, and the count stays where it is.
+    drop(parts);
+    wait_for("decoding to stop", Duration::from_secs(10), || {
+        (!decoding()).then_some(())
+    });
+    let stopped_at = decoded();
+    let camera = wait_for(
+        "the camera to lose its consumer",
+        Duration::from_secs(10),
+        || {
+            let n = node(&server, "gate");
+            (n["stats"]["consumers"] == 0).then_some(n)
+        },
+    );
+    println!("after the viewer left: {camera}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(decoded(), stopped_at, "decoding went on without viewers");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[test]
+fn rtp_over_udp_delivers_the_same_pictures() {
+    let rtsp = RtspServer::start(0, &[]);
+    let server = Server::start(&format!(
+        "cameras:\n  yard: {{ source: \"{}\", transport: udp, webrtc: false }}\n",
+        rtsp.url()
+    ));
+    let mut parts = server.mjpeg("/api/camera/stream/yard");
+    for _ in 0..10 {
+        let part = parts.next_part().unwrap().expect("a part");
+        assert_eq!(common::decode(&part.data).1, W);
+    }
+    let log = server.log();
+    assert!(
+        log.contains("RTSP session playing") && log.contains("transport=udp"),
+        "{log}"
+    );
+    let camera = node(&server, "yard");
+    assert_eq!(camera["state"], "running", "{camera}");
+    assert!(
+        camera["stats"]["captured"].as_u64().unwrap() >= 10,
+        "{camera}"
+    );
+}
+
+/// Runs tests/browser/rtsp.mjs to its end (no restart) and gives its summary.
+fn watch_in_chromium(server: &Server, camera: &str, peers: usize) -> serde_json::Value {
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/rtsp");
+    let (w, h, n, out) = (
+        W.to_string(),
+        H.to_string(),
+        peers.to_string(),
+        out_dir.display().to_string(),
+    );
+    let args = [
+        server.base.as_str(),
+        &out,
+        "--camera",
+        camera,
+        "--width",
+        &w,
+        "--height",
+        &h,
+        "--peers",
+        &n,
+        "--measure",
+        "1000",
+        "--restart",
+        "0",
+    ];
+    common::run_browser_script(server, "rtsp.mjs", &args)
+}
+
+#[test]
+fn a_peer_joining_a_running_camera_starts_at_once_not_at_its_next_keyframe() {
+    // A 10 s GOP: a peer that waited for the camera's next IDR would see nothing for seconds
+    // (and the page would give up on WebRTC after 5 s).
+    let rtsp = RtspServer::start(0, &["--gop", "300"]);
+    let server = Server::start(&format!(
+        "nodes:\n  \
+         gate: {{ type: camera, source: \"{}\" }}\n  \
+         gate_rtc: {{ type: webrtc_sink, inputs: [gate] }}\n",
+        rtsp.url()
+    ));
+    // The first peer starts the camera's session (which begins with an IDR); the second and
+    // third join it mid-GOP and get the frames since that IDR at once.
+    let summary = watch_in_chromium(&server, "gate", 3);
+    for peer in summary["peers"].as_array().unwrap() {
+        let ms = peer["firstFrameMs"].as_u64().unwrap();
+        assert!(ms < 3000, "first frame after {ms} ms: {peer}");
+        assert!(peer["decodedFps"].as_f64().unwrap() >= 20.0, "{peer}");
+        assert_eq!(peer["framesDropped"], 0, "{peer}");
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// Issue 14 with issue 13: a camera that already encodes feeds `rtp_sink` directly, so a media
+/// server gets the camera's own H.264 with nothing decoded or encoded on the robot.
+#[test]
+fn an_rtsp_camera_passes_its_h264_to_rtp_sink() {
+    let rtsp = RtspServer::start(0, &[]);
+    let port = common::media_server::free_udp_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let sdp_file = dir.path().join("yard.sdp");
+    let server = Server::start(&format!(
+        "nodes:\n  yard: {{ type: camera, source: \"{}\" }}\n  \
+         yard_rtp: {{ type: rtp_sink, inputs: [yard], target: '127.0.0.1:{port}', sdp_file: '{}' }}\n",
+        rtsp.url(),
+        sdp_file.display()
+    ));
+    wait_for("the SDP file", Duration::from_secs(10), || {
+        sdp_file.exists().then_some(())
+    });
+    let probed = common::ffprobe_sdp(&sdp_file);
+    let stream = &probed["streams"][0];
+    assert_eq!(stream["codec_name"], "h264", "{probed}");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(W as u64), Some(H as u64))
+    );
+    assert!(
+        server
+            .metric("camgraph_rtp_sent_packets_total{")
+            .unwrap_or(0.0)
+            > 0.0,
+        "{}",
+        server.log()
+    );
+    for family in [
+        "camgraph_frames_encoded_total{",
+        "camgraph_frames_decoded_total{",
+    ] {
+        assert_eq!(
+            server.metric(family),
+            None,
+            "{family} exists: nothing should encode or decode"
+        );
+    }
+}
