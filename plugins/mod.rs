@@ -27,6 +27,7 @@ pub fn registry() -> Registry {
     r.register::<sinks::webrtc::WebRtcSinkConfig>();
     #[cfg(feature = "webrtc")]
     r.register::<sinks::rtp::RtpSinkConfig>();
+    #[cfg(feature = "webrtc")]
     r.register::<sinks::whip::WhipSinkConfig>();
     r.set_short_form(short_form::UsualChain);
     r

@@ -44,6 +44,7 @@ pub const KINDS: &[&SourceKind] = &[
     &NO_V4L,
     &super::http_mjpeg::KIND,
     &super::rtsp::KIND,
+    &super::rtp::KIND,
     &super::files::KIND,
 ];
 

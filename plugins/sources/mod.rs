@@ -18,6 +18,7 @@ pub mod files;
 pub mod http_mjpeg;
 pub mod kinds;
 pub mod nosignal;
+pub mod rtp;
 pub mod rtsp;
 pub mod testsrc;
 #[cfg(feature = "v4l")]
