@@ -20,15 +20,6 @@ fn camera_yaml(source: &str) -> String {
     )
 }
 
-/// The node `id` in `/api/graph`.
-fn node(server: &Server, id: &str) -> serde_json::Value {
-    let (_, graph) = server.get_json("/api/graph");
-    graph["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id).cloned())
-        .unwrap_or_else(|| panic!("no node {id}: {graph}"))
-}
-
 /// An MJPEG server on 127.0.0.1 whose every part announces `length` bytes and then sends a few;
 /// its URL. It serves every connection (the camera reconnects) until the test process ends.
 fn lying_mjpeg_server(length: &'static str) -> String {
@@ -67,7 +58,7 @@ fn an_mjpeg_part_announcing_a_huge_size_is_refused_and_the_camera_goes_down() {
             &format!("the camera to go down over a {length}-byte part"),
             Duration::from_secs(10),
             || {
-                let front = node(&server, "front");
+                let front = server.node("front");
                 let error = front["stats"]["error"].as_str().unwrap_or_default();
                 (front["state"] == "down" && error.contains("larger than the limit"))
                     .then_some(front)
@@ -196,7 +187,7 @@ fn an_http_source_added_through_the_api_does_not_tell_what_answered() {
             &format!("camera {name} to go down"),
             Duration::from_secs(10),
             || {
-                let camera = node(&server, name);
+                let camera = server.node(name);
                 // Down with a reason: before its first attempt a camera is down without one.
                 (camera["state"] == "down" && camera["stats"]["error"].is_string())
                     .then_some(camera)
@@ -214,7 +205,7 @@ fn an_http_source_added_through_the_api_does_not_tell_what_answered() {
     // A camera of the file still shows its error in full.
     let server = Server::start(&camera_yaml(&format!("http://{closed}/stream")));
     let front = wait_for("front to go down", Duration::from_secs(10), || {
-        let front = node(&server, "front");
+        let front = server.node("front");
         (front["state"] == "down" && front["stats"]["error"].is_string()).then_some(front)
     });
     let error = front["stats"]["error"].as_str().unwrap();
@@ -247,7 +238,7 @@ fn an_idle_8k_test_camera_allocates_no_frame_memory() {
          big_mjpeg: { type: mjpeg_sink, inputs: [big_jpeg] }\n",
     );
     wait_for("the camera to be up", Duration::from_secs(20), || {
-        (node(&server, "big")["stats"]["up"] == true).then_some(())
+        (server.node("big")["stats"]["up"] == true).then_some(())
     });
     let rss = rss_mib(server.pid());
     assert!(rss < 200, "idle RSS {rss} MiB");

@@ -22,19 +22,6 @@ fn yaml(sinks: &str) -> String {
     )
 }
 
-/// The node `id` of `/api/graph`.
-fn node(server: &Server, id: &str) -> serde_json::Value {
-    let (status, graph) = server.get_json("/api/graph");
-    assert_eq!(status, 200);
-    graph["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id)
-        .unwrap_or_else(|| panic!("no node {id} in {graph}"))
-        .clone()
-}
-
 #[test]
 fn ffprobe_plays_the_sdp_the_sink_writes_and_serves() {
     let port = free_udp_pair();
@@ -90,7 +77,7 @@ fn ffprobe_plays_the_sdp_the_sink_writes_and_serves() {
             .unwrap_or(0.0)
             > packets * 12.0
     );
-    let rtp = node(&server, "front_rtp");
+    let rtp = server.node("front_rtp");
     assert_eq!(
         rtp["stats"]["resolved"],
         format!("127.0.0.1:{port}"),
@@ -116,7 +103,7 @@ fn bad_targets_show_down_with_the_reason_and_leave_the_other_viewers_alone() {
         "the unresolvable target to show",
         Duration::from_secs(10),
         || {
-            let n = node(&server, "nowhere");
+            let n = server.node("nowhere");
             (n["stats"]["state"] == "unresolved").then_some(n)
         },
     );
@@ -132,7 +119,7 @@ fn bad_targets_show_down_with_the_reason_and_leave_the_other_viewers_alone() {
         "the refusing target to show",
         Duration::from_secs(10),
         || {
-            let n = node(&server, "nobody");
+            let n = server.node("nobody");
             (n["stats"]["state"] == "refused").then_some(n)
         },
     );
@@ -181,7 +168,7 @@ fn bad_targets_show_down_with_the_reason_and_leave_the_other_viewers_alone() {
         "an RTP packet of payload type 96"
     );
     wait_for("the sink to show sending", Duration::from_secs(10), || {
-        let n = node(&server, "nobody");
+        let n = server.node("nobody");
         (n["state"] == "running" && n["stats"]["state"] == "sending").then_some(())
     });
     let log = server.log();
@@ -204,12 +191,12 @@ fn the_encoder_runs_for_the_sink_only_while_it_is_configured_and_bye_ends_the_st
     receiver
         .recv(&mut buf)
         .expect("RTP while the sink is configured");
-    assert_eq!(node(&server, "front_h264")["stats"]["listeners"], 1);
+    assert_eq!(server.node("front_h264")["stats"]["listeners"], 1);
 
     // Without the sink (nobody else watches), the encoder idles and the stream ends with a BYE.
     server.rewrite_config(&yaml(""));
     wait_for("the encoder to idle", Duration::from_secs(10), || {
-        (node(&server, "front_h264")["stats"]["listeners"] == 0).then_some(())
+        (server.node("front_h264")["stats"]["listeners"] == 0).then_some(())
     });
     rtcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let bye = wait_for("an RTCP BYE", Duration::from_secs(5), || {

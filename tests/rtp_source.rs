@@ -107,12 +107,7 @@ fn an_sdp_camera_is_relayed_to_webrtc_without_an_encoder_and_decoded_only_for_mj
         .map(|n| n["type"].as_str().unwrap())
         .collect();
     assert!(!types.contains(&"h264_encoder"), "{types:?}");
-    let camera = graph["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "bot")
-        .unwrap();
+    let camera = server.node("bot");
     assert_eq!(camera["state"], "running", "{camera}");
 
     // An MJPEG viewer gets the pictures decoded for it.
@@ -139,12 +134,7 @@ fn an_sdp_without_video_is_a_clear_error() {
         sdp.display()
     ));
     let camera = wait_for("the camera to be down", Duration::from_secs(10), || {
-        let (_, graph) = server.get_json("/api/graph");
-        graph["nodes"]
-            .as_array()?
-            .iter()
-            .find(|n| n["id"] == "bot" && n["state"] == "down")
-            .cloned()
+        Some(server.node("bot")).filter(|n| n["state"] == "down")
     });
     let error = camera["stats"]["error"].as_str().unwrap_or_default();
     assert!(

@@ -85,18 +85,6 @@ fn metric_sum(server: &Server, prefix: &str) -> f64 {
         .sum()
 }
 
-/// The `/api/graph` entry of node `id`.
-fn node(server: &Server, id: &str) -> serde_json::Value {
-    let (_, graph) = server.get_json("/api/graph");
-    graph["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id)
-        .unwrap_or_else(|| panic!("no node {id} in {graph}"))
-        .clone()
-}
-
 #[test]
 fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_restarts() {
     let mut rtsp = RtspServer::start(0, &[]);
@@ -173,7 +161,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
     let stopped = Instant::now();
     drop(rtsp);
     let down = wait_for("the camera to be down", Duration::from_secs(10), || {
-        let n = node(&server, "gate");
+        let n = server.node("gate");
         (n["state"] == "down").then_some(n)
     });
     println!("while the server was away: {down}");
@@ -183,7 +171,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         "{down}"
     );
     std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed()));
-    assert_eq!(node(&server, "gate")["state"], "down");
+    assert_eq!(server.node("gate")["state"], "down");
     rtsp = RtspServer::start(port, &[]);
     node_js
         .stdin
@@ -221,7 +209,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         );
         assert_eq!(peer["size"], format!("{W}x{H}"), "{peer}");
     }
-    let camera = node(&server, "gate");
+    let camera = server.node("gate");
     assert_eq!(camera["state"], "running", "{camera}");
     assert!(
         camera["stats"]["reconnects"].as_u64().unwrap() >= 1,
@@ -304,7 +292,7 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
     let server = Server::start(&yaml);
     let error_of = |id: &str| {
         wait_for(&format!("{id} to be down"), Duration::from_secs(15), || {
-            let n = node(&server, id);
+            let n = server.node(id);
             let error = n["stats"]["error"].as_str()?.to_string();
             (n["state"] == "down").then_some(error)
         })
@@ -334,7 +322,7 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
     // The right password, in the URL or in the settings: the camera answers (DESCRIBE), it is up.
     for id in ["in_url", "in_settings"] {
         wait_for(&format!("{id} to be up"), Duration::from_secs(15), || {
-            (node(&server, id)["state"] == "running").then_some(())
+            (server.node(id)["state"] == "running").then_some(())
         });
     }
 
@@ -352,7 +340,7 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
         "/api/camera/cameras/added?source=rtsp://u:hunter2@127.0.0.1:{closed}/x"
     ));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(node(&server, "added_rtc")["inputs"][0], "added");
+    assert_eq!(server.node("added_rtc")["inputs"][0], "added");
     let (status, body) = server.post_json("/api/camera/cameras/bad?source=rtsp://");
     assert_eq!(status, 400, "{body}");
 
@@ -376,7 +364,7 @@ fn mjpeg_viewers_and_snapshots_of_an_rtsp_camera_decode_only_while_watched() {
         rtsp.url()
     ));
     let decoded = || metric_sum(&server, "camgraph_frames_decoded_total{camera=\"gate\"");
-    let decoding = || node(&server, "gate_decode")["stats"]["decoding"] == true;
+    let decoding = || server.node("gate_decode")["stats"]["decoding"] == true;
     assert!(!decoding(), "nobody watches: no decode");
 
     // A snapshot: a JPEG at the camera's size, decoded from its H.264.
@@ -407,7 +395,7 @@ fn mjpeg_viewers_and_snapshots_of_an_rtsp_camera_decode_only_while_watched() {
         "the camera to lose its consumer",
         Duration::from_secs(10),
         || {
-            let n = node(&server, "gate");
+            let n = server.node("gate");
             (n["stats"]["consumers"] == 0).then_some(n)
         },
     );
@@ -434,7 +422,7 @@ fn rtp_over_udp_delivers_the_same_pictures() {
         log.contains("RTSP session playing") && log.contains("transport=udp"),
         "{log}"
     );
-    let camera = node(&server, "yard");
+    let camera = server.node("yard");
     assert_eq!(camera["state"], "running", "{camera}");
     assert!(
         camera["stats"]["captured"].as_u64().unwrap() >= 10,

@@ -170,19 +170,8 @@ fn graph_yaml(sinks: &[(&str, String)]) -> String {
     yaml
 }
 
-fn node(server: &Server, id: &str) -> Value {
-    let (_, graph) = server.get_json("/api/graph");
-    graph["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no node {id} in {graph}"))
-}
-
 fn sink_state(server: &Server, id: &str) -> String {
-    node(server, id)["stats"]["state"]
+    server.node(id)["stats"]["state"]
         .as_str()
         .unwrap_or("")
         .to_string()
@@ -236,7 +225,7 @@ fn whip_sink_publishes_with_its_token_and_the_servers_ice_servers() {
             .any(|d| d["path"] == first && d["status"] == 200),
         "the first session was not deleted: {deletes:?}"
     );
-    let whip = node(&server, "front_whip");
+    let whip = server.node("front_whip");
     assert_eq!(whip["state"], "running", "{whip}");
     assert_eq!(whip["stats"]["state"], "publishing", "{whip}");
     assert_eq!(whip["stats"]["error"], Value::Null, "{whip}");
@@ -275,7 +264,7 @@ fn whip_sink_publishes_with_its_token_and_the_servers_ice_servers() {
     );
     assert!(keys_before.is_empty(), "{keys_before:?}");
     assert!(key_after.is_some_and(|n| n <= at + 15), "{key_after:?}");
-    let requests = node(&server, "front_whip")["stats"]["keyframe_requests"].as_u64();
+    let requests = server.node("front_whip")["stats"]["keyframe_requests"].as_u64();
     assert!(requests >= Some(1), "{requests:?}");
     assert!(!server.log().contains(token), "the token was logged");
     assert!(!server.log().contains("panicked"), "{}", server.log());
@@ -408,7 +397,7 @@ fn bad_targets_are_down_with_a_clear_error_and_leave_the_camera_alone() {
             &format!("{id} to be down with its error"),
             Duration::from_secs(20),
             || {
-                let n = node(&server, id);
+                let n = server.node(id);
                 (n["stats"]["state"] == "down").then_some(n)
             },
         );

@@ -169,6 +169,15 @@ impl Server {
     }
 
     /// The value of the first metric sample whose line starts with `prefix`.
+    /// The node `id` of `/api/graph`.
+    pub fn node(&self, id: &str) -> serde_json::Value {
+        let (_, graph) = self.get_json("/api/graph");
+        graph["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no node {id} in {graph}"))
+    }
+
     pub fn metric(&self, prefix: &str) -> Option<f64> {
         let text = client::get(&self.url("/metrics")).unwrap().text().unwrap();
         text.lines()
