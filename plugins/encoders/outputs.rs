@@ -16,6 +16,7 @@ pub struct VariantOutput {
     pub out: Fanout<EncodedFrame>,
     /// The next frame of this variant must be a keyframe (H.264: a peer joined, switched or lost
     /// pictures; every JPEG is one anyway).
+    #[cfg_attr(not(feature = "webrtc"), allow(dead_code))] // read by the H.264 encoder only
     pub keyframe: AtomicBool,
 }
 
@@ -59,6 +60,7 @@ impl<V: Ord + Copy + Display> Outputs<V> {
     }
 
     /// Subscribers over all variants.
+    #[cfg_attr(not(feature = "webrtc"), allow(dead_code))] // the H.264 encoder's stats
     pub fn listeners(&self) -> usize {
         self.active()
             .iter()
@@ -91,6 +93,7 @@ impl<V: Ord + Copy + Display> Outputs<V> {
     }
 
     /// The output of `variant`, if someone listens to it.
+    #[cfg_attr(not(feature = "webrtc"), allow(dead_code))] // H.264 keyframe requests
     pub fn get(&self, variant: &V) -> Option<Arc<VariantOutput>> {
         self.outputs
             .lock()
