@@ -28,8 +28,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { installMarkReader } from './marks.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, sleep } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = 150_000;
 
 function parseArgs(argv) {
@@ -46,11 +46,6 @@ function parseArgs(argv) {
   return opts;
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Waits until `probe()` gives a truthy value; fails with `what` after `ms`. */
 async function waitFor(what, ms, probe) {
@@ -88,11 +83,7 @@ async function launch(state, viewport) {
     executablePath: CHROMIUM,
     headless: true,
     viewport,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-      '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
-    ],
+    args: [...CHROMIUM_ARGS, ...WEBRTC_ARGS],
   });
   await installMarkReader(state.context);
   state.errors = [];

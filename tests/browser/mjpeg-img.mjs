@@ -18,8 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { installMarkReader } from './marks.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, Failure, check } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FIRST_FRAME_MS = 10_000;
 const OVERALL_TIMEOUT_MS = 120_000;
 
@@ -42,10 +42,6 @@ function parseArgs(argv) {
   return { base: positional[0].replace(/\/$/, ''), ...opts };
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
 
 // Runs in the page: on each animation frame for `ms`, reads the <img>'s marks; returns each new
 // frame number once with its latency in ms, and the reasons of unreadable reads.
@@ -129,7 +125,7 @@ try {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1400, height: 800 },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [...CHROMIUM_ARGS],
   });
   await installMarkReader(context);
   const forms = {};

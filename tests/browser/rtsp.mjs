@@ -20,8 +20,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, sleep } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FIRST_FRAME_TIMEOUT_MS = 15_000;
 const RECOVERY_TIMEOUT_MS = 15_000;
 const OVERALL_TIMEOUT_MS = 120_000;
@@ -41,10 +41,6 @@ function parseArgs(argv) {
   return { base: positional[0].replace(/\/$/, ''), outDir: positional[1], ...opts };
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
 
 // In the page: inbound video stats, and whether the first connection is still the one in use.
 async function statsInPage() {
@@ -67,7 +63,6 @@ async function statsInPage() {
   return out;
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Waits for "back" on stdin, then measures each page's recovery on its same connection.
 async function afterRestart(pages, summary, opts) {
@@ -106,17 +101,7 @@ async function main() {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 800, height: 520 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--allow-loopback-in-peer-connection',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
+    args: [...CHROMIUM_ARGS, ...WEBRTC_ARGS],
   });
   const summary = { ok: false, peers: [] };
   const pages = [];

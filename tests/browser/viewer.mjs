@@ -14,8 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { installMarkReader } from './marks.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, Failure, check } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STREAM_MS = 3000; // how long the frame rate is measured
 const STOP_GRACE_MS = 500; // frames already on their way when stop is pressed may still show
 const STOPPED_MS = 1000; // then the number must not move for this long
@@ -37,10 +37,6 @@ function parseArgs(argv) {
   return { url: positional[0], outDir: positional[1], ...opts };
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
 
 // Runs in the page: samples the camera tile's picture every few ms for `ms` milliseconds, drawing it on a
 // canvas and decoding the marks. Returns [{ t, seq }] where seq is null if the marks did not check out.
@@ -109,15 +105,7 @@ async function run({ url, outDir, camera, fps }, state) {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 800, height: 520 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: [...CHROMIUM_ARGS],
   });
   await installMarkReader(state.context);
   const page = state.context.pages()[0] ?? (await state.context.newPage());

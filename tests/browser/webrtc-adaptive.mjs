@@ -23,8 +23,8 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, sleep } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SAMPLE_MS = 500;
 const QUEUE_MS = 150;
 
@@ -47,10 +47,6 @@ function parseArgs(argv) {
   return { base: positional[0].replace(/\/$/, ''), outDir: positional[1], ...opts };
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
 
 // A UDP relay between the browser and camgraph. Browser -> camgraph passes untouched; camgraph ->
 // browser goes through a link of `kbps` with a drop-tail queue when limited.
@@ -162,7 +158,6 @@ async function graphStats(opts) {
   };
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
@@ -173,12 +168,7 @@ async function main() {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 800, height: 560 },
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
+    args: [...CHROMIUM_ARGS, ...WEBRTC_ARGS],
   });
   const summary = { ok: false, limitKbps: opts['limit-kbps'], timeline: [] };
   const pages = {};

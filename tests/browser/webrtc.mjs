@@ -19,8 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { installMarkReader } from './marks.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FIRST_FRAME_TIMEOUT_MS = 15_000;
 const MEASURE_MS = 4000;
 const OVERALL_TIMEOUT_MS = 120_000;
@@ -40,10 +40,6 @@ function parseArgs(argv) {
   return { base: positional[0].replace(/\/$/, ''), outDir: positional[1], ...opts };
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
 
 // In the page: inbound video stats.
 async function statsInPage() {
@@ -126,17 +122,7 @@ async function main() {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1000, height: 620 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--allow-loopback-in-peer-connection',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
+    args: [...CHROMIUM_ARGS, ...WEBRTC_ARGS],
   });
   await installMarkReader(context);
   const summary = { ok: false, peers: [] };
