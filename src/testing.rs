@@ -14,6 +14,14 @@ pub async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// A loopback port nobody listens on (bound, then let go): a connection to it is refused.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// The context a node harness builds a node with: node `id` of camera `cam`, fed by `input`.
 /// Returns the metrics too, for reading the node's counters.
 pub fn context(

@@ -25,3 +25,12 @@ export function check(condition, message) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs `main`; if it has not finished after `ms`, says so (as `name`) and exits 1. */
+export function runWithin(name, ms, main) {
+  const timer = setTimeout(() => {
+    console.error(`${name}: no result after ${ms} ms`);
+    process.exit(1);
+  }, ms);
+  return main().finally(() => clearTimeout(timer));
+}

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, sleep } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, runWithin, sleep } from './harness.mjs';
 
 const FIRST_FRAME_TIMEOUT_MS = 15_000;
 const RECOVERY_TIMEOUT_MS = 15_000;
@@ -141,8 +141,6 @@ async function main() {
     console.log(JSON.stringify({ phase: 'playing', peers: summary.peers }));
     if (opts.restart) await afterRestart(pages, summary, opts);
     summary.ok = true;
-
-    summary.ok = true;
   } catch (e) {
     summary.error = e.message;
     for (const p of pages) await p.page.screenshot({ path: join(opts.outDir, `rtsp-failed-${p.signalling}.png`) }).catch(() => {});
@@ -157,8 +155,4 @@ async function main() {
   }
 }
 
-const timer = setTimeout(() => {
-  console.error(`rtsp.mjs: no result after ${OVERALL_TIMEOUT_MS} ms`);
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-main().finally(() => clearTimeout(timer));
+runWithin('rtsp.mjs', OVERALL_TIMEOUT_MS, main);

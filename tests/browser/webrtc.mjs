@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { installMarkReader } from './marks.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, runWithin } from './harness.mjs';
 
 const FIRST_FRAME_TIMEOUT_MS = 15_000;
 const MEASURE_MS = 4000;
@@ -221,8 +221,4 @@ async function main() {
   }
 }
 
-const timer = setTimeout(() => {
-  console.error(`webrtc.mjs: no result after ${OVERALL_TIMEOUT_MS} ms`);
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-main().finally(() => clearTimeout(timer));
+runWithin('webrtc.mjs', OVERALL_TIMEOUT_MS, main);

@@ -216,11 +216,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_a_clear_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::testing::closed_port();
         let err = HttpMjpeg::open(&format!("http://127.0.0.1:{port}/stream"))
             .err()
             .unwrap();

@@ -494,11 +494,7 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_a_clear_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::testing::closed_port();
         let url = format!("rtsp://user:hunter2@127.0.0.1:{port}/cam");
         let err = Rtsp::open(Target::of(&camera(&url)).unwrap())
             .err()
