@@ -92,3 +92,66 @@ fn normal_viewers_keep_their_rate_beside_slow_and_stuck_ones() {
     assert!(growth <= 64 * 1024, "RSS grew {growth} KiB: {stdout}");
     assert_eq!(figures["panics"], 0, "{stdout}");
 }
+
+/// `camgraph-bench fanout` measures camgraph and, with `--floor`, the bare server it is read
+/// against, on the same JPEG folder: both rounds serve every viewer (the figures are a
+/// benchmark's, in BENCHMARKS.md; this keeps the two measurable).
+#[test]
+fn the_fanout_bench_measures_camgraph_and_the_bare_floor_server() {
+    let clip = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/clip.mjpeg"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, range) in camgraph::plugins::sources::files::split_jpegs(&clip)
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(dir.path().join(format!("{i:03}.jpg")), &clip[range]).unwrap();
+    }
+    let source = dir.path().to_str().unwrap();
+    for floor in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_camgraph-bench"));
+        command.args([
+            "fanout",
+            "--source",
+            source,
+            "--viewers",
+            "3",
+            "--seconds",
+            "2",
+        ]);
+        command.args(["--warmup", "1", "--server", env!("CARGO_BIN_EXE_camgraph")]);
+        if floor {
+            command.arg("--floor");
+        }
+        let out = command.output().expect("run camgraph-bench");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "floor {floor}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The round's row: viewers, failed, fps min, fps median, ...
+        let row: Vec<f64> = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("3"))
+            .unwrap_or_else(|| panic!("no row for 3 viewers (floor {floor}):\n{stdout}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(f64::NAN))
+            .collect();
+        assert_eq!(row[1], 0.0, "a viewer failed (floor {floor}):\n{stdout}");
+        assert!(
+            row[2] >= 10.0,
+            "a viewer got {} fps (floor {floor}):\n{stdout}",
+            row[2]
+        );
+        let expected = if floor {
+            "the bare floor server"
+        } else {
+            "camgraph"
+        };
+        assert!(stdout.contains(expected), "{stdout}");
+    }
+}

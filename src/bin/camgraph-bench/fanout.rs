@@ -359,26 +359,38 @@ pub(crate) fn fanout(
     warmup: u64,
     source: Option<PathBuf>,
     server: Option<PathBuf>,
+    floor: bool,
 ) -> anyhow::Result<()> {
     if counts.is_empty() || counts.contains(&0) {
         bail!("--viewers needs positive counts, e.g. 1,10,100");
     }
-    let exe = server_exe(server)?;
     warn_if_busy();
     let (ticks, ticks_source) = clock_ticks();
-    let mut server = ServerProcess::start(&exe, &graph_yaml(source.as_deref()))?;
+    let (mut server, what) = match (floor, &source) {
+        (true, Some(source)) => (
+            ServerProcess::start_floor(source, STREAM_PATH)?,
+            "the bare floor server (one thread, one sendmsg per viewer per frame)".to_string(),
+        ),
+        (true, None) => bail!("--floor needs --source (a folder of JPEGs)"),
+        (false, _) => {
+            let exe = server_exe(server)?;
+            let process = ServerProcess::start(&exe, &graph_yaml(source.as_deref()))?;
+            (process, exe.display().to_string())
+        }
+    };
     println!(
-        "MJPEG fan-out: {} (pid {}) at {}{STREAM_PATH}",
-        exe.display(),
+        "MJPEG fan-out: {what} (pid {}) at {}{STREAM_PATH}",
         server.pid(),
         server.base
     );
     let camera = match &source {
         None => "one test camera 1280x720 @ 30 fps -> jpeg_encoder q80".to_string(),
+        Some(path) if floor => format!("{} @ 30 fps, held in memory", path.display()),
         Some(path) => format!("{} @ 30 fps passed through (no encode)", path.display()),
     };
+    let sink = if floor { "its viewers" } else { "mjpeg_sink" };
     println!(
-        "  {camera} -> mjpeg_sink; viewers are threads of this process on the same machine \
+        "  {camera} -> {sink}; viewers are threads of this process on the same machine \
          ({warmup} s warm-up, {seconds} s measured per round)"
     );
     println!(

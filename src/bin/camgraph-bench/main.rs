@@ -22,6 +22,7 @@
 mod common;
 mod crowd;
 mod fanout;
+mod floor;
 mod idle;
 #[cfg(feature = "webrtc")]
 mod janus;
@@ -83,6 +84,18 @@ enum Bench {
         /// The camgraph server binary. Default: `camgraph` next to this executable.
         #[arg(long)]
         server: Option<PathBuf>,
+        /// Instead of camgraph, measure a bare server that sends the `--source` folder's JPEGs
+        /// from memory with one `sendmsg` per viewer per frame: what the kernel alone costs.
+        #[arg(long)]
+        floor: bool,
+    },
+    /// The bare server of `fanout --floor` (started by it).
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long)]
+        source: PathBuf,
+        #[arg(long)]
+        stream_path: String,
     },
     /// The cost of each step of the default H.264 ladder at 1280x720: ms per frame (scaling and
     /// encoding, one thread) and the kbit/s it produces at 30 fps, on test-pattern frames with
@@ -195,7 +208,12 @@ fn main() -> ExitCode {
             warmup,
             source,
             server,
-        } => fanout::fanout(&viewers, seconds.max(1), warmup, source, server),
+            floor,
+        } => fanout::fanout(&viewers, seconds.max(1), warmup, source, server, floor),
+        Bench::FloorServer {
+            source,
+            stream_path,
+        } => floor::floor_server(&source, &stream_path),
         #[cfg(feature = "webrtc")]
         Bench::Ladder { frames, warmup } => ladder::ladder(frames.max(1), warmup),
         Bench::Idle {

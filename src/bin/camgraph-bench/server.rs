@@ -20,21 +20,45 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     pub(crate) fn start(exe: &Path, yaml: &str) -> anyhow::Result<ServerProcess> {
-        let dir = std::env::temp_dir().join(format!("camgraph-bench-{}", std::process::id()));
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = Self::temp_dir()?;
         let config = dir.join("graph.yaml");
         fs::write(&config, yaml)?;
-        let log = dir.join("camgraph.log");
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("--config")
             .arg(&config)
             .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        Self::spawn(command, dir)
+    }
+
+    /// The `fanout --floor` bare server (this binary) serving `source`.
+    pub(crate) fn start_floor(source: &Path, stream_path: &str) -> anyhow::Result<ServerProcess> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("floor-server")
+            .arg("--source")
+            .arg(source)
+            .args(["--stream-path", stream_path]);
+        Self::spawn(command, Self::temp_dir()?)
+    }
+
+    fn temp_dir() -> anyhow::Result<PathBuf> {
+        let dir = std::env::temp_dir().join(format!("camgraph-bench-{}", std::process::id()));
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Starts `command` and waits for the `... listening on URL` line it prints on stdout.
+    fn spawn(mut command: Command, dir: PathBuf) -> anyhow::Result<ServerProcess> {
+        let log = dir.join("server.log");
+        let exe = command.get_program().to_string_lossy().into_owned();
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log)?)
             .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
+            .with_context(|| format!("cannot start {exe}"))?;
         let mut server = ServerProcess {
             child,
             dir,
@@ -45,16 +69,16 @@ impl ServerProcess {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("camgraph listening on ") {
+                if let Some((_, url)) = line.split_once(" listening on ") {
                     let _ = tx.send(url.trim().to_string());
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(base) if base.starts_with("http://127.0.0.1:") => server.base = base,
-            Ok(base) => bail!("camgraph listens on {base}, not on 127.0.0.1"),
+            Ok(base) => bail!("{exe} listens on {base}, not on 127.0.0.1"),
             Err(_) => bail!(
-                "camgraph did not print its address within 30 s; its log:\n{}",
+                "{exe} did not print its address within 30 s; its log:\n{}",
                 server.log_text()
             ),
         }
@@ -72,7 +96,10 @@ impl ServerProcess {
     /// Fails if the server has exited.
     pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("camgraph exited ({status}); its log:\n{}", self.log_text());
+            bail!(
+                "the server exited ({status}); its log:\n{}",
+                self.log_text()
+            );
         }
         Ok(())
     }
