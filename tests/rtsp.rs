@@ -524,3 +524,64 @@ fn an_rtsp_camera_passes_its_h264_to_rtp_sink() {
         );
     }
 }
+
+/// A camera whose RTSP stream is JPEG (RFC 2435) and says so (`codec: mjpeg`) gives its JPEGs as
+/// pictures, passed on untouched like an HTTP MJPEG camera's; the same stream taken for H.264
+/// (the default) leaves that camera down, saying what it is set to and what the stream offers.
+#[test]
+fn an_mjpeg_rtsp_camera_gives_its_own_jpegs_and_a_codec_mismatch_is_a_clear_error() {
+    let rtsp = RtspServer::start(0, &["--codec", "jpeg"]);
+    let server = Server::start(&format!(
+        "cameras:\n  \
+         dock: {{ source: \"{url}\", codec: mjpeg, webrtc: false }}\n  \
+         wrong: {{ source: \"{url}\", webrtc: false }}\n",
+        url = rtsp.url()
+    ));
+    // Pictures, as an HTTP MJPEG camera's: camera -> jpeg_encoder, no decoder.
+    assert_eq!(server.node("dock_jpeg")["inputs"][0], "dock");
+
+    let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/dock")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    let (_, w, h) = common::decode(&snapshot.bytes().unwrap());
+    assert_eq!((w, h), (W, H));
+    let mut parts = server.mjpeg("/api/camera/stream/dock");
+    for _ in 0..30 {
+        let part = parts.next_part().unwrap().expect("a part");
+        let (_, w, h) = common::decode(&part.data);
+        assert_eq!((w, h), (W, H));
+    }
+    let camera = server.node("dock");
+    assert_eq!(camera["state"], "running", "{camera}");
+    assert!(
+        camera["stats"]["captured"].as_u64().unwrap() >= 30,
+        "{camera}"
+    );
+    // The camera's JPEGs went out as they came: nothing encoded nor decoded.
+    for family in [
+        "camgraph_frames_encoded_total",
+        "camgraph_frames_decoded_total",
+    ] {
+        let n = metric_sum(&server, &format!("{family}{{camera=\"dock\""));
+        assert_eq!(n, 0.0, "{family}");
+    }
+
+    let wrong = wait_for(
+        "the h264 camera to be down",
+        Duration::from_secs(15),
+        || {
+            let n = server.node("wrong");
+            let error = n["stats"]["error"].as_str()?.to_string();
+            (n["state"] == "down").then_some(error)
+        },
+    );
+    println!("a JPEG stream taken for H.264: {wrong}");
+    assert_eq!(
+        wrong,
+        format!(
+            "{}: the camera is set to H.264 (codec: h264) but the stream offers video/jpeg; \
+             for its JPEG set 'codec: mjpeg'",
+            rtsp.url()
+        )
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}

@@ -1,6 +1,7 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
 //! source (test pattern, files, V4L2 device, HTTP MJPEG, RTSP) and publishes them: pictures
-//! (`frames`), or, for a camera that encodes (RTSP), its own H.264 (`h264`, passed through).
+//! (`frames`), or, for a camera that encodes (RTSP, RTP), its own H.264 (`h264`, passed through;
+//! an RTSP camera set to `codec: mjpeg` gives its JPEGs as `frames`).
 //! Capture runs only while capture is on (`POST /api/camera/start|stop`) and someone downstream is
 //! subscribed; until then the thread sleeps until one of them changes (no polling). A source that
 //! fails, or is missing at start, is retried with exponential backoff and jitter; meanwhile
@@ -11,6 +12,7 @@
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
 //! gate:  { type: camera, source: "rtsp://192.168.1.30/stream1", transport: udp }
+//! dock:  { type: camera, source: "rtsp://192.168.1.32/mjpeg", codec: mjpeg }
 //! ```
 
 pub mod api;
@@ -80,6 +82,13 @@ pub struct CameraConfig {
     /// RTSP only: the password, if not in the URL. Default none. Never logged nor shown.
     #[serde(default)]
     pub password: Option<String>,
+    /// RTSP only: what the camera sends, `h264` (passed through: the camera gives `h264`) or
+    /// `mjpeg` (RFC 2435 JPEG, passed on as JPEG pictures: the camera gives `frames`, like an
+    /// HTTP MJPEG camera). Said here because what a camera gives is checked before anything
+    /// connects; a stream that offers something else leaves the camera down, saying what it
+    /// offers. Default `h264`.
+    #[serde(default)]
+    pub codec: Option<String>,
 }
 
 fn default_width() -> u32 {
@@ -100,7 +109,7 @@ impl NodeConfig for CameraConfig {
 
     /// What the camera gives follows its source: pictures, or the H.264 of a camera that encodes.
     fn ports(&self) -> Ports {
-        Ports::Source(kinds::kind_of(&self.source).gives())
+        Ports::Source(kinds::kind_of(&self.source).gives(self.codec.as_deref()))
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
@@ -128,6 +137,7 @@ impl NodeConfig for CameraConfig {
                 }
             }
         }
+        kind.check_codec(self.codec.as_deref(), &mut issues);
         (kind.validate)(self, &mut issues);
         issues
     }
@@ -162,7 +172,8 @@ impl NodeConfig for CameraConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let config = self.clone();
         let camera = cx.camera.clone();
-        Ok(match kinds::kind_of(&self.source).open {
+        let opener = kinds::kind_of(&self.source).opener(self.codec.as_deref());
+        Ok(match *opener {
             kinds::Open::Frames(open) => {
                 let out = Fanout::<Frame>::new();
                 let (w, h) = (self.width, self.height);
