@@ -3,8 +3,10 @@
 //! gstreamer1.0-plugins-{base,good,ugly}) serving a 640x360 30 fps x264 test pattern on loopback.
 //! camgraph passes the camera's H.264 to headless Chromium (tests/browser/rtsp.mjs, over WHEP and
 //! the WebSocket signalling) with no encoder in the chain; the server stopped for 5 s leaves the
-//! camera `down`, and the same peers get pictures again when it returns. Bad sources (a closed
-//! port, a server that sends garbage, a wrong path) are clear errors in `/api/graph`. Run in a
+//! camera `down`, and the same peers get pictures again when it returns; an aiortc peer sees the
+//! "no signal" picture meanwhile (by its colour). A JPEG stream (`--codec jpeg`) gives a camera set
+//! to `codec: mjpeg` its JPEGs. Bad sources (a closed port, a server that sends garbage, a wrong
+//! path, the wrong codec) are clear errors in `/api/graph`. Run in a
 //! loopback-only namespace like CI: `unshare -n bash -c 'ip link set lo up && cargo test --test rtsp'`.
 
 mod common;
@@ -201,6 +203,8 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         "{summary}\n{}",
         server.log()
     );
+    // The peers' first frame after the return may be the "no signal" picture, sent while the
+    // camera is down; a_peer_of_an_h264_camera_sees_no_signal_... tells the two apart.
     for peer in summary["peers"].as_array().unwrap() {
         let ms = peer["firstFrameAfterMs"].as_u64().unwrap();
         assert!(
@@ -584,4 +588,112 @@ fn an_mjpeg_rtsp_camera_gives_its_own_jpegs_and_a_codec_mismatch_is_a_clear_erro
         )
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// A WebRTC peer (aiortc over WHEP) watching tests/aiortc_client.py's `watch` lines: frames
+/// decoded so far, the last one's size, and the share of its pixels with the "no signal"
+/// background. Killed when dropped.
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watcher {
+    fn start(server: &Server, camera: &str, seconds: u32) -> Watcher {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc_client.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([server.base.as_str(), camera, "watch", &seconds.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiortc");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// The first report within `within` that `wanted` accepts.
+    fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the peer did not report {what} within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_peer_of_an_h264_camera_sees_no_signal_while_it_is_down_then_the_camera_again() {
+    let mut rtsp = RtspServer::start(0, &[]);
+    let port = rtsp.port;
+    let server = Server::start(&format!(
+        "nodes:\n  \
+         gate: {{ type: camera, source: \"{}\" }}\n  \
+         gate_rtc: {{ type: webrtc_sink, inputs: [gate] }}\n",
+        rtsp.url()
+    ));
+    let peer = Watcher::start(&server, "gate", 90);
+    let size = |l: &serde_json::Value| l["width"] == W && l["height"] == H;
+    let frames = |l: &serde_json::Value| l["frames"].as_u64().unwrap_or(0);
+    let share = |l: &serde_json::Value| l["no_signal"].as_f64().unwrap_or(-1.0);
+    let camera = |l: &serde_json::Value| size(l) && share(l) < 0.2;
+    let no_signal = |l: &serde_json::Value| size(l) && share(l) > 0.8;
+    let live = peer.until("the camera's pictures", Duration::from_secs(30), camera);
+    println!("the camera: {live}");
+
+    drop(rtsp);
+    let down = wait_for("the camera to be down", Duration::from_secs(10), || {
+        let n = server.node("gate");
+        (n["state"] == "down").then_some(n)
+    });
+    println!("down: {down}");
+    // The peer keeps decoding: pictures that are the no-signal picture, at the camera's size,
+    // more and more of them while the camera stays down.
+    let first = peer.until("the no-signal picture", Duration::from_secs(10), no_signal);
+    let later = peer.until("more no-signal pictures", Duration::from_secs(10), |l| {
+        no_signal(l) && frames(l) >= frames(&first) + 4
+    });
+    println!("while down: {first} then {later}");
+    assert_eq!(server.node("gate")["state"], "down");
+
+    rtsp = RtspServer::start(port, &[]);
+    let back = peer.until(
+        "the camera's pictures again",
+        Duration::from_secs(20),
+        |l| camera(l) && frames(l) > frames(&later),
+    );
+    println!("back: {back}");
+    let camera = server.node("gate");
+    assert_eq!(camera["state"], "running", "{camera}");
+    // Nothing encoded the camera's own stream; only its no-signal picture was, inside the camera.
+    assert_eq!(
+        metric_sum(&server, "camgraph_frames_encoded_total{camera=\"gate\""),
+        0.0
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    drop(rtsp);
 }
