@@ -587,6 +587,27 @@ fn an_mjpeg_rtsp_camera_gives_its_own_jpegs_and_a_codec_mismatch_is_a_clear_erro
             rtsp.url()
         )
     );
+
+    // Through the API too: `codec=mjpeg` gives the added camera the pictures' chain.
+    let (status, body) = server.post_json(&format!(
+        "/api/camera/cameras/added?source={}&codec=mjpeg&webrtc=false",
+        rtsp.url()
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.node("added_jpeg")["inputs"][0], "added");
+    let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/added")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    assert_eq!(common::decode(&snapshot.bytes().unwrap()).1, W);
+    let (status, body) = server.post_json(&format!(
+        "/api/camera/cameras/other?source={}&codec=h265",
+        rtsp.url()
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("'codec' must be h264 or mjpeg (got 'h265')"),
+        "{body}"
+    );
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 
