@@ -120,7 +120,7 @@ pub struct H264Picture {
 
 #[cfg(feature = "webrtc")]
 impl H264Picture {
-    /// The bitrate it is encoded at: ample for a flat picture with text at 2 frames a second.
+    /// The bitrate it is encoded at: ample for a flat picture with text at `NO_SIGNAL_FPS`.
     const BITRATE_KBPS: u32 = 1000;
 
     /// The picture for `camera` at `t`, at `width` x `height` rounded down to even sizes
@@ -148,7 +148,7 @@ impl H264Picture {
         let fits = matches!(&self.encoder, Some(e) if e.size() == size);
         if !fits {
             let config = crate::plugins::encoders::h264::H264EncoderConfig {
-                max_fps: 2,
+                max_fps: super::NO_SIGNAL_FPS,
                 keyframe_interval: 1,
                 ..Default::default()
             };

@@ -7,10 +7,15 @@
 //! as `frames`, like an HTTP MJPEG camera (a `jpeg_encoder` passes them on untouched). What a
 //! camera gives is decided when the file is checked, before any connection, hence the setting;
 //! a stream that offers something else than it says leaves the camera down with an error
-//! naming both. RTP comes interleaved on the
-//! RTSP connection (`transport: tcp`, the default) or over UDP (`transport: udp`); a user name and
-//! password go in the URL or in `username`/`password` (retina answers basic and digest
-//! challenges), and are taken out of the URL before it reaches retina or any message.
+//! naming both. RTP comes interleaved on the RTSP connection (`transport: tcp`, the default) or
+//! over UDP (`transport: udp`); a user name and password go in the URL or in
+//! `username`/`password` (retina answers basic and digest challenges), and are taken out of the
+//! URL before it reaches retina or any message.
+//!
+//! ```yaml
+//! gate: { type: camera, source: "rtsp://192.168.1.30/stream1" }              # H.264, passed through
+//! dock: { type: camera, source: "rtsp://192.168.1.32/mjpeg", codec: mjpeg }  # JPEG pictures
+//! ```
 //!
 //! retina is async; the camera's capture thread is blocking. The source owns a current-thread
 //! tokio runtime and drives retina on the capture thread itself (`block_on` per frame): no extra
