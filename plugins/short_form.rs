@@ -2,7 +2,7 @@
 //! `NAME` (camera) -> `NAME_jpeg` (jpeg_encoder) -> `NAME_mjpeg` (mjpeg_sink) and, unless
 //! `webrtc: false` (or a build without WebRTC), `NAME` -> `NAME_h264` (h264_encoder) ->
 //! `NAME_rtc_adaptive` (adaptive) -> `NAME_rtc` (webrtc_sink), which costs nothing until a peer
-//! connects. A camera that encodes (an `rtsp://` source gives H.264) feeds its own H.264 straight
+//! connects. A camera that encodes (an `rtsp://` source gives H.264 unless `codec: mjpeg`) feeds its own H.264 straight
 //! to `NAME_rtc`: no `h264_encoder`, no `adaptive` (nothing to re-encode); its MJPEG chain starts
 //! with `NAME_decode` (h264_decoder), which decodes only while an MJPEG viewer or a snapshot
 //! wants pictures. Cameras added through the API (`POST
@@ -14,6 +14,7 @@
 //!   front: { source: test, width: 1280, height: 720, fps: 30, quality: 80 }
 //!   rear:  { source: /dev/video0, webrtc: false }
 //!   gate:  { source: "rtsp://192.168.1.30/stream1", transport: udp }
+//!   dock:  { source: "rtsp://192.168.1.31/mjpeg", codec: mjpeg }   # the usual chain, as pictures
 //! ```
 
 use std::collections::HashMap;
@@ -48,6 +49,9 @@ pub struct CameraShortForm {
     /// As `camera.transport` (RTSP: `tcp` or `udp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// As `camera.codec` (RTSP: `h264` or `mjpeg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
     /// As `jpeg_encoder.quality`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
@@ -109,6 +113,7 @@ impl ShortForm for UsualChain {
             fps: param(query, "fps", 1..=120).map_err(bad)?,
             quality: param(query, "quality", JpegVariant::QUALITY).map_err(bad)?,
             transport: query.get("transport").cloned(),
+            codec: query.get("codec").cloned(),
             webrtc: match query.get("webrtc").map(String::as_str) {
                 None => None,
                 Some("true") => Some(true),
@@ -131,8 +136,9 @@ fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
     set(&mut camera, "fps", c.fps);
     set(&mut camera, "start", c.start);
     set(&mut camera, "transport", c.transport.clone());
+    set(&mut camera, "codec", c.codec.clone());
     let webrtc = c.webrtc.unwrap_or(cfg!(feature = "webrtc"));
-    let encodes = kind_of(&c.source).gives() == PortKind::H264;
+    let encodes = kind_of(&c.source).gives(c.codec.as_deref()) == PortKind::H264;
     let mut jpeg = Vec::new();
     set(&mut jpeg, "quality", c.quality.map(u64::from));
     let mut mjpeg = Vec::new();
@@ -245,5 +251,27 @@ mod tests {
         assert_eq!(nodes[2].1["inputs"][0], "gate_decode");
         assert_eq!(nodes[4].1["type"], "webrtc_sink");
         assert_eq!(nodes[4].1["inputs"][0], "gate", "no encoder between");
+
+        // The same camera sending JPEG gives pictures: the usual chain, with its encoder.
+        let jpeg = expand(
+            "dock",
+            &CameraShortForm {
+                codec: Some("mjpeg".into()),
+                ..c
+            },
+        );
+        let ids: Vec<&str> = jpeg.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "dock",
+                "dock_jpeg",
+                "dock_mjpeg",
+                "dock_h264",
+                "dock_rtc_adaptive",
+                "dock_rtc"
+            ]
+        );
+        assert_eq!(jpeg[0].1["codec"], "mjpeg");
     }
 }

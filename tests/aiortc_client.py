@@ -2,6 +2,7 @@
 
     python3 tests/aiortc_client.py BASE_URL CAMERA [SECONDS]
     python3 tests/aiortc_client.py BASE_URL CAMERA until-closed
+    python3 tests/aiortc_client.py BASE_URL CAMERA watch SECONDS
 
 POSTs an offer to /api/webrtc/whep/CAMERA, receives the video for SECONDS (default 5) after the
 first frame, sends one RTCP PLI (a keyframe request) and receives 1 s more, DELETEs the session,
@@ -9,7 +10,9 @@ and prints one JSON line: frames, fps, width, height, time to first frame, PLI s
 With `until-closed` it prints `{"first_frame": true}` at the first frame, then receives until the
 server ends the session and prints how it ended: `closed` (the server closed the peer: the
 connection state became closed or failed, or the track ended) or `timeout` (frames stopped and
-nothing said why for 10 s). aioice skips loopback addresses when gathering, so they are
+nothing said why for 10 s). With `watch` it receives for SECONDS and prints a JSON line every
+0.5 s: frames decoded so far, the last one's size and the share of its pixels (sampled) that
+have the "no signal" picture's background colour (`no_signal`, 0..1). aioice skips loopback addresses when gathering, so they are
 patched to 127.0.0.1 (tests run on loopback only).
 """
 
@@ -127,9 +130,53 @@ async def until_closed(base, camera):
     return {"frames": frames, "end": how}
 
 
+# The "no signal" picture's background (plugins/sources/nosignal: BACKGROUND), and how far a
+# pixel may be from it after H.264 and the YUV to RGB conversions.
+NO_SIGNAL_RGB = (48, 16, 64)
+NO_SIGNAL_TOLERANCE = 16
+
+
+def no_signal_share(frame):
+    """The share of (every 8th row and column of) the frame's pixels with the no-signal colour."""
+    rgb = frame.reformat(format="rgb24")
+    plane = rgb.planes[0]
+    data, stride = bytes(plane), plane.line_size
+    near = total = 0
+    for y in range(0, rgb.height, 8):
+        row = y * stride
+        for x in range(0, rgb.width, 8):
+            p = data[row + 3 * x: row + 3 * x + 3]
+            total += 1
+            near += all(abs(a - b) <= NO_SIGNAL_TOLERANCE for a, b in zip(p, NO_SIGNAL_RGB))
+    return near / max(total, 1)
+
+
+async def watch(base, camera, seconds):
+    pc, track, location, _ = await connect(base, camera)
+    frames, last, t0 = 0, None, time.monotonic()
+    receiving = asyncio.ensure_future(track.recv())
+    reported = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        done, _ = await asyncio.wait({receiving}, timeout=0.5)
+        if receiving in done:
+            last = receiving.result()
+            frames += 1
+            receiving = asyncio.ensure_future(track.recv())
+        if last is not None and time.monotonic() - reported >= 0.5:
+            reported = time.monotonic()
+            print(json.dumps({"frames": frames, "width": last.width, "height": last.height,
+                              "no_signal": round(no_signal_share(last), 3)}), flush=True)
+    receiving.cancel()
+    await asyncio.to_thread(http, "DELETE", f"{base}{location}")
+    await pc.close()
+
+
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
+    if sys.argv[3:4] == ["watch"]:
+        asyncio.run(watch(sys.argv[1].rstrip("/"), sys.argv[2], float(sys.argv[4])))
+        return
     if sys.argv[3:4] == ["until-closed"]:
         print(json.dumps(asyncio.run(until_closed(sys.argv[1].rstrip("/"), sys.argv[2]))))
         return

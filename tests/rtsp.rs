@@ -3,8 +3,10 @@
 //! gstreamer1.0-plugins-{base,good,ugly}) serving a 640x360 30 fps x264 test pattern on loopback.
 //! camgraph passes the camera's H.264 to headless Chromium (tests/browser/rtsp.mjs, over WHEP and
 //! the WebSocket signalling) with no encoder in the chain; the server stopped for 5 s leaves the
-//! camera `down`, and the same peers get pictures again when it returns. Bad sources (a closed
-//! port, a server that sends garbage, a wrong path) are clear errors in `/api/graph`. Run in a
+//! camera `down`, and the same peers get pictures again when it returns; an aiortc peer sees the
+//! "no signal" picture meanwhile (by its colour). A JPEG stream (`--codec jpeg`) gives a camera set
+//! to `codec: mjpeg` its JPEGs. Bad sources (a closed port, a server that sends garbage, a wrong
+//! path, the wrong codec) are clear errors in `/api/graph`. Run in a
 //! loopback-only namespace like CI: `unshare -n bash -c 'ip link set lo up && cargo test --test rtsp'`.
 
 mod common;
@@ -201,6 +203,8 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         "{summary}\n{}",
         server.log()
     );
+    // The peers' first frame after the return may be the "no signal" picture, sent while the
+    // camera is down; a_peer_of_an_h264_camera_sees_no_signal_... tells the two apart.
     for peer in summary["peers"].as_array().unwrap() {
         let ms = peer["firstFrameAfterMs"].as_u64().unwrap();
         assert!(
@@ -523,4 +527,194 @@ fn an_rtsp_camera_passes_its_h264_to_rtp_sink() {
             "{family} exists: nothing should encode or decode"
         );
     }
+}
+
+/// A camera whose RTSP stream is JPEG (RFC 2435) and says so (`codec: mjpeg`) gives its JPEGs as
+/// pictures, passed on untouched like an HTTP MJPEG camera's; the same stream taken for H.264
+/// (the default) leaves that camera down, saying what it is set to and what the stream offers.
+#[test]
+fn an_mjpeg_rtsp_camera_gives_its_own_jpegs_and_a_codec_mismatch_is_a_clear_error() {
+    let rtsp = RtspServer::start(0, &["--codec", "jpeg"]);
+    let server = Server::start(&format!(
+        "cameras:\n  \
+         dock: {{ source: \"{url}\", codec: mjpeg, webrtc: false }}\n  \
+         wrong: {{ source: \"{url}\", webrtc: false }}\n",
+        url = rtsp.url()
+    ));
+    // Pictures, as an HTTP MJPEG camera's: camera -> jpeg_encoder, no decoder.
+    assert_eq!(server.node("dock_jpeg")["inputs"][0], "dock");
+
+    let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/dock")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    let (_, w, h) = common::decode(&snapshot.bytes().unwrap());
+    assert_eq!((w, h), (W, H));
+    let mut parts = server.mjpeg("/api/camera/stream/dock");
+    for _ in 0..30 {
+        let part = parts.next_part().unwrap().expect("a part");
+        let (_, w, h) = common::decode(&part.data);
+        assert_eq!((w, h), (W, H));
+    }
+    let camera = server.node("dock");
+    assert_eq!(camera["state"], "running", "{camera}");
+    assert!(
+        camera["stats"]["captured"].as_u64().unwrap() >= 30,
+        "{camera}"
+    );
+    // The camera's JPEGs went out as they came: nothing encoded nor decoded.
+    for family in [
+        "camgraph_frames_encoded_total",
+        "camgraph_frames_decoded_total",
+    ] {
+        let n = metric_sum(&server, &format!("{family}{{camera=\"dock\""));
+        assert_eq!(n, 0.0, "{family}");
+    }
+
+    let wrong = wait_for(
+        "the h264 camera to be down",
+        Duration::from_secs(15),
+        || {
+            let n = server.node("wrong");
+            let error = n["stats"]["error"].as_str()?.to_string();
+            (n["state"] == "down").then_some(error)
+        },
+    );
+    println!("a JPEG stream taken for H.264: {wrong}");
+    assert_eq!(
+        wrong,
+        format!(
+            "{}: the camera is set to H.264 (codec: h264) but the stream offers video/jpeg; \
+             for its JPEG set 'codec: mjpeg'",
+            rtsp.url()
+        )
+    );
+
+    // Through the API too: `codec=mjpeg` gives the added camera the pictures' chain.
+    let (status, body) = server.post_json(&format!(
+        "/api/camera/cameras/added?source={}&codec=mjpeg&webrtc=false",
+        rtsp.url()
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.node("added_jpeg")["inputs"][0], "added");
+    let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/added")).unwrap();
+    assert_eq!(snapshot.status, 200);
+    assert_eq!(common::decode(&snapshot.bytes().unwrap()).1, W);
+    let (status, body) = server.post_json(&format!(
+        "/api/camera/cameras/other?source={}&codec=h265",
+        rtsp.url()
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("'codec' must be h264 or mjpeg (got 'h265')"),
+        "{body}"
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// A WebRTC peer (aiortc over WHEP) watching tests/aiortc_client.py's `watch` lines: frames
+/// decoded so far, the last one's size, and the share of its pixels with the "no signal"
+/// background. Killed when dropped.
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watcher {
+    fn start(server: &Server, camera: &str, seconds: u32) -> Watcher {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc_client.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([server.base.as_str(), camera, "watch", &seconds.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiortc");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// The first report within `within` that `wanted` accepts.
+    fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the peer did not report {what} within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_peer_of_an_h264_camera_sees_no_signal_while_it_is_down_then_the_camera_again() {
+    let mut rtsp = RtspServer::start(0, &[]);
+    let port = rtsp.port;
+    let server = Server::start(&format!(
+        "nodes:\n  \
+         gate: {{ type: camera, source: \"{}\" }}\n  \
+         gate_rtc: {{ type: webrtc_sink, inputs: [gate] }}\n",
+        rtsp.url()
+    ));
+    let peer = Watcher::start(&server, "gate", 90);
+    let size = |l: &serde_json::Value| l["width"] == W && l["height"] == H;
+    let frames = |l: &serde_json::Value| l["frames"].as_u64().unwrap_or(0);
+    let share = |l: &serde_json::Value| l["no_signal"].as_f64().unwrap_or(-1.0);
+    let camera = |l: &serde_json::Value| size(l) && share(l) < 0.2;
+    let no_signal = |l: &serde_json::Value| size(l) && share(l) > 0.8;
+    let live = peer.until("the camera's pictures", Duration::from_secs(30), camera);
+    println!("the camera: {live}");
+
+    drop(rtsp);
+    let down = wait_for("the camera to be down", Duration::from_secs(10), || {
+        let n = server.node("gate");
+        (n["state"] == "down").then_some(n)
+    });
+    println!("down: {down}");
+    // The peer keeps decoding: pictures that are the no-signal picture, at the camera's size,
+    // more and more of them while the camera stays down.
+    let first = peer.until("the no-signal picture", Duration::from_secs(10), no_signal);
+    let later = peer.until("more no-signal pictures", Duration::from_secs(10), |l| {
+        no_signal(l) && frames(l) >= frames(&first) + 4
+    });
+    println!("while down: {first} then {later}");
+    assert_eq!(server.node("gate")["state"], "down");
+
+    rtsp = RtspServer::start(port, &[]);
+    let back = peer.until(
+        "the camera's pictures again",
+        Duration::from_secs(20),
+        |l| camera(l) && frames(l) > frames(&later),
+    );
+    println!("back: {back}");
+    let camera = server.node("gate");
+    assert_eq!(camera["state"], "running", "{camera}");
+    // Nothing encoded the camera's own stream; only its no-signal picture was, inside the camera.
+    assert_eq!(
+        metric_sum(&server, "camgraph_frames_encoded_total{camera=\"gate\""),
+        0.0
+    );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    drop(rtsp);
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """An RTSP server camgraph did not write, for tests: GStreamer's gst-rtsp-server (Debian packages
 python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-ugly/good/base) serving a live test
-pattern as H.264 (x264, one IDR every 60 frames: a 2 s GOP at 30 fps) on 127.0.0.1.
+pattern as H.264 (x264, one IDR every 60 frames: a 2 s GOP at 30 fps) on 127.0.0.1, or with
+--codec jpeg as JPEG (jpegenc, RFC 2435: "MJPEG over RTSP").
 
     rtsp_server.py [--port N] [--path /cam] [--width W --height H --fps F --gop N --preset P]
-                   [--profile constrained-baseline|main|high]
+                   [--profile constrained-baseline|main|high] [--codec h264|jpeg]
                    [--user U --password P]
 
 Prints "PORT <n>" on stdout once it listens (port 0, the default, picks a free one), then serves
@@ -19,11 +20,13 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-PIPELINE = (
-    "( videotestsrc is-live=true ! video/x-raw,width={w},height={h},framerate={fps}/1 "
-    "! x264enc tune=zerolatency key-int-max={gop} speed-preset={preset} "
-    "! video/x-h264,profile={profile} ! rtph264pay name=pay0 pt=96 )"
-)
+SOURCE = "videotestsrc is-live=true ! video/x-raw,width={w},height={h},framerate={fps}/1"
+ENCODE = {
+    "h264": "x264enc tune=zerolatency key-int-max={gop} speed-preset={preset} "
+    "! video/x-h264,profile={profile} ! rtph264pay name=pay0 pt=96",
+    # RFC 2435 carries 4:2:0 or 4:2:2 only; JPEG has the static payload type 26 (RFC 3551).
+    "jpeg": "videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26",
+}
 
 
 def main():
@@ -38,6 +41,7 @@ def main():
     args.add_argument("--preset", default="medium")
     # What browsers offer for WebRTC is Constrained Baseline (and Main); "high" tries the others.
     args.add_argument("--profile", default="constrained-baseline")
+    args.add_argument("--codec", choices=sorted(ENCODE), default="h264")
     args.add_argument("--user")
     args.add_argument("--password")
     a = args.parse_args()
@@ -47,8 +51,9 @@ def main():
     server.set_address("127.0.0.1")
     server.set_service(str(a.port))
     factory = GstRtspServer.RTSPMediaFactory()
+    pipeline = f"( {SOURCE} ! {ENCODE[a.codec]} )"
     factory.set_launch(
-        PIPELINE.format(
+        pipeline.format(
             w=a.width, h=a.height, fps=a.fps, gop=a.gop, preset=a.preset, profile=a.profile
         )
     )

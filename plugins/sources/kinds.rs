@@ -29,8 +29,12 @@ pub struct SourceKind {
     /// Further problems when the camera is added through the API (in the file, a missing
     /// device or stream is a camera that is down until it appears).
     pub validate_added: fn(&CameraConfig, &mut Vec<FieldIssue>),
-    /// Opens the source on the camera's capture thread.
+    /// Opens the source on the camera's capture thread, when no `codec:` is set.
     pub open: Open,
+    /// The values the camera's `codec:` setting takes for this kind (what the source sends,
+    /// which decides what the camera gives before any connection), each with how it opens; empty
+    /// for kinds that have no such setting.
+    pub codecs: &'static [(&'static str, Open)],
     /// Whether `noise:` (grain added to each frame) applies.
     pub takes_noise: bool,
 }
@@ -49,11 +53,38 @@ pub const KINDS: &[&SourceKind] = &[
 ];
 
 impl SourceKind {
-    /// What a camera of this kind gives on its output.
-    pub fn gives(&self) -> PortKind {
-        match self.open {
+    /// How a camera of this kind with `codec:` set to `codec` opens (the default for no, or an
+    /// unknown, codec: validation refuses the latter).
+    pub fn opener(&self, codec: Option<&str>) -> &Open {
+        let codec = codec.map(str::trim);
+        self.codecs
+            .iter()
+            .find(|(name, _)| Some(*name) == codec)
+            .map_or(&self.open, |(_, open)| open)
+    }
+
+    /// What a camera of this kind with `codec:` set to `codec` gives on its output.
+    pub fn gives(&self, codec: Option<&str>) -> PortKind {
+        match self.opener(codec) {
             Open::Frames(_) => PortKind::Frames,
             Open::H264(_) => PortKind::H264,
+        }
+    }
+
+    /// Problems of a camera's `codec:` setting for this kind.
+    pub fn check_codec(&self, codec: Option<&str>, issues: &mut Vec<FieldIssue>) {
+        let Some(codec) = codec else { return };
+        let names: Vec<&str> = self.codecs.iter().map(|(name, _)| *name).collect();
+        if names.is_empty() {
+            issues.push(FieldIssue::new(
+                "codec",
+                "'codec' is for rtsp:// sources only",
+            ));
+        } else if !names.contains(&codec.trim()) {
+            issues.push(FieldIssue::new(
+                "codec",
+                format!("'codec' must be {} (got '{codec}')", names.join(" or ")),
+            ));
         }
     }
 }
@@ -115,6 +146,7 @@ const NO_V4L: SourceKind = SourceKind {
     },
     validate_added: no_checks,
     open: Open::Frames(|c| Err(format!("{}: built without V4L2 support", c.source.trim()).into())),
+    codecs: &[],
     takes_noise: false,
 };
 
@@ -139,8 +171,13 @@ mod tests {
         ] {
             assert_eq!(kind_of(source).name, kind, "{source}");
         }
-        assert_eq!(kind_of("rtsp://cam/1").gives(), PortKind::H264);
-        assert_eq!(kind_of("http://cam/1").gives(), PortKind::Frames);
+        assert_eq!(kind_of("rtsp://cam/1").gives(None), PortKind::H264);
+        assert_eq!(kind_of("rtsp://cam/1").gives(Some("h264")), PortKind::H264);
+        assert_eq!(
+            kind_of("rtsp://cam/1").gives(Some("mjpeg")),
+            PortKind::Frames
+        );
+        assert_eq!(kind_of("http://cam/1").gives(None), PortKind::Frames);
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The `camera` node: one actor per camera, controlling a capture thread that pulls frames from a
 //! source (test pattern, files, V4L2 device, HTTP MJPEG, RTSP) and publishes them: pictures
-//! (`frames`), or, for a camera that encodes (RTSP), its own H.264 (`h264`, passed through).
+//! (`frames`), or, for a camera that encodes (RTSP, RTP), its own H.264 (`h264`, passed through;
+//! an RTSP camera set to `codec: mjpeg` gives its JPEGs as `frames`).
 //! Capture runs only while capture is on (`POST /api/camera/start|stop`) and someone downstream is
 //! subscribed; until then the thread sleeps until one of them changes (no polling). A source that
 //! fails, or is missing at start, is retried with exponential backoff and jitter; meanwhile
-//! viewers get a "no signal" picture (pictures only: an H.264 camera's peers keep its last one)
-//! and stay connected. Recovery is logged (`camera up`, with how long it was down)
+//! viewers get a "no signal" picture and stay connected (a camera that gives H.264 gives it as
+//! H.264: an IDR at its last picture's size, 2 a second, encoded only while it is down). Recovery is logged (`camera up`, with how long it was down)
 //! and counted (`camgraph_camera_reconnects_total`).
 //!
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
 //! gate:  { type: camera, source: "rtsp://192.168.1.30/stream1", transport: udp }
+//! dock:  { type: camera, source: "rtsp://192.168.1.32/mjpeg", codec: mjpeg }
 //! ```
 
 pub mod api;
@@ -24,6 +26,7 @@ pub mod testsrc;
 #[cfg(feature = "v4l")]
 pub mod v4l;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -53,7 +56,9 @@ pub struct CameraConfig {
     /// stream, or an `rtsp://[user:password@]host[:port]/path` H.264 stream, passed through
     /// without decoding. Required.
     pub source: String,
-    /// Frame width in pixels. Default 1280. A device uses the closest size it offers.
+    /// Frame width in pixels. Default 1280. A device uses the closest size it offers; a camera
+    /// that sends its own pictures (HTTP, RTSP, RTP) keeps their size and uses this one for its
+    /// "no signal" picture (one that gives H.264: only until its first picture).
     #[serde(default = "default_width")]
     pub width: u32,
     /// Frame height in pixels. Default 720.
@@ -80,6 +85,13 @@ pub struct CameraConfig {
     /// RTSP only: the password, if not in the URL. Default none. Never logged nor shown.
     #[serde(default)]
     pub password: Option<String>,
+    /// RTSP only: what the camera sends, `h264` (passed through: the camera gives `h264`) or
+    /// `mjpeg` (RFC 2435 JPEG, passed on as JPEG pictures: the camera gives `frames`, like an
+    /// HTTP MJPEG camera). Said here because what a camera gives is checked before anything
+    /// connects; a stream that offers something else leaves the camera down, saying what it
+    /// offers. Default `h264`.
+    #[serde(default)]
+    pub codec: Option<String>,
 }
 
 fn default_width() -> u32 {
@@ -100,7 +112,7 @@ impl NodeConfig for CameraConfig {
 
     /// What the camera gives follows its source: pictures, or the H.264 of a camera that encodes.
     fn ports(&self) -> Ports {
-        Ports::Source(kinds::kind_of(&self.source).gives())
+        Ports::Source(kinds::kind_of(&self.source).gives(self.codec.as_deref()))
     }
 
     fn validate(&self) -> Vec<FieldIssue> {
@@ -128,6 +140,7 @@ impl NodeConfig for CameraConfig {
                 }
             }
         }
+        kind.check_codec(self.codec.as_deref(), &mut issues);
         (kind.validate)(self, &mut issues);
         issues
     }
@@ -162,11 +175,12 @@ impl NodeConfig for CameraConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let config = self.clone();
         let camera = cx.camera.clone();
-        Ok(match kinds::kind_of(&self.source).open {
+        let opener = kinds::kind_of(&self.source).opener(self.codec.as_deref());
+        Ok(match *opener {
             kinds::Open::Frames(open) => {
                 let out = Fanout::<Frame>::new();
                 let (w, h) = (self.width, self.height);
-                let (to, picture) = (out.clone(), out.clone());
+                let to = out.clone();
                 let no_signal_camera = camera.clone();
                 let outlet = Outlet {
                     publish: Box::new(move |seq, c: Captured| {
@@ -180,18 +194,15 @@ impl NodeConfig for CameraConfig {
                             data: c.data,
                         }))
                     }),
-                    no_signal: Box::new(move |seq| {
+                    no_signal: Box::new(move || {
                         let now = SystemTime::now();
-                        let camera = &no_signal_camera;
-                        picture.publish(Arc::new(Frame {
-                            camera: camera.clone(),
-                            seq,
+                        Some(Captured {
                             captured_at: now,
                             width: w,
                             height: h,
                             format: PixelFormat::Rgb24,
-                            data: Bytes::from(nosignal::frame(camera, w, h, now)),
-                        }))
+                            data: Bytes::from(nosignal::frame(&no_signal_camera, w, h, now)),
+                        })
                     }),
                 };
                 let open: OpenFn<Captured> = Box::new(move || open(&config));
@@ -206,8 +217,13 @@ impl NodeConfig for CameraConfig {
                     gop: gop.clone(),
                 });
                 let to = out.clone();
+                // The size of the camera's last picture (the settings' until it sends one), for
+                // its "no signal" picture: one relaxed store per frame.
+                let size = Arc::new(AtomicU64::new(pack(self.width, self.height)));
+                let no_signal = no_signal_h264(camera.clone(), size.clone());
                 let outlet = Outlet {
                     publish: Box::new(move |seq, au: AccessUnit| {
+                        size.store(pack(au.width, au.height), Ordering::Relaxed);
                         let frame = Arc::new(EncodedFrame {
                             camera: camera.clone(),
                             seq,
@@ -223,15 +239,46 @@ impl NodeConfig for CameraConfig {
                         Gop::keep(&mut gop.lock().unwrap_or_else(|e| e.into_inner()), &frame);
                         to.publish(frame);
                     }),
-                    // No picture while down: making one would take an H.264 encode. Peers keep
-                    // the last picture; `/api/graph` and `camgraph_camera_up` say it is down.
-                    no_signal: Box::new(|_| {}),
+                    no_signal,
                 };
                 let open: OpenFn<AccessUnit> = Box::new(move || open(&config));
                 start_camera(cx, (open, outlet, out), |_| Port::H264(feed), self)
             }
         })
     }
+}
+
+/// A width and height in one word.
+fn pack(width: u32, height: u32) -> u64 {
+    u64::from(width) << 32 | u64::from(height)
+}
+
+/// The "no signal" picture of a camera that gives H.264, as H.264 (`nosignal::H264Picture`), at
+/// the size of the camera's last picture (`size`, packed).
+#[cfg(feature = "webrtc")]
+fn no_signal_h264(camera: Arc<str>, size: Arc<AtomicU64>) -> NoSignal<AccessUnit> {
+    let mut picture = nosignal::H264Picture::default();
+    let mut warned = false;
+    Box::new(move || {
+        let packed = size.load(Ordering::Relaxed);
+        let wh = ((packed >> 32) as u32, packed as u32);
+        match picture.at(&camera, wh, SystemTime::now()) {
+            Ok(unit) => Some(unit),
+            Err(e) => {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(%camera, "cannot encode the no-signal picture: {e}");
+                }
+                None
+            }
+        }
+    })
+}
+
+/// Without openh264 (a build without WebRTC) there is no H.264 picture to show: peers keep the
+/// camera's last one while it is down.
+#[cfg(not(feature = "webrtc"))]
+fn no_signal_h264(_: Arc<str>, _: Arc<AtomicU64>) -> NoSignal<AccessUnit> {
+    Box::new(|| None)
 }
 
 /// The output of a camera whose source encodes: its own H.264, one stream, passed through to
@@ -333,11 +380,14 @@ pub trait FrameSource<T = Captured> {
 
 type OpenFn<T> = Box<dyn Fn() -> Result<Box<dyn FrameSource<T>>, SourceError> + Send>;
 
-/// Where the capture thread puts what it pulled: how a source's item is published, and how the
-/// "no signal" picture is while the source is down.
+/// Makes the "no signal" picture shown while a source is down (`None`: none to show).
+type NoSignal<T> = Box<dyn FnMut() -> Option<T> + Send>;
+
+/// Where the capture thread puts what it pulled: how a source's item is published, and what is
+/// published instead while the source is down.
 struct Outlet<T> {
     publish: Box<dyn Fn(u64, T) + Send>,
-    no_signal: Box<dyn Fn(u64) + Send>,
+    no_signal: NoSignal<T>,
 }
 
 /// Sleeps to keep a steady frame rate; after a stall it restarts rather than bursting to catch up.
@@ -572,7 +622,7 @@ impl<T> Capture<T> {
         self.metrics.up.set(0);
     }
 
-    fn run(self) {
+    fn run(mut self) {
         let mut source: Option<Box<dyn FrameSource<T>>> = None;
         let seed = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -633,8 +683,10 @@ impl<T> Capture<T> {
             active = true;
             let Some(s) = source.as_mut() else {
                 no_signal.wait();
-                (self.outlet.no_signal)(seq);
-                seq += 1;
+                if let Some(picture) = (self.outlet.no_signal)() {
+                    (self.outlet.publish)(seq, picture);
+                    seq += 1;
+                }
                 continue;
             };
             match s.next_frame(seq) {

@@ -163,6 +163,11 @@ impl Session {
         })
     }
 
+    /// The picture size it encodes.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     /// Encodes one picture; returns the bitstream (empty if the rate control skipped it) and
     /// whether it is an IDR.
     pub fn encode(&mut self, rgb: &[u8], force_idr: bool) -> Result<(Bytes, bool), H264Error> {

@@ -21,7 +21,7 @@ use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle}
 use crate::port::{H264Variant, Port, PortKind, Ports};
 use crate::stop::{start_on_own_thread, Stopper};
 
-pub(super) use encoder::Session;
+pub(crate) use encoder::Session;
 pub use encoder::{H264Error, H264Output};
 
 /// Settings of an `h264_encoder` node.

@@ -42,6 +42,7 @@ pub const KIND: SourceKind = SourceKind {
             c.fps,
         )?))
     }),
+    codecs: &[],
     takes_noise: false,
 };
 use crate::frame::PixelFormat;
@@ -404,6 +405,7 @@ mod tests {
                 transport: None,
                 username: None,
                 password: None,
+                codec: None,
             };
             let issues = crate::node::NodeConfig::validate(&camera);
             assert!(

@@ -24,6 +24,7 @@ pub const KIND: SourceKind = SourceKind {
     },
     validate_added: no_checks,
     open: Open::Frames(|c| Ok(Box::new(HttpMjpeg::open(c.source.trim())?))),
+    codecs: &[],
     takes_noise: false,
 };
 use crate::client::{self, Deadline};

@@ -1,6 +1,8 @@
 //! The "no signal" picture a camera shows while its source is down: the camera's name and the time
 //! (UTC) on a dark purple background, so viewers stay connected and see what is going on. Text is
 //! drawn with a built-in 5x7 font; the background colour is `BACKGROUND`, which tests look for.
+//! A camera that gives its own H.264 shows it as H.264 (`H264Picture`): an IDR with its SPS and
+//! PPS, decodable on its own, encoded by openh264 only while the camera is down.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -104,6 +106,69 @@ pub fn frame(camera: &str, width: u32, height: u32, t: SystemTime) -> Vec<u8> {
     rgb
 }
 
+/// The "no signal" picture as H.264, for a camera that gives its own: each one an IDR with SPS
+/// and PPS in front, so a decoder that joins at any of them shows it. It is encoded again only
+/// when what it shows changes (the clock's second, or the size), about once a second; nothing
+/// is kept or done while the camera is up but the encoder of the last size.
+#[cfg(feature = "webrtc")]
+#[derive(Default)]
+pub struct H264Picture {
+    encoder: Option<crate::plugins::encoders::h264::Session>,
+    /// The last picture: the second it shows, its size, its bitstream.
+    last: Option<(u64, (u32, u32), bytes::Bytes)>,
+}
+
+#[cfg(feature = "webrtc")]
+impl H264Picture {
+    /// The bitrate it is encoded at: ample for a flat picture with text at `NO_SIGNAL_FPS`.
+    const BITRATE_KBPS: u32 = 1000;
+
+    /// The picture for `camera` at `t`, at `width` x `height` rounded down to even sizes
+    /// (H.264's 4:2:0) and at least 16x16.
+    pub fn at(
+        &mut self,
+        camera: &str,
+        (width, height): (u32, u32),
+        t: SystemTime,
+    ) -> Result<super::AccessUnit, crate::plugins::encoders::h264::H264Error> {
+        let size = ((width & !1).max(16), (height & !1).max(16));
+        let second = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let unit = |data| super::AccessUnit {
+            captured_at: t,
+            width: size.0,
+            height: size.1,
+            keyframe: true,
+            data,
+        };
+        if let Some((s, at, data)) = &self.last {
+            if (*s, *at) == (second, size) {
+                return Ok(unit(data.clone()));
+            }
+        }
+        let fits = matches!(&self.encoder, Some(e) if e.size() == size);
+        if !fits {
+            let config = crate::plugins::encoders::h264::H264EncoderConfig {
+                max_fps: super::NO_SIGNAL_FPS,
+                keyframe_interval: 1,
+                ..Default::default()
+            };
+            let variant = crate::port::H264Variant {
+                bitrate_kbps: Self::BITRATE_KBPS,
+                scale: 1,
+            };
+            self.encoder = Some(crate::plugins::encoders::h264::Session::new(
+                &config, variant, size.0, size.1,
+            )?);
+        }
+        let Some(encoder) = self.encoder.as_mut() else {
+            unreachable!("made above")
+        };
+        let (data, _) = encoder.encode(&frame(camera, size.0, size.1, t), true)?;
+        self.last = Some((second, size, data.clone()));
+        Ok(unit(data))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +183,48 @@ mod tests {
         assert_eq!(&rgb[..3], &BACKGROUND);
         let ink = rgb.chunks_exact(3).filter(|p| *p == INK).count();
         assert!(ink > 500, "text drawn: {ink} pixels");
+    }
+
+    #[test]
+    #[cfg(feature = "webrtc")]
+    fn the_h264_picture_decodes_on_its_own_and_is_encoded_once_a_second() {
+        use openh264::formats::YUVSource;
+        let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut picture = H264Picture::default();
+        let idr = picture.at("gate", (641, 361), t).unwrap();
+        assert!(idr.keyframe && (idr.width, idr.height) == (640, 360));
+        let idr = idr.data;
+        let again = picture.at("gate", (641, 361), t + Duration::from_millis(500));
+        assert_eq!(
+            idr.as_ptr(),
+            again.unwrap().data.as_ptr(),
+            "the same second: not encoded again"
+        );
+        let next = picture
+            .at("gate", (641, 361), t + Duration::from_secs(1))
+            .unwrap()
+            .data;
+        assert_ne!(idr.as_ptr(), next.as_ptr());
+
+        // Each one alone, in a fresh decoder: the picture, at the even size below the one asked.
+        for data in [&idr, &next] {
+            let types: Vec<u8> = data
+                .windows(4)
+                .filter(|w| w[..3] == [0, 0, 1])
+                .map(|w| w[3] & 0x1f)
+                .collect();
+            assert_eq!(&types[..3], &[7, 8, 5], "SPS, PPS, IDR: {types:?}");
+            let mut decoder = openh264::decoder::Decoder::new().unwrap();
+            let yuv = decoder.decode(data).unwrap().expect("a picture");
+            assert_eq!(yuv.dimensions(), (640, 360));
+            let mut rgb = vec![0u8; 640 * 360 * 3];
+            yuv.write_rgb8(&mut rgb);
+            let near = |p: &[u8]| p.iter().zip(BACKGROUND).all(|(a, b)| a.abs_diff(b) <= 12);
+            let background = rgb.chunks_exact(3).filter(|p| near(p)).count();
+            assert!(
+                background > 640 * 360 * 8 / 10,
+                "{background} background pixels"
+            );
+        }
     }
 }

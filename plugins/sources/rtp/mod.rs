@@ -34,6 +34,7 @@ pub const KIND: SourceKind = SourceKind {
     },
     validate_added: no_checks,
     open: Open::H264(|c| Ok(Box::new(RtpSource::open(c)?))),
+    codecs: &[],
     takes_noise: false,
 };
 

@@ -1,10 +1,21 @@
 //! `source: rtsp://...`: an IP camera's (or a robot body's) H.264 over RTSP, pulled with the
 //! `retina` client and passed through as the camera encoded it: no decode, no encode. Each access
 //! unit comes out in Annex B with SPS and PPS in front of every IDR (retina puts them there when
-//! the camera sends them only in the SDP's `sprop-parameter-sets`). RTP comes interleaved on the
-//! RTSP connection (`transport: tcp`, the default) or over UDP (`transport: udp`); a user name and
-//! password go in the URL or in `username`/`password` (retina answers basic and digest
-//! challenges), and are taken out of the URL before it reaches retina or any message.
+//! the camera sends them only in the SDP's `sprop-parameter-sets`). A camera that streams JPEG
+//! (RFC 2435, "MJPEG over RTSP") says so with `codec: mjpeg`: retina puts each picture's JPEG
+//! back together (headers and tables from the RTP JPEG header) and the camera gives those JPEGs
+//! as `frames`, like an HTTP MJPEG camera (a `jpeg_encoder` passes them on untouched). What a
+//! camera gives is decided when the file is checked, before any connection, hence the setting;
+//! a stream that offers something else than it says leaves the camera down with an error
+//! naming both. RTP comes interleaved on the RTSP connection (`transport: tcp`, the default) or
+//! over UDP (`transport: udp`); a user name and password go in the URL or in
+//! `username`/`password` (retina answers basic and digest challenges), and are taken out of the
+//! URL before it reaches retina or any message.
+//!
+//! ```yaml
+//! gate: { type: camera, source: "rtsp://192.168.1.30/stream1" }              # H.264, passed through
+//! dock: { type: camera, source: "rtsp://192.168.1.32/mjpeg", codec: mjpeg }  # JPEG pictures
+//! ```
 //!
 //! retina is async; the camera's capture thread is blocking. The source owns a current-thread
 //! tokio runtime and drives retina on the capture thread itself (`block_on` per frame): no extra
@@ -30,10 +41,12 @@ use thiserror::Error;
 use url::Url;
 
 use super::kinds::{no_checks, redacted, Open, SourceKind};
-use super::{AccessUnit, CameraConfig, FrameSource, SourceError};
+use super::{AccessUnit, CameraConfig, Captured, FrameSource, SourceError};
+use crate::frame::PixelFormat;
 use crate::node::FieldIssue;
 
-/// `source: rtsp://[user:password@]host[:port]/path`: H.264 passed through.
+/// `source: rtsp://[user:password@]host[:port]/path`: H.264 passed through, or with `codec:
+/// mjpeg` JPEG pictures.
 pub const KIND: SourceKind = SourceKind {
     name: "RTSP",
     claims: |s| s.starts_with("rtsp://") || s.starts_with("rtsps://"),
@@ -43,9 +56,58 @@ pub const KIND: SourceKind = SourceKind {
         }
     },
     validate_added: no_checks,
-    open: Open::H264(|c| Ok(Box::new(Rtsp::open(Target::of(c)?)?))),
+    open: OPEN_H264,
+    codecs: &[
+        ("h264", OPEN_H264),
+        (
+            "mjpeg",
+            Open::Frames(|c| Ok(Box::new(Rtsp::open(Target::of(c)?, Video::Jpeg)?))),
+        ),
+    ],
     takes_noise: false,
 };
+
+const OPEN_H264: Open = Open::H264(|c| Ok(Box::new(Rtsp::open(Target::of(c)?, Video::H264)?)));
+
+/// What a camera is set to send (`codec:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Video {
+    H264,
+    Jpeg,
+}
+
+impl Video {
+    /// The RTP encoding name (RFC 6184, RFC 2435).
+    fn encoding(self) -> &'static str {
+        match self {
+            Video::H264 => "h264",
+            Video::Jpeg => "jpeg",
+        }
+    }
+
+    /// The value of `codec:` that asks for it.
+    fn setting(self) -> &'static str {
+        match self {
+            Video::H264 => "h264",
+            Video::Jpeg => "mjpeg",
+        }
+    }
+
+    fn is(self, stream: &retina::client::Stream) -> bool {
+        // RFC 2435 registered JPEG as video; some cameras say image.
+        matches!(stream.media(), "video" | "image")
+            && stream.encoding_name().eq_ignore_ascii_case(self.encoding())
+    }
+}
+
+impl std::fmt::Display for Video {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Video::H264 => "H.264",
+            Video::Jpeg => "JPEG",
+        })
+    }
+}
 
 /// DESCRIBE, SETUP and PLAY must each be answered within this.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,8 +145,23 @@ pub enum RtspError {
         step: &'static str,
         reason: String,
     },
-    #[error("{url}: the stream offers no H.264 video (it offers: {offers})")]
-    NoH264 { url: String, offers: String },
+    /// `instead` is what the stream offers that another `codec:` would take, if anything.
+    #[error(
+        "{url}: the camera is set to {wanted} (codec: {}) but the stream offers {offers}{}",
+        .wanted.setting(),
+        .instead.map(|v| format!("; for its {v} set 'codec: {}'", v.setting())).unwrap_or_default()
+    )]
+    Offers {
+        url: String,
+        wanted: Video,
+        offers: String,
+        instead: Option<Video>,
+    },
+    #[error("{url}: a picture is not a JPEG: {source}")]
+    NotJpeg {
+        url: String,
+        source: turbojpeg::Error,
+    },
     #[error("{url}: no video for {secs} s")]
     Silent { url: String, secs: u64 },
     #[error("{url}: the camera ended the stream")]
@@ -182,6 +259,7 @@ impl Target {
 /// An RTSP camera's H.264, on the capture thread.
 pub struct Rtsp {
     target: Target,
+    video: Video,
     runtime: tokio::runtime::Runtime,
     /// The sessions this source made, so that their TEARDOWN can be waited for.
     group: Arc<SessionGroup>,
@@ -193,7 +271,7 @@ pub struct Rtsp {
 /// A session that is playing.
 struct Playing {
     frames: Demuxed,
-    /// The H.264 stream's index among the session's streams.
+    /// The video stream's index among the session's streams.
     stream: usize,
     /// Access units before the first IDR cannot be decoded: they are skipped.
     keyframe_seen: bool,
@@ -202,10 +280,10 @@ struct Playing {
 
 impl Rtsp {
     /// Asks the camera once what it offers (DESCRIBE), so that a wrong URL, refused
-    /// credentials or a stream without H.264 are reported at start. The session is kept for the
-    /// first SETUP; if nobody watches yet the capture thread pauses the source at once, which
+    /// credentials or a stream without `video` are reported at start. The session is kept for
+    /// the first SETUP; if nobody watches yet the capture thread pauses the source at once, which
     /// closes it until frames are wanted.
-    fn open(target: Target) -> Result<Self, RtspError> {
+    fn open(target: Target, video: Video) -> Result<Self, RtspError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -213,6 +291,7 @@ impl Rtsp {
             .map_err(RtspError::Runtime)?;
         let mut source = Self {
             target,
+            video,
             runtime,
             group: Arc::new(SessionGroup::default()),
             described: None,
@@ -220,7 +299,7 @@ impl Rtsp {
         };
         let described = source.runtime.block_on(async {
             let described = source.describe().await?;
-            h264_stream(&described, &source.target.shown()).map(|_| described)
+            video_stream(&described, video, &source.target.shown()).map(|_| described)
         })?;
         source.described = Some((described, Instant::now()));
         Ok(source)
@@ -249,7 +328,7 @@ impl Rtsp {
             Some(session) => session,
             None => self.describe().await?,
         };
-        let stream = h264_stream(&session, &url)?;
+        let stream = video_stream(&session, self.video, &url)?;
         let setup = SetupOptions::default()
             .transport(self.target.transport.clone())
             .frame_format(FrameFormat::SIMPLE);
@@ -283,7 +362,11 @@ impl Rtsp {
         });
     }
 
-    async fn next_unit(playing: &mut Playing, url: &str) -> Result<Option<AccessUnit>, RtspError> {
+    /// The next picture of the stream, if the next item is one that can be decoded.
+    async fn next_picture(
+        playing: &mut Playing,
+        url: &str,
+    ) -> Result<Option<AccessUnit>, RtspError> {
         let item = match tokio::time::timeout(FRAME_TIMEOUT, playing.frames.next()).await {
             Err(_) => {
                 return Err(RtspError::Silent {
@@ -337,14 +420,18 @@ impl Streams for Demuxed {
     }
 }
 
-/// The index of the first H.264 video stream, or what the camera offers instead.
-fn h264_stream(session: &impl Streams, url: &str) -> Result<usize, RtspError> {
+/// The index of the first stream of `video`, or what the camera offers instead.
+fn video_stream(session: &impl Streams, video: Video, url: &str) -> Result<usize, RtspError> {
     let streams = session.streams();
     streams
         .iter()
-        .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"))
-        .ok_or_else(|| RtspError::NoH264 {
+        .position(|s| video.is(s))
+        .ok_or_else(|| RtspError::Offers {
             url: url.into(),
+            wanted: video,
+            instead: [Video::H264, Video::Jpeg]
+                .into_iter()
+                .find(|v| streams.iter().any(|s| v.is(s))),
             offers: if streams.is_empty() {
                 "nothing".into()
             } else {
@@ -382,8 +469,10 @@ async fn answered<T>(
     }
 }
 
-impl FrameSource<AccessUnit> for Rtsp {
-    fn next_frame(&mut self, _seq: u64) -> Result<AccessUnit, SourceError> {
+impl Rtsp {
+    /// The next picture, playing the session first if it is not (the same for both codecs: a
+    /// JPEG picture is an `AccessUnit` that is always a keyframe). Ends the session on error.
+    fn next_picture_playing(&mut self) -> Result<AccessUnit, RtspError> {
         let url = self.target.shown();
         if self.playing.is_none() {
             let described = self
@@ -400,7 +489,7 @@ impl FrameSource<AccessUnit> for Rtsp {
             };
             self.runtime.block_on(async {
                 loop {
-                    if let Some(unit) = Self::next_unit(playing, &url).await? {
+                    if let Some(unit) = Self::next_picture(playing, &url).await? {
                         return Ok(unit);
                     }
                 }
@@ -409,7 +498,36 @@ impl FrameSource<AccessUnit> for Rtsp {
         if result.is_err() {
             self.stop_playing();
         }
-        result.map_err(|e: RtspError| e.into())
+        result
+    }
+}
+
+impl FrameSource<AccessUnit> for Rtsp {
+    fn next_frame(&mut self, _seq: u64) -> Result<AccessUnit, SourceError> {
+        Ok(self.next_picture_playing()?)
+    }
+
+    fn pause(&mut self) {
+        self.stop_playing();
+    }
+}
+
+/// `codec: mjpeg`: the camera's JPEG pictures, at the size their header says.
+impl FrameSource<Captured> for Rtsp {
+    fn next_frame(&mut self, _seq: u64) -> Result<Captured, SourceError> {
+        let picture = self.next_picture_playing()?;
+        let header =
+            turbojpeg::read_header(&picture.data).map_err(|source| RtspError::NotJpeg {
+                url: self.target.shown(),
+                source,
+            })?;
+        Ok(Captured {
+            captured_at: picture.captured_at,
+            width: header.width as u32,
+            height: header.height as u32,
+            format: PixelFormat::Jpeg,
+            data: picture.data,
+        })
     }
 
     fn pause(&mut self) {
@@ -493,10 +611,32 @@ mod tests {
     }
 
     #[test]
+    fn a_codec_mismatch_names_both_and_the_setting_that_fits() {
+        let offers = |wanted, offers: &str, instead| {
+            RtspError::Offers {
+                url: "rtsp://cam/1".into(),
+                wanted,
+                offers: offers.into(),
+                instead,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            offers(Video::Jpeg, "video/h264, audio/pcma", Some(Video::H264)),
+            "rtsp://cam/1: the camera is set to JPEG (codec: mjpeg) but the stream offers \
+             video/h264, audio/pcma; for its H.264 set 'codec: h264'"
+        );
+        assert_eq!(
+            offers(Video::H264, "video/h265", None),
+            "rtsp://cam/1: the camera is set to H.264 (codec: h264) but the stream offers video/h265"
+        );
+    }
+
+    #[test]
     fn a_refused_connection_is_a_clear_error() {
         let port = crate::testing::closed_port();
         let url = format!("rtsp://user:hunter2@127.0.0.1:{port}/cam");
-        let err = Rtsp::open(Target::of(&camera(&url)).unwrap())
+        let err = Rtsp::open(Target::of(&camera(&url)).unwrap(), Video::H264)
             .err()
             .unwrap()
             .to_string();

@@ -32,6 +32,7 @@ pub const KIND: SourceKind = SourceKind {
             pattern: None,
         }))
     }),
+    codecs: &[],
     takes_noise: true,
 };
 

@@ -35,6 +35,7 @@ pub const KIND: SourceKind = SourceKind {
         let index = device_index(c.source.trim()).unwrap_or_default();
         Ok(Box::new(Device::open(index, c.width, c.height, c.fps)?))
     }),
+    codecs: &[],
     takes_noise: false,
 };
 use crate::frame::PixelFormat;
