@@ -11,8 +11,10 @@
 //    tests/browser/rtsp-bench.sh) it ends there.
 // 2. Waits for a line "back" on stdin (the test stopped the RTSP server, saw the camera down and
 //    started the server again), then for each page measures how long until a frame decodes again
-//    (firstFrameAfterMs) and until 15 have (recoveryMs), on the same RTCPeerConnection, still
-//    connected.
+//    (firstFrameAfterMs: that may be the "no signal" picture the camera sends while it is down),
+//    until the camera's own picture shows again (cameraAfterMs: less than half of the picture has
+//    the no-signal background colour) and until 15 more frames have decoded (recoveryMs), on the
+//    same RTCPeerConnection, still connected.
 // Ends with one JSON summary line; exits 1 with a message on failure.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -48,7 +50,22 @@ async function statsInPage() {
   const pc = rtc?.pc;
   if (!pc) return null;
   window.firstPc ??= pc;
-  const out = { framesDecoded: 0, state: pc.connectionState, samePc: window.firstPc === pc, fallback: rtc.fallback };
+  // The share of the shown picture with the "no signal" picture's background colour
+  // (plugins/sources/nosignal: BACKGROUND), sampled at 160x90; null before a frame is shown.
+  const noSignalShare = () => {
+    const video = document.querySelector('video');
+    if (!video?.videoWidth) return null;
+    const canvas = (window.noSignalCanvas ??= Object.assign(document.createElement('canvas'), { width: 160, height: 90 }));
+    const g = canvas.getContext('2d', { willReadFrequently: true });
+    g.drawImage(video, 0, 0, canvas.width, canvas.height);
+    const px = g.getImageData(0, 0, canvas.width, canvas.height).data;
+    let near = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      if (Math.abs(px[i] - 48) <= 24 && Math.abs(px[i + 1] - 16) <= 24 && Math.abs(px[i + 2] - 64) <= 24) near++;
+    }
+    return +(near / (px.length / 4)).toFixed(3);
+  };
+  const out = { framesDecoded: 0, state: pc.connectionState, samePc: window.firstPc === pc, fallback: rtc.fallback, noSignal: noSignalShare() };
   for (const s of (await pc.getStats()).values()) {
     if (s.type === 'inbound-rtp' && s.kind === 'video') {
       Object.assign(out, {
@@ -74,19 +91,27 @@ async function afterRestart(pages, summary, opts) {
   const back = Date.now();
   const recovered = pages.map(() => null);
   const firstAfter = pages.map(() => null);
+  const camera = pages.map(() => null);
   while (recovered.includes(null) && Date.now() - back < RECOVERY_TIMEOUT_MS) {
     await sleep(20);
     const now = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
     for (const [k, s] of now.entries()) {
-      if (firstAfter[k] === null && s.framesDecoded > atBack[k].framesDecoded) firstAfter[k] = Date.now() - back;
-      if (recovered[k] === null && s.framesDecoded >= atBack[k].framesDecoded + 15) recovered[k] = { ms: Date.now() - back, ...s };
+      const ms = Date.now() - back;
+      if (firstAfter[k] === null && s.framesDecoded > atBack[k].framesDecoded) firstAfter[k] = ms;
+      if (camera[k] === null && s.framesDecoded > atBack[k].framesDecoded && s.noSignal !== null && s.noSignal < 0.5) {
+        camera[k] = { ms, framesDecoded: s.framesDecoded };
+      }
+      if (recovered[k] === null && camera[k] !== null && s.framesDecoded >= camera[k].framesDecoded + 15) recovered[k] = { ms, ...s };
     }
   }
   for (const [k, p] of pages.entries()) {
     const r = recovered[k];
-    check(r !== null, `${p.signalling}: no pictures within ${RECOVERY_TIMEOUT_MS} ms of the RTSP server's return`);
+    check(camera[k] !== null, `${p.signalling}: the camera's picture did not come back within ${RECOVERY_TIMEOUT_MS} ms of the RTSP server's return`);
+    check(r !== null, `${p.signalling}: fewer than 15 frames within ${RECOVERY_TIMEOUT_MS} ms of the RTSP server's return`);
     check(r.samePc && r.state === 'connected' && !r.fallback, `${p.signalling}: the peer reconnected or left WebRTC: ${JSON.stringify(r)}`);
+    summary.peers[k].noSignalAtBack = atBack[k].noSignal;
     summary.peers[k].firstFrameAfterMs = firstAfter[k];
+    summary.peers[k].cameraAfterMs = camera[k].ms;
     summary.peers[k].recoveryMs = r.ms;
     summary.peers[k].size = `${r.width}x${r.height}`;
     await p.page.screenshot({ path: join(opts.outDir, `rtsp-${p.signalling}-after-restart.png`) });
