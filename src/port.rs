@@ -137,6 +137,14 @@ impl H264Variant {
     /// The bitrates an encoder accepts, in kbit/s.
     pub const BITRATE_KBPS: RangeInclusive<u32> = 100..=50_000;
 
+    /// The camera's own stream as a step of an `adaptive` ladder over a camera that passes its
+    /// H.264 through: no bitrate or size of ours (bitrate 0, which no encoder takes), shown as
+    /// `camera`.
+    pub const CAMERA: H264Variant = H264Variant {
+        bitrate_kbps: 0,
+        scale: 1,
+    };
+
     /// Every way this variant is out of range, in words; empty when it is valid.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -153,6 +161,9 @@ impl H264Variant {
 
 impl fmt::Display for H264Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::CAMERA {
+            return f.write_str("camera");
+        }
         match self.scale {
             1 => write!(f, "{}k", self.bitrate_kbps),
             s => write!(f, "{}k/{s}", self.bitrate_kbps),
@@ -173,16 +184,17 @@ pub trait Feed<V>: Send + Sync {
     /// Makes the next frame of `variant` a keyframe; cheap, callable from any thread. A no-op
     /// where every frame is one (JPEG).
     fn request_keyframe(&self, _variant: Option<V>) {}
-    /// Whether this is a camera's own encoding passed through rather than an encoder's output:
-    /// one stream, no variants to choose or move between, and `request_keyframe` is not heard (the
-    /// next keyframe comes when the camera sends it, so a consumer keeps what it needs to start a
-    /// newcomer).
-    fn passes_through(&self) -> bool {
+    /// Whether the stream of `variant` is a camera's own encoding passed through rather than an
+    /// encoder's output: no bitrate or size of ours, and `request_keyframe` is not heard for it
+    /// (the next keyframe comes when the camera sends it, so a consumer keeps what it needs to
+    /// start a newcomer). A camera's feed has only that stream; an `adaptive` node over one has it
+    /// as its top step and encoder outputs below.
+    fn passes_through(&self, _variant: Option<V>) -> bool {
         false
     }
-    /// A feed that passes through: the frames since the camera's last keyframe, that one first
-    /// (empty if none is kept), so that a newcomer can start now.
-    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+    /// For a stream that passes through: the frames since the camera's last keyframe, that one
+    /// first (empty if none is kept), so that a newcomer can start now.
+    fn since_keyframe(&self, _variant: Option<V>) -> Vec<Arc<EncodedFrame>> {
         Vec::new()
     }
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.

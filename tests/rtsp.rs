@@ -89,7 +89,8 @@ fn metric_sum(server: &Server, prefix: &str) -> f64 {
 fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_restarts() {
     let mut rtsp = RtspServer::start(0, &[]);
     let port = rtsp.port;
-    // The short form: a camera that encodes gets camera -> webrtc_sink, nothing between.
+    // The short form: a camera that encodes gets camera -> adaptive -> webrtc_sink, no encoder
+    // (the adaptive node's top step is the camera's own stream).
     let server = Server::start(&format!(
         "cameras:\n  gate: {{ source: \"{}\" }}\n",
         rtsp.url()
@@ -103,7 +104,14 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         .collect();
     assert_eq!(
         ids,
-        ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"],
+        [
+            "gate",
+            "gate_decode",
+            "gate_jpeg",
+            "gate_mjpeg",
+            "gate_rtc_adaptive",
+            "gate_rtc"
+        ],
         "{graph}"
     );
 
@@ -275,17 +283,19 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
          in_settings: {{ type: camera, source: \"{}\", username: viewer, password: hunter2 }}\n",
         rtsp.url()
     );
-    // An adaptive ladder has nothing to move peers between on a camera's own H.264: refused at
-    // start, naming the node and what to do.
+    // An adaptive ladder over a camera's own H.264 is an H.264 ladder (its top step the camera's
+    // stream): one of JPEG qualities is refused by the graph check, naming the node and the kinds.
     let refused = Server::try_start(&format!(
         "nodes:\n  \
          cam: {{ type: camera, source: \"rtsp://127.0.0.1:{closed}/x\" }}\n  \
-         ladder: {{ type: adaptive, inputs: [cam] }}\n"
+         ladder: {{ type: adaptive, inputs: [cam], ladder: [{{ quality: 50 }}] }}\n"
     ))
     .err()
-    .expect("an adaptive node on a camera's own H.264 was accepted");
+    .expect("a JPEG ladder on a camera's own H.264 was accepted");
     assert!(
-        refused.contains("node 'ladder': its input passes a camera's own H.264 through"),
+        refused.contains(
+            "node 'ladder': input 'cam' (camera) gives h264, but adaptive takes jpeg"
+        ),
         "{refused}"
     );
 

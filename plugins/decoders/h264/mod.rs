@@ -2,9 +2,11 @@
 //! pictures (`frames`) for whatever needs pixels: a `jpeg_encoder` for MJPEG viewers and
 //! snapshots. It decodes (openh264, on its own thread) only while something downstream is
 //! subscribed, and lets go of the camera otherwise, so WebRTC peers of the same camera keep their
-//! passthrough and a camera nobody watches as MJPEG costs no decode. After a gap (it fell behind,
-//! or it just subscribed) it waits for the next IDR: decoding P-frames without their reference
-//! would give broken pictures.
+//! passthrough and a camera nobody watches as MJPEG costs no decode. Joining a camera that is
+//! streaming to others, it first decodes the camera's frames since its last keyframe and shows
+//! the newest at once; otherwise, and after a gap (it fell behind), it waits for the next IDR:
+//! decoding P-frames without their reference would give broken pictures. An `adaptive` node over
+//! such a camera starts one as its part, for its lower steps.
 //!
 //! ```yaml
 //! gate:        { type: camera, source: "rtsp://192.168.1.30/stream1" }
@@ -62,6 +64,7 @@ impl NodeConfig for H264DecoderConfig {
             input: None,
             decoder: None,
             wait_for_keyframe: true,
+            last_seq: None,
             output: out,
             camera,
             seq: 0,
@@ -89,6 +92,9 @@ struct Decoding {
     /// Made when decoding starts, dropped when it stops (its buffers with it).
     decoder: Option<Decoder>,
     wait_for_keyframe: bool,
+    /// The camera's frame number of the last frame decoded: the frames since its keyframe, read
+    /// when decoding starts, may overlap the first ones of the subscription.
+    last_seq: Option<u64>,
     output: Fanout<Frame>,
     camera: Arc<str>,
     seq: u64,
@@ -105,9 +111,24 @@ impl Decoding {
         match (wanted, self.input) {
             (true, None) => match (self.feed.subscribe(None), Decoder::new()) {
                 (Ok(frames), Ok(decoder)) => {
+                    // Frames since the camera's keyframe are current only if it is streaming
+                    // to someone else: else they are from before a pause.
+                    let flowing = frames.latest_if_flowing().is_some();
                     self.input = Some(ctx.add_stream(frames.into_stream()));
                     self.decoder = Some(decoder);
-                    self.wait_for_keyframe = true;
+                    (self.wait_for_keyframe, self.last_seq) = (true, None);
+                    if flowing {
+                        // Only the newest is shown: the others are decoded as its references.
+                        let gop = self.feed.since_keyframe(None);
+                        let newest = gop
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, frame)| self.decode(frame, i + 1 == gop.len()))
+                            .last();
+                        if let Some(picture) = newest {
+                            self.publish(picture);
+                        }
+                    }
                 }
                 (Err(e), _) => {
                     tracing::error!(camera = %self.camera, "h264_decoder cannot subscribe: {e}")
@@ -124,6 +145,56 @@ impl Decoding {
             _ => {}
         }
         self.active.store(self.input.is_some(), Ordering::Relaxed);
+    }
+}
+
+/// A decoded picture: when the camera captured it, its size and its RGB pixels.
+type Picture = (std::time::SystemTime, u32, u32, Vec<u8>);
+
+impl Decoding {
+    /// Decodes `frame` unless it was decoded already or follows a gap (then it waits for an IDR);
+    /// the picture, if the decoder gives one now and it is `wanted` (else it is only decoded).
+    fn decode(&mut self, frame: &EncodedFrame, wanted: bool) -> Option<Picture> {
+        if self.last_seq.is_some_and(|last| frame.seq <= last)
+            || (self.wait_for_keyframe && !frame.keyframe)
+        {
+            return None;
+        }
+        let decoder = self.decoder.as_mut()?;
+        self.last_seq = Some(frame.seq);
+        match decoder.decode(&frame.data) {
+            Ok(Some(yuv)) => {
+                self.wait_for_keyframe = false;
+                self.decoded.inc();
+                if !wanted {
+                    return None;
+                }
+                let (w, h) = yuv.dimensions();
+                let mut rgb = vec![0u8; w * h * 3];
+                yuv.write_rgb8(&mut rgb);
+                Some((frame.captured_at, w as u32, h as u32, rgb))
+            }
+            // Nothing to show yet (the decoder holds the picture back).
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(camera = %self.camera, seq = frame.seq, "H.264 decode failed, waiting for the next IDR: {e}");
+                self.wait_for_keyframe = true;
+                None
+            }
+        }
+    }
+
+    fn publish(&mut self, (captured_at, width, height, rgb): Picture) {
+        self.output.publish(Arc::new(Frame {
+            camera: self.camera.clone(),
+            seq: self.seq,
+            captured_at,
+            width,
+            height,
+            format: PixelFormat::Rgb24,
+            data: Bytes::from(rgb),
+        }));
+        self.seq += 1;
     }
 }
 
@@ -148,40 +219,9 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
             self.behind.inc_by(skipped);
             self.wait_for_keyframe = true;
         }
-        if self.wait_for_keyframe && !frame.keyframe {
-            return;
+        if let Some(picture) = self.decode(&frame, true) {
+            self.publish(picture);
         }
-        let Some(decoder) = self.decoder.as_mut() else {
-            return;
-        };
-        let picture = match decoder.decode(&frame.data) {
-            Ok(Some(yuv)) => {
-                let (w, h) = yuv.dimensions();
-                let mut rgb = vec![0u8; w * h * 3];
-                yuv.write_rgb8(&mut rgb);
-                (w as u32, h as u32, rgb)
-            }
-            // Nothing to show yet (the decoder holds the picture back).
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(camera = %self.camera, seq = frame.seq, "H.264 decode failed, waiting for the next IDR: {e}");
-                self.wait_for_keyframe = true;
-                return;
-            }
-        };
-        self.wait_for_keyframe = false;
-        let (width, height, rgb) = picture;
-        self.decoded.inc();
-        self.output.publish(Arc::new(Frame {
-            camera: self.camera.clone(),
-            seq: self.seq,
-            captured_at: frame.captured_at,
-            width,
-            height,
-            format: PixelFormat::Rgb24,
-            data: Bytes::from(rgb),
-        }));
-        self.seq += 1;
     }
 
     /// The camera's stream ended (it stopped: the graph stops this node too).
@@ -191,12 +231,28 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
     }
 }
 
+/// `n` access units (is it an IDR, its bytes) of a `width` x `height` grey picture, the first an
+/// IDR: a camera's H.264 for tests.
+#[cfg(test)]
+pub(crate) fn access_units(n: usize, width: usize, height: usize) -> Vec<(bool, Bytes)> {
+    use openh264::encoder::Encoder;
+    use openh264::formats::{RgbSliceU8, YUVBuffer};
+    let mut encoder = Encoder::new().unwrap();
+    let rgb = vec![128u8; width * height * 3];
+    let mut yuv = YUVBuffer::new(width, height);
+    yuv.read_rgb8(RgbSliceU8::new(&rgb, (width, height)));
+    (0..n)
+        .map(|_| {
+            let stream = encoder.encode(&yuv).unwrap();
+            let idr = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
+            (idr, Bytes::from(stream.to_vec()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
-
-    use openh264::encoder::Encoder;
-    use openh264::formats::{RgbSliceU8, YUVBuffer};
 
     use super::*;
     use crate::error::ServiceError;
@@ -216,20 +272,6 @@ mod tests {
         }
     }
 
-    /// `n` access units of a 64x48 picture, the first an IDR.
-    fn access_units(n: usize) -> Vec<(bool, Bytes)> {
-        let mut encoder = Encoder::new().unwrap();
-        let rgb = vec![128u8; 64 * 48 * 3];
-        let mut yuv = YUVBuffer::new(64, 48);
-        yuv.read_rgb8(RgbSliceU8::new(&rgb, (64, 48)));
-        (0..n)
-            .map(|_| {
-                let stream = encoder.encode(&yuv).unwrap();
-                let idr = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
-                (idr, Bytes::from(stream.to_vec()))
-            })
-            .collect()
-    }
 
     #[actix_rt::test]
     async fn decodes_only_while_someone_wants_pictures_and_starts_at_an_idr() {
@@ -248,7 +290,7 @@ mod tests {
             camera.has_subscribers() && stats()["decoding"] == true
         })
         .await;
-        let units = access_units(4);
+        let units = access_units(4, 64, 48);
         assert!(units[0].0 && !units[1].0, "an IDR, then P-frames");
         let publish = |i: usize, (keyframe, data): &(bool, Bytes)| {
             camera.publish(Arc::new(EncodedFrame {

@@ -171,17 +171,20 @@ impl WebRtcSink {
         Ok(&self.streams[&variant])
     }
 
-    /// For a feed that passes a camera's H.264 through (no keyframe on request): its frames since
-    /// the last keyframe up to `last_seq` (the last one packetized for the peers), packetized for a
-    /// joining peer, which then starts at once instead of waiting up to a GOP. Kept by the camera,
-    /// whose capture thread skips none; this actor may have.
-    fn since_keyframe(&mut self, last_seq: Option<u64>) -> Vec<Arc<RtpFrame>> {
-        let (true, Some(last_seq)) = (self.feed.passes_through(), last_seq) else {
+    /// For a stream that passes a camera's H.264 through (no keyframe on request): its frames
+    /// since the last keyframe up to the last one packetized for the peers of `variant`,
+    /// packetized for a peer joining it (or moving to it on a ladder), which then starts at once
+    /// instead of waiting up to a GOP. Kept by the camera, whose capture thread skips none; this
+    /// actor may have. Read on this actor's thread together with the peer's subscription to the
+    /// packets, so the peer gets every frame after them.
+    fn since_keyframe(&mut self, variant: VariantKey) -> Vec<Arc<RtpFrame>> {
+        let last_seq = self.streams.get(&variant).and_then(|s| s.last_seq);
+        let (true, Some(last_seq)) = (self.feed.passes_through(variant), last_seq) else {
             return Vec::new();
         };
         let mut packetizer = RtpPacketizer::new(self.ssrc);
         let mut out = Vec::new();
-        for frame in self.feed.since_keyframe() {
+        for frame in self.feed.since_keyframe(variant) {
             if frame.seq > last_seq {
                 break;
             }
@@ -293,13 +296,21 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
     ) {
         // Frames this actor was too busy to take (a newcomer's DTLS handshake runs on its
         // arbiter). A camera's own H.264 cannot be asked for a keyframe, so they are taken back
-        // from the camera and sent with this one: the chain stays whole for every peer.
+        // from the camera and sent with this one: the chain stays whole for every peer. The first
+        // frame of a new stream of the camera's own H.264 comes with the frames since the
+        // camera's keyframe, squeezed into its time: a peer that moved to it from another step of
+        // a ladder starts at once.
         let last_seq = self.streams.get(&variant).and_then(|s| s.last_seq);
-        let recovered = match (skipped, last_seq) {
-            (1.., Some(last)) if self.feed.passes_through() => {
-                missed(self.feed.since_keyframe(), last, frame.seq, skipped)
+        let through = self.feed.passes_through(variant);
+        let (recovered, squeeze) = match (skipped, last_seq) {
+            (1.., Some(last)) if through => (
+                missed(self.feed.since_keyframe(variant), last, frame.seq, skipped),
+                false,
+            ),
+            (_, None) if through && !frame.keyframe => {
+                (gop_before(self.feed.since_keyframe(variant), frame.seq), true)
             }
-            _ => None,
+            _ => (None, false),
         };
         let gap = skipped > 0 && recovered.is_none();
         if gap {
@@ -313,10 +324,16 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             .into_iter()
             .chain([frame.clone()])
             .collect();
-        let timestamps: Vec<u32> = frames
-            .iter()
-            .map(|f| self.clock.timestamp(f.captured_at))
-            .collect();
+        let count = frames.len();
+        let timestamps: Vec<u32> = if squeeze {
+            let end = self.clock.timestamp(frame.captured_at);
+            (0..count).map(|i| peer::squeezed(end, count, i)).collect()
+        } else {
+            frames
+                .iter()
+                .map(|f| self.clock.timestamp(f.captured_at))
+                .collect()
+        };
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
@@ -458,15 +475,12 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 let variant = peer.variant;
                 // Subscribed together with the frames so far since the camera's last keyframe, on
                 // this thread: the writer gets every frame after them.
-                let Some((packets, last_seq)) = self
-                    .streams
-                    .get(&variant)
-                    .map(|s| (s.packets.subscribe(), s.last_seq))
+                let Some(packets) = self.streams.get(&variant).map(|s| s.packets.subscribe())
                 else {
                     self.close_peer(&msg.session, "its stream is gone", ctx);
                     return;
                 };
-                let start = self.since_keyframe(last_seq);
+                let start = self.since_keyframe(variant);
                 // Infallible: the session was found above and nothing between removes a peer.
                 let peer = self.peers.get_mut(&msg.session).expect("looked up above");
                 let (writer, commands) = mpsc::unbounded_channel();
@@ -513,6 +527,7 @@ impl Handler<PeerStepChanged> for WebRtcSink {
         };
         let (from, to) = (peer.variant, Some(msg.variant));
         let packets = match self.stream(to, ctx) {
+            // With the camera's frames since its keyframe when `to` passes them through.
             Ok(stream) => stream.packets.subscribe(),
             Err(e) => {
                 tracing::warn!(camera = %self.camera, session = %msg.session, "WebRTC peer stays on its step: {e}");
@@ -523,9 +538,10 @@ impl Handler<PeerStepChanged> for WebRtcSink {
             }
         };
         // Infallible: the session was found above and nothing between removes a peer.
+        let start = self.since_keyframe(to);
         let peer = self.peers.get_mut(&msg.session).expect("looked up above");
         if let Some(writer) = &peer.writer {
-            let _ = writer.send(WriterCommand::Switch(to, packets));
+            let _ = writer.send(WriterCommand::Switch(to, packets, start));
         }
         peer.variant = to;
         self.counts.switches.fetch_add(1, Ordering::Relaxed);
@@ -591,6 +607,19 @@ fn missed(
     (whole || restarts).then_some(missed)
 }
 
+/// The frames before frame `now` from `since_keyframe` (a camera's frames since its last
+/// keyframe), when they run whole from that keyframe up to `now`; `None` otherwise.
+fn gop_before(since_keyframe: Vec<Arc<EncodedFrame>>, now: u64) -> Option<Vec<Arc<EncodedFrame>>> {
+    let before: Vec<_> = since_keyframe
+        .into_iter()
+        .filter(|f| f.seq < now)
+        .collect();
+    let whole = before.first().is_some_and(|f| f.keyframe)
+        && before.last().is_some_and(|f| f.seq + 1 == now)
+        && before.windows(2).all(|w| w[0].seq + 1 == w[1].seq);
+    whole.then_some(before)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
@@ -627,7 +656,13 @@ mod tests {
         // No frames kept (the GOP grew over its cap): not mended.
         assert_eq!(seqs(missed(Vec::new(), 12, 15, 2)), None);
         // Kept frames that start after a hole with no keyframe: not mended.
-        let holed: Vec<_> = gop.into_iter().filter(|f| f.seq != 13).collect();
-        assert_eq!(seqs(missed(holed, 12, 15, 2)), None);
+        let holed: Vec<_> = gop.clone().into_iter().filter(|f| f.seq != 13).collect();
+        assert_eq!(seqs(missed(holed.clone(), 12, 15, 2)), None);
+        // A new stream's first frame, 13: the GOP before it, from its keyframe.
+        assert_eq!(seqs(gop_before(gop.clone(), 13)), Some(vec![10, 11, 12]));
+        // Not whole: a hole, or nothing kept up to the frame before.
+        assert_eq!(seqs(gop_before(holed, 15)), None);
+        assert_eq!(seqs(gop_before(gop[..2].to_vec(), 13)), None);
+        assert_eq!(seqs(gop_before(Vec::new(), 13)), None);
     }
 }
