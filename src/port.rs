@@ -197,10 +197,29 @@ pub trait Feed<V>: Send + Sync {
     fn since_keyframe(&self, _variant: Option<V>) -> Vec<Arc<EncodedFrame>> {
         Vec::new()
     }
+    /// For a stream that passes through: what a consumer starting at frame `now` (a camera frame
+    /// number) needs before it to decode it, the frames since the camera's keyframe before `now`;
+    /// `None` when those are not kept whole (then it waits for the camera's next keyframe).
+    fn gop_before(&self, variant: Option<V>, now: u64) -> Option<Vec<Arc<EncodedFrame>>> {
+        whole_before(self.since_keyframe(variant), now)
+    }
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
     fn policy(&self) -> Option<Box<dyn AdaptPolicy<V>>> {
         None
     }
+}
+
+/// The frames before frame `now` of `since_keyframe` (a camera's frames since its last keyframe),
+/// when they run whole from that keyframe up to `now`; `None` otherwise.
+fn whole_before(
+    since_keyframe: Vec<Arc<EncodedFrame>>,
+    now: u64,
+) -> Option<Vec<Arc<EncodedFrame>>> {
+    let before: Vec<_> = since_keyframe.into_iter().filter(|f| f.seq < now).collect();
+    let whole = before.first().is_some_and(|f| f.keyframe)
+        && before.last().is_some_and(|f| f.seq + 1 == now)
+        && before.windows(2).all(|w| w[0].seq + 1 == w[1].seq);
+    whole.then_some(before)
 }
 
 /// JPEG images, one stream per quality and size.
@@ -229,6 +248,46 @@ impl Port {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newcomer_gets_the_frames_since_the_keyframe_only_when_they_are_whole() {
+        let frame = |seq: u64| {
+            Arc::new(EncodedFrame {
+                camera: "cam".into(),
+                seq,
+                captured_at: std::time::SystemTime::now(),
+                codec: crate::frame::Codec::H264,
+                keyframe: seq == 10,
+                width: 16,
+                height: 16,
+                data: bytes::Bytes::new(),
+                behind: 0,
+            })
+        };
+        let gop: Vec<_> = (10..20).map(frame).collect();
+        let seqs = |m: Option<Vec<Arc<EncodedFrame>>>| {
+            m.map(|v| v.iter().map(|f| f.seq).collect::<Vec<_>>())
+        };
+        assert_eq!(seqs(whole_before(gop.clone(), 13)), Some(vec![10, 11, 12]));
+        assert_eq!(
+            seqs(whole_before(gop.clone(), 10)),
+            None,
+            "nothing before a keyframe"
+        );
+        let holed: Vec<_> = gop.iter().filter(|f| f.seq != 12).cloned().collect();
+        assert_eq!(seqs(whole_before(holed, 15)), None, "a hole");
+        assert_eq!(
+            seqs(whole_before(gop[..2].to_vec(), 13)),
+            None,
+            "not up to it"
+        );
+        assert_eq!(
+            seqs(whole_before(gop[1..].to_vec(), 13)),
+            None,
+            "no keyframe first"
+        );
+        assert_eq!(seqs(whole_before(Vec::new(), 13)), None);
+    }
 
     #[test]
     fn variants_say_every_problem() {

@@ -293,9 +293,7 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
     .err()
     .expect("a JPEG ladder on a camera's own H.264 was accepted");
     assert!(
-        refused.contains(
-            "node 'ladder': input 'cam' (camera) gives h264, but adaptive takes jpeg"
-        ),
+        refused.contains("node 'ladder': input 'cam' (camera) gives h264, but adaptive takes jpeg"),
         "{refused}"
     );
 
@@ -533,4 +531,144 @@ fn an_rtsp_camera_passes_its_h264_to_rtp_sink() {
             "{family} exists: nothing should encode or decode"
         );
     }
+}
+
+/// Issue 13 item 4: `adaptive` over a camera that passes its own H.264 through. An aiortc peer
+/// (tests/aiortc_client.py `steps`) starts on the top step, the camera's stream untouched: its
+/// size, nothing decoded or encoded. Its receiver reports then claim half the packets lost: it
+/// moves to the lower step, which the node's decoder and encoder make (half size) while it is
+/// there; reports clean again, it moves back to the top and both stop. The camera's GOP is 10 s:
+/// each move is made at once at a keyframe of the step moved to (the encoder's on request; the
+/// camera's kept frames since its keyframe going up), not at the camera's next keyframe.
+#[test]
+fn adaptive_passes_the_camera_through_on_top_and_transcodes_a_lower_step_only_while_a_peer_is_on_it(
+) {
+    let rtsp = RtspServer::start(0, &["--gop", "300"]);
+    let server = Server::start(&format!(
+        "nodes:\n  \
+         gate: {{ type: camera, source: \"{}\" }}\n  \
+         gate_adaptive: {{ type: adaptive, inputs: [gate], ladder: [{{ bitrate_kbps: 300, scale: 2 }}], \
+         hold_down_s: 0.5, hold_up_s: 1 }}\n  \
+         gate_rtc: {{ type: webrtc_sink, inputs: [gate_adaptive] }}\n",
+        rtsp.url()
+    ));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut peer = Command::new("python3")
+        .arg(root.join("tests/aiortc_client.py"))
+        .args([server.base.as_str(), "gate", "steps"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 with aiortc");
+    let (tx, lines) = mpsc::channel::<serde_json::Value>();
+    let stdout = peer.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("aiortc: {line}");
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut tell = |command: &str| {
+        let stdin = peer.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    };
+    // The next picture size the peer shows, and how long it saw nothing before it.
+    let size = |what: &str| {
+        let msg = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no picture of {what}\n{}", server.log()));
+        let size = (
+            msg["width"].as_u64().unwrap(),
+            msg["height"].as_u64().unwrap(),
+        );
+        (size, msg["gap_ms"].as_u64())
+    };
+    let adaptive = || server.node("gate_adaptive")["stats"].clone();
+    let encoded = || {
+        metric_sum(
+            &server,
+            "camgraph_frames_encoded_total{camera=\"gate\",node=\"gate_adaptive\"",
+        )
+    };
+    let decoded = || {
+        metric_sum(
+            &server,
+            "camgraph_frames_decoded_total{camera=\"gate\",node=\"gate_adaptive\"",
+        )
+    };
+    let sent = || {
+        server
+            .metric("camgraph_frames_sent_total{camera=\"gate\",node=\"gate_rtc\"")
+            .unwrap_or(0.0)
+    };
+    // Sent frames go on: at least `n` more after now.
+    let frames_flow = |n: f64| {
+        let from = sent();
+        wait_for("frames to the peer", Duration::from_secs(10), || {
+            (sent() >= from + n).then_some(())
+        });
+    };
+
+    // The top step: the camera's own stream, nothing decoded or encoded.
+    assert_eq!(size("the top step").0, (u64::from(W), u64::from(H)));
+    frames_flow(30.0);
+    let stats = adaptive();
+    assert_eq!(stats["ladder"], serde_json::json!(["camera", "300k/2"]));
+    assert_eq!(stats["viewers_per_step"], serde_json::json!([1, 0]));
+    assert_eq!(stats["decoder"]["decoding"], false, "{stats}");
+    assert_eq!((encoded(), decoded()), (0.0, 0.0));
+
+    // Losses move it down: the lower step is decoded and encoded, at half size.
+    tell("lose 0.5");
+    let moved = Instant::now();
+    let (lower, gap) = size("the lower step");
+    assert_eq!(lower, (u64::from(W / 2), u64::from(H / 2)));
+    println!(
+        "on the lower step {} ms after the losses began, {gap:?} ms after the last frame on top",
+        moved.elapsed().as_millis()
+    );
+    assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
+    tell("lose 0");
+    let stats = adaptive();
+    assert_eq!(stats["decoder"]["decoding"], true, "{stats}");
+    assert_eq!(stats["encoder"]["variants"], serde_json::json!(["300k/2"]));
+    assert!(encoded() > 0.0 && decoded() > 0.0);
+
+    // Clean again: back on top at the camera's size, and decoding and encoding stop.
+    let back = Instant::now();
+    let (top, gap) = size("the top step again");
+    assert_eq!(top, (u64::from(W), u64::from(H)));
+    println!(
+        "back on top {} ms after the losses ended, {gap:?} ms after the last frame below",
+        back.elapsed().as_millis()
+    );
+    assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
+    let stats = wait_for(
+        "the decoder and the encoder to stop",
+        Duration::from_secs(10),
+        || {
+            let s = adaptive();
+            (s["decoder"]["decoding"] == false && s["encoder"]["listeners"] == 0).then_some(s)
+        },
+    );
+    assert_eq!(stats["viewers_per_step"], serde_json::json!([1, 0]));
+    let (encoded_then, decoded_then) = (encoded(), decoded());
+    frames_flow(30.0);
+    assert_eq!(
+        (encoded(), decoded()),
+        (encoded_then, decoded_then),
+        "nothing decoded or encoded while the peer is on top"
+    );
+
+    tell("quit");
+    let summary = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the peer's summary");
+    assert!(peer.wait().unwrap().success(), "{summary}");
+    assert_eq!(summary["delete_status"], 200, "{summary}");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
 }

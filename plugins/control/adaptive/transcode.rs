@@ -47,9 +47,10 @@ impl Parts {
         };
         let decoder =
             H264DecoderConfig {}.build(part(H264DecoderConfig::TYPE, Port::H264(camera)))?;
-        let pictures = decoder.output.clone().ok_or_else(|| {
-            BuildError::new(&cx.id, "its H.264 decoder gave no output (a bug)")
-        })?;
+        let pictures = decoder
+            .output
+            .clone()
+            .ok_or_else(|| BuildError::new(&cx.id, "its H.264 decoder gave no output (a bug)"))?;
         // Room for every lower step and one a viewer chose for itself (`?bitrate=`, `?scale=`).
         let encoder_config = H264EncoderConfig {
             max_variants: lower + 1,
@@ -220,7 +221,10 @@ mod tests {
 
         // A peer on the lower step: the camera is decoded and that step encoded at half size.
         let mut lower = feed.subscribe(Some(low)).unwrap();
-        wait_for("the decoder to start", || stats()["decoder"]["decoding"] == true).await;
+        wait_for("the decoder to start", || {
+            stats()["decoder"]["decoding"] == true
+        })
+        .await;
         let mut decoder = openh264::decoder::Decoder::new().unwrap();
         // The decoder starts at the camera's next IDR: a fresh stream, as after a camera's GOP.
         let next_gop = access_units(3, W as usize, H as usize);
@@ -235,7 +239,10 @@ mod tests {
             top.next().await.expect("the top step goes on");
         }
         assert_eq!((decoded.get(), encoded.get()), (3, 3));
-        assert_eq!(stats()["encoder"]["variants"], serde_json::json!(["300k/2"]));
+        assert_eq!(
+            stats()["encoder"]["variants"],
+            serde_json::json!(["300k/2"])
+        );
 
         // The last peer leaves the lower step: decoding and encoding stop.
         drop(lower);

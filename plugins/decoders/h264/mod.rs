@@ -2,10 +2,10 @@
 //! pictures (`frames`) for whatever needs pixels: a `jpeg_encoder` for MJPEG viewers and
 //! snapshots. It decodes (openh264, on its own thread) only while something downstream is
 //! subscribed, and lets go of the camera otherwise, so WebRTC peers of the same camera keep their
-//! passthrough and a camera nobody watches as MJPEG costs no decode. Joining a camera that is
-//! streaming to others, it first decodes the camera's frames since its last keyframe and shows
-//! the newest at once; otherwise, and after a gap (it fell behind), it waits for the next IDR:
-//! decoding P-frames without their reference would give broken pictures. An `adaptive` node over
+//! passthrough and a camera nobody watches as MJPEG costs no decode. Joining the camera mid-GOP,
+//! it first decodes the camera's frames since its last keyframe (`Feed::gop_before`) and shows
+//! its first picture at once; when those are not kept, and after a gap (it fell behind), it waits
+//! for the next IDR: decoding P-frames without their reference would give broken pictures. An `adaptive` node over
 //! such a camera starts one as its part, for its lower steps.
 //!
 //! ```yaml
@@ -64,7 +64,7 @@ impl NodeConfig for H264DecoderConfig {
             input: None,
             decoder: None,
             wait_for_keyframe: true,
-            last_seq: None,
+            joining: true,
             output: out,
             camera,
             seq: 0,
@@ -92,9 +92,8 @@ struct Decoding {
     /// Made when decoding starts, dropped when it stops (its buffers with it).
     decoder: Option<Decoder>,
     wait_for_keyframe: bool,
-    /// The camera's frame number of the last frame decoded: the frames since its keyframe, read
-    /// when decoding starts, may overlap the first ones of the subscription.
-    last_seq: Option<u64>,
+    /// Just subscribed: the first frame may start from the camera's frames since its keyframe.
+    joining: bool,
     output: Fanout<Frame>,
     camera: Arc<str>,
     seq: u64,
@@ -111,24 +110,9 @@ impl Decoding {
         match (wanted, self.input) {
             (true, None) => match (self.feed.subscribe(None), Decoder::new()) {
                 (Ok(frames), Ok(decoder)) => {
-                    // Frames since the camera's keyframe are current only if it is streaming
-                    // to someone else: else they are from before a pause.
-                    let flowing = frames.latest_if_flowing().is_some();
                     self.input = Some(ctx.add_stream(frames.into_stream()));
                     self.decoder = Some(decoder);
-                    (self.wait_for_keyframe, self.last_seq) = (true, None);
-                    if flowing {
-                        // Only the newest is shown: the others are decoded as its references.
-                        let gop = self.feed.since_keyframe(None);
-                        let newest = gop
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, frame)| self.decode(frame, i + 1 == gop.len()))
-                            .last();
-                        if let Some(picture) = newest {
-                            self.publish(picture);
-                        }
-                    }
+                    (self.wait_for_keyframe, self.joining) = (true, true);
                 }
                 (Err(e), _) => {
                     tracing::error!(camera = %self.camera, "h264_decoder cannot subscribe: {e}")
@@ -152,16 +136,13 @@ impl Decoding {
 type Picture = (std::time::SystemTime, u32, u32, Vec<u8>);
 
 impl Decoding {
-    /// Decodes `frame` unless it was decoded already or follows a gap (then it waits for an IDR);
-    /// the picture, if the decoder gives one now and it is `wanted` (else it is only decoded).
+    /// Decodes `frame` unless it follows a gap (then it waits for an IDR); the picture, if the
+    /// decoder gives one now and it is `wanted` (else it is only decoded).
     fn decode(&mut self, frame: &EncodedFrame, wanted: bool) -> Option<Picture> {
-        if self.last_seq.is_some_and(|last| frame.seq <= last)
-            || (self.wait_for_keyframe && !frame.keyframe)
-        {
+        if self.wait_for_keyframe && !frame.keyframe {
             return None;
         }
         let decoder = self.decoder.as_mut()?;
-        self.last_seq = Some(frame.seq);
         match decoder.decode(&frame.data) {
             Ok(Some(yuv)) => {
                 self.wait_for_keyframe = false;
@@ -219,6 +200,12 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
             self.behind.inc_by(skipped);
             self.wait_for_keyframe = true;
         }
+        if std::mem::take(&mut self.joining) && !frame.keyframe {
+            // Mid-GOP: its references, decoded but not shown (only this frame is new).
+            for earlier in self.feed.gop_before(None, frame.seq).unwrap_or_default() {
+                self.decode(&earlier, false);
+            }
+        }
         if let Some(picture) = self.decode(&frame, true) {
             self.publish(picture);
         }
@@ -260,8 +247,8 @@ mod tests {
     use crate::frame::Codec;
     use crate::port::{Feed, H264Variant};
 
-    /// A camera's H.264 as a feed: one stream.
-    struct Camera(Fanout<EncodedFrame>);
+    /// A camera's H.264 as a feed: one stream, and the frames since its keyframe if it keeps them.
+    struct Camera(Fanout<EncodedFrame>, Vec<Arc<EncodedFrame>>);
 
     impl Feed<H264Variant> for Camera {
         fn subscribe(
@@ -270,13 +257,66 @@ mod tests {
         ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
             Ok(self.0.subscribe())
         }
+
+        fn since_keyframe(&self, _: Option<H264Variant>) -> Vec<Arc<EncodedFrame>> {
+            self.1.clone()
+        }
     }
 
+    fn encoded(seq: u64, (keyframe, data): &(bool, Bytes)) -> Arc<EncodedFrame> {
+        Arc::new(EncodedFrame {
+            camera: "cam".into(),
+            seq,
+            captured_at: SystemTime::now(),
+            codec: Codec::H264,
+            keyframe: *keyframe,
+            width: 64,
+            height: 48,
+            data: data.clone(),
+            behind: 0,
+        })
+    }
+
+    #[actix_rt::test]
+    async fn joining_mid_gop_it_decodes_the_frames_kept_since_the_keyframe_and_shows_one_at_once() {
+        let units = access_units(5, 64, 48);
+        let camera = Fanout::<EncodedFrame>::new();
+        // The camera kept its frames 10 (an IDR) to 13; the decoder joins at 14.
+        let kept = (0..4)
+            .map(|i| encoded(10 + i, &units[i as usize]))
+            .collect();
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), kept));
+        let (cx, _metrics) = crate::testing::context("dec", "h264_decoder", Port::H264(feed));
+        let handle = H264DecoderConfig {}.build(cx).unwrap();
+        let Some(Port::Frames(out)) = handle.output.clone() else {
+            panic!("frames output")
+        };
+        let stats = || handle.stats.as_ref().unwrap()();
+        let mut viewer = out.subscribe();
+        crate::testing::wait_for("the decoder to subscribe", || {
+            camera.has_subscribers() && stats()["decoding"] == true
+        })
+        .await;
+        camera.publish(encoded(14, &units[4]));
+        let next = tokio::time::timeout(std::time::Duration::from_secs(3), viewer.next());
+        let (picture, _) = next.await.expect("a picture at once").unwrap();
+        assert_eq!((picture.width, picture.height), (64, 48));
+        assert_eq!(
+            stats()["decoded"],
+            5,
+            "the 4 kept as references, then the new one"
+        );
+        assert!(
+            viewer.latest().is_some_and(|p| Arc::ptr_eq(&p, &picture)),
+            "one shown"
+        );
+        handle.stop.fire();
+    }
 
     #[actix_rt::test]
     async fn decodes_only_while_someone_wants_pictures_and_starts_at_an_idr() {
         let camera = Fanout::<EncodedFrame>::new();
-        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone()));
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), Vec::new()));
         let (cx, _metrics) = crate::testing::context("dec", "h264_decoder", Port::H264(feed));
         let handle = H264DecoderConfig {}.build(cx).unwrap();
         let Some(Port::Frames(out)) = handle.output.clone() else {
@@ -292,19 +332,7 @@ mod tests {
         .await;
         let units = access_units(4, 64, 48);
         assert!(units[0].0 && !units[1].0, "an IDR, then P-frames");
-        let publish = |i: usize, (keyframe, data): &(bool, Bytes)| {
-            camera.publish(Arc::new(EncodedFrame {
-                camera: "cam".into(),
-                seq: i as u64,
-                captured_at: SystemTime::now(),
-                codec: Codec::H264,
-                keyframe: *keyframe,
-                width: 64,
-                height: 48,
-                data: data.clone(),
-                behind: 0,
-            }))
-        };
+        let publish = |i: usize, unit: &(bool, Bytes)| camera.publish(encoded(i as u64, unit));
         // A P-frame first (joined mid-GOP): skipped, not decoded into a broken picture.
         publish(1, &units[1]);
         for (i, unit) in units.iter().enumerate() {

@@ -235,7 +235,11 @@ pub enum WriterCommand {
     /// Go on with another variant's packets (the peer moved on its ladder), after the camera's
     /// frames since its keyframe when that variant passes them through (else empty: it waits for
     /// the variant's next keyframe).
-    Switch(Option<H264Variant>, Subscriber<RtpFrame>, Vec<Arc<RtpFrame>>),
+    Switch(
+        Option<H264Variant>,
+        Subscriber<RtpFrame>,
+        Vec<Arc<RtpFrame>>,
+    ),
     /// The move could not be made (the encoder has no room for another variant).
     Refused,
 }

@@ -308,7 +308,7 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
                 false,
             ),
             (_, None) if through && !frame.keyframe => {
-                (gop_before(self.feed.since_keyframe(variant), frame.seq), true)
+                (self.feed.gop_before(variant, frame.seq), true)
             }
             _ => (None, false),
         };
@@ -607,19 +607,6 @@ fn missed(
     (whole || restarts).then_some(missed)
 }
 
-/// The frames before frame `now` from `since_keyframe` (a camera's frames since its last
-/// keyframe), when they run whole from that keyframe up to `now`; `None` otherwise.
-fn gop_before(since_keyframe: Vec<Arc<EncodedFrame>>, now: u64) -> Option<Vec<Arc<EncodedFrame>>> {
-    let before: Vec<_> = since_keyframe
-        .into_iter()
-        .filter(|f| f.seq < now)
-        .collect();
-    let whole = before.first().is_some_and(|f| f.keyframe)
-        && before.last().is_some_and(|f| f.seq + 1 == now)
-        && before.windows(2).all(|w| w[0].seq + 1 == w[1].seq);
-    whole.then_some(before)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
@@ -656,13 +643,7 @@ mod tests {
         // No frames kept (the GOP grew over its cap): not mended.
         assert_eq!(seqs(missed(Vec::new(), 12, 15, 2)), None);
         // Kept frames that start after a hole with no keyframe: not mended.
-        let holed: Vec<_> = gop.clone().into_iter().filter(|f| f.seq != 13).collect();
-        assert_eq!(seqs(missed(holed.clone(), 12, 15, 2)), None);
-        // A new stream's first frame, 13: the GOP before it, from its keyframe.
-        assert_eq!(seqs(gop_before(gop.clone(), 13)), Some(vec![10, 11, 12]));
-        // Not whole: a hole, or nothing kept up to the frame before.
-        assert_eq!(seqs(gop_before(holed, 15)), None);
-        assert_eq!(seqs(gop_before(gop[..2].to_vec(), 13)), None);
-        assert_eq!(seqs(gop_before(Vec::new(), 13)), None);
+        let holed: Vec<_> = gop.into_iter().filter(|f| f.seq != 13).collect();
+        assert_eq!(seqs(missed(holed, 12, 15, 2)), None);
     }
 }
