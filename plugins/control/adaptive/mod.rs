@@ -58,7 +58,7 @@ use crate::adapt::AdaptPolicy;
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::Subscriber;
 use crate::frame::EncodedFrame;
-use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, StatsFn};
 use crate::port::{Feed, H264Feed, H264Variant, JpegFeed, JpegVariant, Port, PortKind, Ports};
 use crate::stop::{stop_on, StopToken, Stopper};
 
@@ -282,10 +282,12 @@ impl NodeConfig for AdaptiveConfig {
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let stop = Stopper::new();
-        // The stats of the node's parts (over a camera's own H.264: its decoder and encoder).
-        let mut parts_stats: Vec<(&'static str, Option<crate::node::StatsFn>)> = Vec::new();
-        // The step names and the tracker's counts outlive the feed, for the node's stats.
-        let (output, (names, tracker)) = match cx.inputs.first() {
+        // The step names and the tracker's counts outlive the feed, for the node's stats, with
+        // those of the node's parts (over a camera's own H.264: its decoder and encoder).
+        let (output, (names, tracker), parts_stats): (_, _, Vec<(&str, Option<StatsFn>)>) = match cx
+            .inputs
+            .first()
+        {
             Some(Port::Jpeg(upstream)) => {
                 let steps = Steps::start(
                     self.jpeg_ladder(),
@@ -296,7 +298,8 @@ impl NodeConfig for AdaptiveConfig {
                 );
                 let kept = steps.kept();
                 let upstream = upstream.clone();
-                (Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps })), kept)
+                let output = Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps }));
+                (output, kept, Vec::new())
             }
             #[cfg(feature = "webrtc")]
             Some(Port::H264(upstream)) if upstream.passes_through(None) => {
@@ -306,14 +309,13 @@ impl NodeConfig for AdaptiveConfig {
                 let thresholds = self.thresholds(PortKind::H264);
                 let steps = Steps::start(ladder, thresholds, &cx, &stop, parts.stops);
                 let kept = steps.kept();
-                parts_stats = parts.stats;
                 let camera = upstream.clone();
                 let feed = transcode::AdaptivePassthrough {
                     camera,
                     encoded,
                     steps,
                 };
-                (Port::H264(Arc::new(feed)), kept)
+                (Port::H264(Arc::new(feed)), kept, parts.stats)
             }
             #[cfg(not(feature = "webrtc"))]
             Some(Port::H264(upstream)) if upstream.passes_through(None) => {
@@ -333,10 +335,8 @@ impl NodeConfig for AdaptiveConfig {
                 );
                 let kept = steps.kept();
                 let upstream = upstream.clone();
-                (
-                    Port::H264(Arc::new(AdaptiveVideo { upstream, steps })),
-                    kept,
-                )
+                let output = Port::H264(Arc::new(AdaptiveVideo { upstream, steps }));
+                (output, kept, Vec::new())
             }
             _ => {
                 return Err(BuildError::new(

@@ -4,9 +4,9 @@
 //! its ladder position, fed by its receiver reports (`feedback.rs`) and the frames lost upstream;
 //! when it moves, the sink switches the writer to the new step's packets. Peers that fail,
 //! disconnect, close or sit in `connecting` past the timeout are closed. Fed a camera's own H.264
-//! (which no one can ask for a keyframe), a joining peer first gets the camera's frames since its
-//! last keyframe, squeezed into the newest frame's time, instead of waiting up to a GOP for the
-//! camera's next IDR.
+//! (which no one can ask for a keyframe; behind an `adaptive` node, its top step), a peer joining
+//! it or moving to it first gets the camera's frames since its last keyframe, squeezed into the
+//! newest frame's time, instead of waiting up to a GOP for the camera's next IDR.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
