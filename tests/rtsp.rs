@@ -348,7 +348,8 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
         "/api/camera/cameras/added?source=rtsp://u:hunter2@127.0.0.1:{closed}/x"
     ));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(server.node("added_rtc")["inputs"][0], "added");
+    assert_eq!(server.node("added_rtc_adaptive")["inputs"][0], "added");
+    assert_eq!(server.node("added_rtc")["inputs"][0], "added_rtc_adaptive");
     let (status, body) = server.post_json("/api/camera/cameras/bad?source=rtsp://");
     assert_eq!(status, 400, "{body}");
 
