@@ -534,13 +534,78 @@ fn an_rtsp_camera_passes_its_h264_to_rtp_sink() {
     }
 }
 
-/// Issue 13 item 4: `adaptive` over a camera that passes its own H.264 through. An aiortc peer
-/// (tests/aiortc_client.py `steps`) starts on the top step, the camera's stream untouched: its
-/// size, nothing decoded or encoded. Its receiver reports then claim half the packets lost: it
-/// moves to the lower step, which the node's decoder and encoder make (half size) while it is
-/// there; reports clean again, it moves back to the top and both stop. The camera's GOP is 10 s:
-/// each move is made at once at a keyframe of the step moved to (the encoder's on request; the
-/// camera's kept frames since its keyframe going up), not at the camera's next keyframe.
+/// An aiortc peer over WHEP (tests/aiortc_client.py `steps`): tells each picture size it shows
+/// and claims losses in its receiver reports on command.
+struct StepsPeer {
+    name: &'static str,
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl StepsPeer {
+    fn start(server: &Server, camera: &str, name: &'static str) -> StepsPeer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(root.join("tests/aiortc_client.py"))
+            .args([server.base.as_str(), camera, "steps"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiortc");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("aiortc {name}: {line}");
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        StepsPeer { name, child, lines }
+    }
+
+    fn tell(&mut self, command: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next picture size it shows, and the stream time it missed before it (ms).
+    fn size(&self, what: &str, server: &Server) -> ((u64, u64), Option<u64>) {
+        let msg = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{}: no picture of {what}\n{}", self.name, server.log()));
+        let size = (
+            msg["width"].as_u64().unwrap(),
+            msg["height"].as_u64().unwrap(),
+        );
+        (size, msg["gap_ms"].as_u64())
+    }
+
+    /// Ends its session; checks that it showed no other size meanwhile and ended well.
+    fn quit(mut self) {
+        self.tell("quit");
+        let summary = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the peer's summary");
+        assert!(summary.get("width").is_none(), "{}: {summary}", self.name);
+        assert!(self.child.wait().unwrap().success(), "{summary}");
+        assert_eq!(summary["delete_status"], 200, "{summary}");
+    }
+}
+
+/// Issue 13 item 4: `adaptive` over a camera that passes its own H.264 through. aiortc peers
+/// start on the top step, the camera's stream untouched: its size, nothing decoded or encoded.
+/// One peer's receiver reports then claim half the packets lost: it moves to the lower step,
+/// which the node's decoder and encoder make (half size) while it is there, while the other keeps
+/// the top; reports clean again, it moves back to the top and both stop. Then the same alone
+/// (the camera's stream is started anew for it going up). The camera's GOP is 10 s: each move is
+/// made at once at a keyframe of the step moved to (the encoder's on request; going up, the
+/// camera's frames since its keyframe), not at the camera's next keyframe.
 #[test]
 fn adaptive_passes_the_camera_through_on_top_and_transcodes_a_lower_step_only_while_a_peer_is_on_it(
 ) {
@@ -553,41 +618,6 @@ fn adaptive_passes_the_camera_through_on_top_and_transcodes_a_lower_step_only_wh
          gate_rtc: {{ type: webrtc_sink, inputs: [gate_adaptive] }}\n",
         rtsp.url()
     ));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut peer = Command::new("python3")
-        .arg(root.join("tests/aiortc_client.py"))
-        .args([server.base.as_str(), "gate", "steps"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 with aiortc");
-    let (tx, lines) = mpsc::channel::<serde_json::Value>();
-    let stdout = peer.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("aiortc: {line}");
-            if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    let mut tell = |command: &str| {
-        let stdin = peer.stdin.as_mut().unwrap();
-        writeln!(stdin, "{command}").unwrap();
-        stdin.flush().unwrap();
-    };
-    // The next picture size the peer shows, and how long it saw nothing before it.
-    let size = |what: &str| {
-        let msg = lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no picture of {what}\n{}", server.log()));
-        let size = (
-            msg["width"].as_u64().unwrap(),
-            msg["height"].as_u64().unwrap(),
-        );
-        (size, msg["gap_ms"].as_u64())
-    };
     let adaptive = || server.node("gate_adaptive")["stats"].clone();
     let encoded = || {
         metric_sum(
@@ -609,67 +639,78 @@ fn adaptive_passes_the_camera_through_on_top_and_transcodes_a_lower_step_only_wh
     // Sent frames go on: at least `n` more after now.
     let frames_flow = |n: f64| {
         let from = sent();
-        wait_for("frames to the peer", Duration::from_secs(10), || {
+        wait_for("frames to the peers", Duration::from_secs(10), || {
             (sent() >= from + n).then_some(())
         });
     };
+    let full = (u64::from(W), u64::from(H));
+    let half = (u64::from(W / 2), u64::from(H / 2));
+    let idle = || {
+        wait_for(
+            "the decoder and the encoder to stop",
+            Duration::from_secs(10),
+            || {
+                let s = adaptive();
+                (s["decoder"]["decoding"] == false && s["encoder"]["listeners"] == 0).then_some(s)
+            },
+        )
+    };
+    // Down and back up; checks the decoder and encoder run only while it is below.
+    let round_trip = |moving: &mut StepsPeer, others: i64| {
+        moving.tell("lose 0.5");
+        let began = Instant::now();
+        let (size, gap) = moving.size("the lower step", &server);
+        assert_eq!(size, half);
+        println!(
+            "on the lower step {} ms after the losses began; {gap:?} ms of stream missed",
+            began.elapsed().as_millis()
+        );
+        assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
+        moving.tell("lose 0");
+        let stats = adaptive();
+        assert_eq!(stats["decoder"]["decoding"], true, "{stats}");
+        assert_eq!(stats["encoder"]["variants"], serde_json::json!(["300k/2"]));
+        assert_eq!(stats["viewers_per_step"], serde_json::json!([others, 1]));
+        assert!(encoded() > 0.0 && decoded() > 0.0);
+
+        let ended = Instant::now();
+        let (size, gap) = moving.size("the top step again", &server);
+        assert_eq!(size, full);
+        println!(
+            "back on top {} ms after the losses ended; {gap:?} ms of stream missed",
+            ended.elapsed().as_millis()
+        );
+        assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
+        let stats = idle();
+        assert_eq!(
+            stats["viewers_per_step"],
+            serde_json::json!([others + 1, 0])
+        );
+        let (encoded_then, decoded_then) = (encoded(), decoded());
+        frames_flow(30.0);
+        assert_eq!(
+            (encoded(), decoded()),
+            (encoded_then, decoded_then),
+            "nothing decoded or encoded while every peer is on top"
+        );
+    };
 
     // The top step: the camera's own stream, nothing decoded or encoded.
-    assert_eq!(size("the top step").0, (u64::from(W), u64::from(H)));
+    let mut moving = StepsPeer::start(&server, "gate", "moving");
+    let staying = StepsPeer::start(&server, "gate", "staying");
+    assert_eq!(moving.size("the top step", &server).0, full);
+    assert_eq!(staying.size("the top step", &server).0, full);
     frames_flow(30.0);
     let stats = adaptive();
     assert_eq!(stats["ladder"], serde_json::json!(["camera", "300k/2"]));
-    assert_eq!(stats["viewers_per_step"], serde_json::json!([1, 0]));
+    assert_eq!(stats["viewers_per_step"], serde_json::json!([2, 0]));
     assert_eq!(stats["decoder"]["decoding"], false, "{stats}");
     assert_eq!((encoded(), decoded()), (0.0, 0.0));
 
-    // Losses move it down: the lower step is decoded and encoded, at half size.
-    tell("lose 0.5");
-    let moved = Instant::now();
-    let (lower, gap) = size("the lower step");
-    assert_eq!(lower, (u64::from(W / 2), u64::from(H / 2)));
-    println!(
-        "on the lower step {} ms after the losses began, {gap:?} ms after the last frame on top",
-        moved.elapsed().as_millis()
-    );
-    assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
-    tell("lose 0");
-    let stats = adaptive();
-    assert_eq!(stats["decoder"]["decoding"], true, "{stats}");
-    assert_eq!(stats["encoder"]["variants"], serde_json::json!(["300k/2"]));
-    assert!(encoded() > 0.0 && decoded() > 0.0);
-
-    // Clean again: back on top at the camera's size, and decoding and encoding stop.
-    let back = Instant::now();
-    let (top, gap) = size("the top step again");
-    assert_eq!(top, (u64::from(W), u64::from(H)));
-    println!(
-        "back on top {} ms after the losses ended, {gap:?} ms after the last frame below",
-        back.elapsed().as_millis()
-    );
-    assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
-    let stats = wait_for(
-        "the decoder and the encoder to stop",
-        Duration::from_secs(10),
-        || {
-            let s = adaptive();
-            (s["decoder"]["decoding"] == false && s["encoder"]["listeners"] == 0).then_some(s)
-        },
-    );
-    assert_eq!(stats["viewers_per_step"], serde_json::json!([1, 0]));
-    let (encoded_then, decoded_then) = (encoded(), decoded());
-    frames_flow(30.0);
-    assert_eq!(
-        (encoded(), decoded()),
-        (encoded_then, decoded_then),
-        "nothing decoded or encoded while the peer is on top"
-    );
-
-    tell("quit");
-    let summary = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the peer's summary");
-    assert!(peer.wait().unwrap().success(), "{summary}");
-    assert_eq!(summary["delete_status"], 200, "{summary}");
+    // With a peer staying on top (its stream of the camera goes on), then alone.
+    round_trip(&mut moving, 1);
+    staying.quit();
+    round_trip(&mut moving, 0);
+    moving.quit();
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }

@@ -272,9 +272,9 @@ pub fn squeezed(end: u32, count: usize, i: usize) -> u32 {
 }
 
 /// Writes a camera's frames since its keyframe (`gop`, which cannot be asked for a keyframe) at
-/// once, squeezed into the last one's time; returns that time, or `None` when there is nothing to
-/// write or its frames would not come after the last frame written (`after`): then the peer waits
-/// for a keyframe instead.
+/// once, squeezed into the last one's time, or, if that would not come after the last frame the
+/// peer got (`after`: it moves up from a step made of the same camera frames), just after that
+/// one. Returns the time of the last one written; `None` when there is nothing to write.
 async fn write_gop(
     track: &TrackLocalStaticRTP,
     payload_type: u8,
@@ -284,20 +284,21 @@ async fn write_gop(
 ) -> Option<u32> {
     let end = gop.last()?.packets.first()?.header.timestamp;
     let count = gop.len();
-    if after.is_some_and(|last| squeezed(end, count, 0).wrapping_sub(last) as i32 <= 0) {
-        return None;
+    let mut first = squeezed(end, count, 0);
+    if let Some(last) = after.filter(|last| first.wrapping_sub(*last) as i32 <= 0) {
+        first = last.wrapping_add(1);
     }
     for (i, frame) in gop.iter().enumerate() {
         for packet in &frame.packets {
             let mut packet = packet.clone();
             packet.header.payload_type = payload_type;
             packet.header.sequence_number = *sequence;
-            packet.header.timestamp = squeezed(end, count, i);
+            packet.header.timestamp = first.wrapping_add(i as u32);
             *sequence = sequence.wrapping_add(1);
             let _ = track.write_rtp(packet).await;
         }
     }
-    Some(end)
+    Some(first.wrapping_add(count as u32 - 1))
 }
 
 /// Writes the shared packets of the peer's variant to it until the peer ends. Starts at a
