@@ -284,9 +284,7 @@ impl NodeConfig for AdaptiveConfig {
         let stop = Stopper::new();
         // The step names and the tracker's counts outlive the feed, for the node's stats, with
         // those of the node's parts (over a camera's own H.264: its decoder and encoder).
-        let (output, (names, tracker), parts_stats): (_, _, Vec<(&str, Option<StatsFn>)>) = match cx
-            .inputs
-            .first()
+        let (output, (names, tracker), parts_stats): (Port, _, PartStats) = match cx.inputs.first()
         {
             Some(Port::Jpeg(upstream)) => {
                 let steps = Steps::start(
@@ -361,6 +359,9 @@ impl NodeConfig for AdaptiveConfig {
         })
     }
 }
+
+/// The stats of a node's parts (over a camera's own H.264: its decoder and encoder), by name.
+type PartStats = Vec<(&'static str, Option<StatsFn>)>;
 
 /// The ladder of one node, and the tracker counting the viewers on each step.
 struct Steps<V> {

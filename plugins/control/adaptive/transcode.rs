@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
-use super::Steps;
+use super::{PartStats, Steps};
 use crate::adapt::AdaptPolicy;
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::Subscriber;
 use crate::frame::EncodedFrame;
-use crate::node::{BuildContext, NodeConfig, StatsFn};
+use crate::node::{BuildContext, NodeConfig};
 use crate::plugins::decoders::h264::H264DecoderConfig;
 use crate::plugins::encoders::h264::H264EncoderConfig;
 use crate::port::{Feed, H264Feed, H264Variant, Port};
@@ -27,7 +27,7 @@ pub(super) struct Parts {
     /// Their stops, fired (and waited for) when the node stops.
     pub stops: Vec<Stopper>,
     /// Their stats by name (`decoder`, `encoder`), shown in the node's.
-    pub stats: Vec<(&'static str, Option<StatsFn>)>,
+    pub stats: PartStats,
 }
 
 impl Parts {
