@@ -3,7 +3,9 @@
 //! gstreamer1.0-plugins-{base,good,ugly}) serving a 640x360 30 fps x264 test pattern on loopback.
 //! camgraph passes the camera's H.264 to headless Chromium (tests/browser/rtsp.mjs, over WHEP and
 //! the WebSocket signalling) with no encoder in the chain; the server stopped for 5 s leaves the
-//! camera `down`, and the same peers get pictures again when it returns. Bad sources (a closed
+//! camera `down`, and the same peers get pictures again when it returns. An `adaptive` node over
+//! the camera keeps its stream as the top step and decodes and encodes a lower step only while an
+//! aiortc peer sits on it. Bad sources (a closed
 //! port, a server that sends garbage, a wrong path) are clear errors in `/api/graph`. Run in a
 //! loopback-only namespace like CI: `unshare -n bash -c 'ip link set lo up && cargo test --test rtsp'`.
 
