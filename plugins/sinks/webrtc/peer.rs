@@ -304,11 +304,11 @@ async fn write_gop(
 /// Writes the shared packets of the peer's variant to it until the peer ends. Starts at a
 /// keyframe; after falling behind (a frame skipped) or switching variant it waits for the next
 /// keyframe and asks for one, so the others never wait for it (switching to a camera's own
-/// stream, which cannot be asked, it starts from the camera's frames since its keyframe). Sequence numbers are the peer's
-/// own: the packets it skips or the variants it switches between leave no gap for the receiver to
-/// take as loss. Behind an `adaptive` node it keeps the peer's ladder position, fed by the
-/// receiver's reports and by the frames lost before they could be sent (an overloaded encoder,
-/// this writer behind), counted in packets.
+/// stream, which cannot be asked, it starts from the camera's frames since its keyframe).
+/// Sequence numbers are the peer's own: the packets it skips or the variants it switches between
+/// leave no gap for the receiver to take as loss. Behind an `adaptive` node it keeps the peer's
+/// ladder position, fed by the receiver's reports and by the frames lost before they could be
+/// sent (an overloaded encoder, this writer behind), counted in packets.
 pub async fn write_loop(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,

@@ -527,7 +527,6 @@ impl Handler<PeerStepChanged> for WebRtcSink {
         };
         let (from, to) = (peer.variant, Some(msg.variant));
         let packets = match self.stream(to, ctx) {
-            // With the camera's frames since its keyframe when `to` passes them through.
             Ok(stream) => stream.packets.subscribe(),
             Err(e) => {
                 tracing::warn!(camera = %self.camera, session = %msg.session, "WebRTC peer stays on its step: {e}");
@@ -537,8 +536,9 @@ impl Handler<PeerStepChanged> for WebRtcSink {
                 return;
             }
         };
-        // Infallible: the session was found above and nothing between removes a peer.
+        // With the camera's frames since its keyframe when `to` passes them through.
         let start = self.since_keyframe(to);
+        // Infallible: the session was found above and nothing between removes a peer.
         let peer = self.peers.get_mut(&msg.session).expect("looked up above");
         if let Some(writer) = &peer.writer {
             let _ = writer.send(WriterCommand::Switch(to, packets, start));
