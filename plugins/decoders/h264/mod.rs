@@ -5,8 +5,8 @@
 //! passthrough and a camera nobody watches as MJPEG costs no decode. Joining the camera mid-GOP,
 //! it first decodes the camera's frames since its last keyframe (`Feed::gop_before`) and shows
 //! its first picture at once; when those are not kept, and after a gap (it fell behind), it waits
-//! for the next IDR: decoding P-frames without their reference would give broken pictures. An `adaptive` node over
-//! such a camera starts one as its part, for its lower steps.
+//! for the next IDR: decoding P-frames without their reference would give broken pictures. An
+//! `adaptive` node over such a camera starts one as its part, for its lower steps.
 //!
 //! ```yaml
 //! gate:        { type: camera, source: "rtsp://192.168.1.30/stream1" }

@@ -352,7 +352,10 @@ pub async fn write_loop(
                     }
                     Some(WriterCommand::Switch(to, next, start)) => {
                         (variant, frames) = (to, Some(next));
-                        match write_gop(&track, payload_type, &start, &mut sequence, last_timestamp).await {
+                        let written = write_gop(
+                            &track, payload_type, &start, &mut sequence, last_timestamp,
+                        );
+                        match written.await {
                             Some(end) => {
                                 need_keyframe = false;
                                 last_timestamp = Some(end);
