@@ -2,10 +2,12 @@
 //! `NAME` (camera) -> `NAME_jpeg` (jpeg_encoder) -> `NAME_mjpeg` (mjpeg_sink) and, unless
 //! `webrtc: false` (or a build without WebRTC), `NAME` -> `NAME_h264` (h264_encoder) ->
 //! `NAME_rtc_adaptive` (adaptive) -> `NAME_rtc` (webrtc_sink), which costs nothing until a peer
-//! connects. A camera that encodes (an `rtsp://` source gives H.264 unless `codec: mjpeg`) feeds its own H.264 straight
-//! to `NAME_rtc`: no `h264_encoder`, no `adaptive` (nothing to re-encode); its MJPEG chain starts
-//! with `NAME_decode` (h264_decoder), which decodes only while an MJPEG viewer or a snapshot
-//! wants pictures. Cameras added through the API (`POST
+//! connects. A camera that encodes (an `rtsp://` or `rtp://` source gives H.264, unless
+//! an RTSP camera is set to `codec: mjpeg`) feeds its own
+//! H.264 to `NAME_rtc_adaptive` (adaptive) -> `NAME_rtc`: no `h264_encoder`; peers get the
+//! camera's stream untouched on the ladder's top step, and only a peer moved to a lower step
+//! makes the adaptive node decode and encode. Its MJPEG chain starts with `NAME_decode`
+//! (h264_decoder), which decodes only while an MJPEG viewer or a snapshot wants pictures. Cameras added through the API (`POST
 //! /api/camera/cameras/NAME?source=...`) are expanded the same way. Registered with the registry
 //! as its `ShortForm`.
 //!
@@ -162,15 +164,17 @@ fn expand(name: &str, c: &CameraShortForm) -> Vec<(String, Mapping)> {
             (mjpeg_id, node("mjpeg_sink", Some(&jpeg_id), mjpeg)),
         ]);
     }
-    if webrtc && encodes {
-        nodes.push((
-            format!("{name}_rtc"),
-            node("webrtc_sink", Some(name), Vec::new()),
-        ));
-    } else if webrtc {
-        let (h264, adaptive) = (format!("{name}_h264"), format!("{name}_rtc_adaptive"));
+    if webrtc {
+        // The ladder's input: the camera's own H.264, or an encoder of its pictures.
+        let h264 = if encodes {
+            name.to_string()
+        } else {
+            let h264 = format!("{name}_h264");
+            nodes.push((h264.clone(), node("h264_encoder", Some(name), Vec::new())));
+            h264
+        };
+        let adaptive = format!("{name}_rtc_adaptive");
         nodes.extend([
-            (h264.clone(), node("h264_encoder", Some(name), Vec::new())),
             (adaptive.clone(), node("adaptive", Some(&h264), Vec::new())),
             (
                 format!("{name}_rtc"),
@@ -233,7 +237,7 @@ mod tests {
 
     #[test]
     #[cfg(feature = "webrtc")]
-    fn a_camera_that_encodes_feeds_webrtc_directly() {
+    fn a_camera_that_encodes_feeds_its_own_h264_to_the_ladder() {
         let c = CameraShortForm {
             source: "rtsp://cam/1".into(),
             transport: Some("udp".into()),
@@ -244,13 +248,22 @@ mod tests {
         let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(
             ids,
-            ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"]
+            [
+                "gate",
+                "gate_decode",
+                "gate_jpeg",
+                "gate_mjpeg",
+                "gate_rtc_adaptive",
+                "gate_rtc"
+            ]
         );
         assert_eq!(nodes[0].1["transport"], "udp");
         assert_eq!(nodes[1].1["type"], "h264_decoder");
         assert_eq!(nodes[2].1["inputs"][0], "gate_decode");
-        assert_eq!(nodes[4].1["type"], "webrtc_sink");
+        assert_eq!(nodes[4].1["type"], "adaptive");
         assert_eq!(nodes[4].1["inputs"][0], "gate", "no encoder between");
+        assert_eq!(nodes[5].1["type"], "webrtc_sink");
+        assert_eq!(nodes[5].1["inputs"][0], "gate_rtc_adaptive");
 
         // The same camera sending JPEG gives pictures: the usual chain, with its encoder.
         let jpeg = expand(

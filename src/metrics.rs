@@ -544,6 +544,14 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
+    /// The metrics of a part of this node that is a node type of its own (an `adaptive` node's
+    /// decoder and encoder): the same camera and node, labelled with the part's type. They leave
+    /// `/metrics` with the node.
+    pub fn part(&self, type_name: &str) -> NodeMetrics {
+        let [camera, node, _] = &self.labels;
+        self.metrics.node(camera, node, type_name)
+    }
+
     fn with<'a>(&'a self, extra: &'a [&'a str]) -> Vec<&'a str> {
         self.labels
             .iter()

@@ -137,6 +137,14 @@ impl H264Variant {
     /// The bitrates an encoder accepts, in kbit/s.
     pub const BITRATE_KBPS: RangeInclusive<u32> = 100..=50_000;
 
+    /// The camera's own stream as a step of an `adaptive` ladder over a camera that passes its
+    /// H.264 through: no bitrate or size of ours (bitrate 0, which no encoder takes), shown as
+    /// `camera`.
+    pub const CAMERA: H264Variant = H264Variant {
+        bitrate_kbps: 0,
+        scale: 1,
+    };
+
     /// Every way this variant is out of range, in words; empty when it is valid.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -153,6 +161,9 @@ impl H264Variant {
 
 impl fmt::Display for H264Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::CAMERA {
+            return f.write_str("camera");
+        }
         match self.scale {
             1 => write!(f, "{}k", self.bitrate_kbps),
             s => write!(f, "{}k/{s}", self.bitrate_kbps),
@@ -173,22 +184,42 @@ pub trait Feed<V>: Send + Sync {
     /// Makes the next frame of `variant` a keyframe; cheap, callable from any thread. A no-op
     /// where every frame is one (JPEG).
     fn request_keyframe(&self, _variant: Option<V>) {}
-    /// Whether this is a camera's own encoding passed through rather than an encoder's output:
-    /// one stream, no variants to choose or move between, and `request_keyframe` is not heard (the
-    /// next keyframe comes when the camera sends it, so a consumer keeps what it needs to start a
-    /// newcomer).
-    fn passes_through(&self) -> bool {
+    /// Whether the stream of `variant` is a camera's own encoding passed through rather than an
+    /// encoder's output: no bitrate or size of ours, and `request_keyframe` is not heard for it
+    /// (the next keyframe comes when the camera sends it, so a consumer keeps what it needs to
+    /// start a newcomer). A camera's feed has only that stream; an `adaptive` node over one has it
+    /// as its top step and encoder outputs below.
+    fn passes_through(&self, _variant: Option<V>) -> bool {
         false
     }
-    /// A feed that passes through: the frames since the camera's last keyframe, that one first
-    /// (empty if none is kept), so that a newcomer can start now.
-    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+    /// For a stream that passes through: the frames since the camera's last keyframe, that one
+    /// first (empty if none is kept), so that a newcomer can start now.
+    fn since_keyframe(&self, _variant: Option<V>) -> Vec<Arc<EncodedFrame>> {
         Vec::new()
+    }
+    /// For a stream that passes through: what a consumer starting at frame `now` (a camera frame
+    /// number) needs before it to decode it, the frames since the camera's keyframe before `now`;
+    /// `None` when those are not kept whole (then it waits for the camera's next keyframe).
+    fn gop_before(&self, variant: Option<V>, now: u64) -> Option<Vec<Arc<EncodedFrame>>> {
+        whole_before(self.since_keyframe(variant), now)
     }
     /// How a viewer that did not ask for a variant moves between variants; `None`: it does not.
     fn policy(&self) -> Option<Box<dyn AdaptPolicy<V>>> {
         None
     }
+}
+
+/// The frames before frame `now` of `since_keyframe` (a camera's frames since its last keyframe),
+/// when they run whole from that keyframe up to `now`; `None` otherwise.
+fn whole_before(
+    since_keyframe: Vec<Arc<EncodedFrame>>,
+    now: u64,
+) -> Option<Vec<Arc<EncodedFrame>>> {
+    let before: Vec<_> = since_keyframe.into_iter().filter(|f| f.seq < now).collect();
+    let whole = before.first().is_some_and(|f| f.keyframe)
+        && before.last().is_some_and(|f| f.seq + 1 == now)
+        && before.windows(2).all(|w| w[0].seq + 1 == w[1].seq);
+    whole.then_some(before)
 }
 
 /// JPEG images, one stream per quality and size.
@@ -217,6 +248,46 @@ impl Port {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newcomer_gets_the_frames_since_the_keyframe_only_when_they_are_whole() {
+        let frame = |seq: u64| {
+            Arc::new(EncodedFrame {
+                camera: "cam".into(),
+                seq,
+                captured_at: std::time::SystemTime::now(),
+                codec: crate::frame::Codec::H264,
+                keyframe: seq == 10,
+                width: 16,
+                height: 16,
+                data: bytes::Bytes::new(),
+                behind: 0,
+            })
+        };
+        let gop: Vec<_> = (10..20).map(frame).collect();
+        let seqs = |m: Option<Vec<Arc<EncodedFrame>>>| {
+            m.map(|v| v.iter().map(|f| f.seq).collect::<Vec<_>>())
+        };
+        assert_eq!(seqs(whole_before(gop.clone(), 13)), Some(vec![10, 11, 12]));
+        assert_eq!(
+            seqs(whole_before(gop.clone(), 10)),
+            None,
+            "nothing before a keyframe"
+        );
+        let holed: Vec<_> = gop.iter().filter(|f| f.seq != 12).cloned().collect();
+        assert_eq!(seqs(whole_before(holed, 15)), None, "a hole");
+        assert_eq!(
+            seqs(whole_before(gop[..2].to_vec(), 13)),
+            None,
+            "not up to it"
+        );
+        assert_eq!(
+            seqs(whole_before(gop[1..].to_vec(), 13)),
+            None,
+            "no keyframe first"
+        );
+        assert_eq!(seqs(whole_before(Vec::new(), 13)), None);
+    }
 
     #[test]
     fn variants_say_every_problem() {

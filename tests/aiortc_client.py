@@ -3,6 +3,7 @@
     python3 tests/aiortc_client.py BASE_URL CAMERA [SECONDS]
     python3 tests/aiortc_client.py BASE_URL CAMERA until-closed
     python3 tests/aiortc_client.py BASE_URL CAMERA watch SECONDS
+    python3 tests/aiortc_client.py BASE_URL CAMERA steps
 
 POSTs an offer to /api/webrtc/whep/CAMERA, receives the video for SECONDS (default 5) after the
 first frame, sends one RTCP PLI (a keyframe request) and receives 1 s more, DELETEs the session,
@@ -12,7 +13,13 @@ server ends the session and prints how it ended: `closed` (the server closed the
 connection state became closed or failed, or the track ended) or `timeout` (frames stopped and
 nothing said why for 10 s). With `watch` it receives for SECONDS and prints a JSON line every
 0.5 s: frames decoded so far, the last one's size and the share of its pixels (sampled) that
-have the "no signal" picture's background colour (`no_signal`, 0..1). aioice skips loopback addresses when gathering, so they are
+have the "no signal" picture's background colour (`no_signal`, 0..1).
+With `steps` it prints `{"width", "height", "frames", "gap_ms"}` at the
+first frame and whenever the picture's size changes (gap_ms: the stream time since the frame
+before, from the RTP timestamps: how much of the camera's time the peer did not see), and reads commands on stdin: `lose SHARE` makes
+its receiver reports claim that share of the packets received as lost too (0: only the real
+losses), which moves it down an adaptive ladder and back up; `quit` (or the end of stdin) ends the
+session and prints the frames received. aioice skips loopback addresses when gathering, so they are
 patched to 127.0.0.1 (tests run on loopback only).
 """
 
@@ -23,6 +30,7 @@ import time
 import urllib.request
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
@@ -171,11 +179,76 @@ async def watch(base, camera, seconds):
     await pc.close()
 
 
+def claim_losses():
+    """Makes receiver reports claim a share (the returned dict's "share") of the packets received
+    as lost, on top of the real losses: cumulative, so setting it back to 0 reports no more."""
+    claimed = {"share": 0.0}
+    stats = aiortc.rtcrtpreceiver.StreamStatistics
+    add, lost = stats.add, stats.packets_lost.fget
+
+    def counting_add(self, packet):
+        add(self, packet)
+        self.claimed_lost = getattr(self, "claimed_lost", 0.0) + claimed["share"]
+
+    stats.add = counting_add
+    stats.packets_lost = property(
+        lambda self: aiortc.rtcrtpreceiver.clamp_packets_lost(
+            lost(self) + int(getattr(self, "claimed_lost", 0.0))))
+    return claimed
+
+
+async def steps(base, camera):
+    claimed = claim_losses()
+    pc, track, location, ended = await connect(base, camera)
+    loop = asyncio.get_running_loop()
+    commands = asyncio.Queue()
+    loop.add_reader(sys.stdin.fileno(), lambda: commands.put_nowait(sys.stdin.readline()))
+    size, frames, last = None, 0, None
+    receiving = asyncio.ensure_future(track.recv())
+    reading = asyncio.ensure_future(commands.get())
+    while True:
+        done, _ = await asyncio.wait({receiving, reading, ended}, timeout=10,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            raise SystemExit("no frame and no command for 10 s")
+        if ended in done:
+            raise SystemExit(f"the server ended the session: {ended.result()}")
+        if receiving in done:
+            frame = receiving.result()
+            frames += 1
+            # Stream time (from the RTP timestamps): a receiver's jitter buffer hands out a frame
+            # only once the next one starts arriving, so arrival times hide a pause.
+            now = frame.pts * frame.time_base
+            if (frame.width, frame.height) != size:
+                size = (frame.width, frame.height)
+                gap_ms = round((now - last) * 1000) if last is not None else None
+                print(json.dumps({"width": frame.width, "height": frame.height,
+                                  "frames": frames, "gap_ms": gap_ms}), flush=True)
+            last = now
+            receiving = asyncio.ensure_future(track.recv())
+        if reading in done:
+            command = reading.result().split()
+            if not command or command[0] == "quit":
+                break
+            if command[0] == "lose":
+                claimed["share"] = float(command[1])
+            reading = asyncio.ensure_future(commands.get())
+    receiving.cancel()
+    reading.cancel()
+    loop.remove_reader(sys.stdin.fileno())
+    status, _, _ = await asyncio.to_thread(http, "DELETE", f"{base}{location}")
+    await pc.close()
+    return {"frames": frames, "delete_status": status}
+
+
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     if sys.argv[3:4] == ["watch"]:
         asyncio.run(watch(sys.argv[1].rstrip("/"), sys.argv[2], float(sys.argv[4])))
+        return
+    if sys.argv[3:4] == ["steps"]:
+        print(json.dumps(asyncio.run(steps(sys.argv[1].rstrip("/"), sys.argv[2]))))
         return
     if sys.argv[3:4] == ["until-closed"]:
         print(json.dumps(asyncio.run(until_closed(sys.argv[1].rstrip("/"), sys.argv[2]))))

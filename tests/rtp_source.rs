@@ -194,8 +194,9 @@ fn an_sdp_without_video_is_a_clear_error() {
         "cameras:\n  bot: {{ source: {} }}\n",
         sdp.display()
     ));
+    // Down with its error: a camera is down before its first try too, with no error yet.
     let camera = wait_for("the camera to be down", Duration::from_secs(10), || {
-        Some(server.node("bot")).filter(|n| n["state"] == "down")
+        Some(server.node("bot")).filter(|n| n["state"] == "down" && n["stats"]["error"].is_string())
     });
     let error = camera["stats"]["error"].as_str().unwrap_or_default();
     assert!(

@@ -4,7 +4,9 @@
 //! camgraph passes the camera's H.264 to headless Chromium (tests/browser/rtsp.mjs, over WHEP and
 //! the WebSocket signalling) with no encoder in the chain; the server stopped for 5 s leaves the
 //! camera `down`, and the same peers get pictures again when it returns; an aiortc peer sees the
-//! "no signal" picture meanwhile (by its colour). A JPEG stream (`--codec jpeg`) gives a camera set
+//! "no signal" picture meanwhile (by its colour). An `adaptive` node over the camera keeps its
+//! stream as the top step and decodes and encodes a lower step only while an aiortc peer sits on
+//! it. A JPEG stream (`--codec jpeg`) gives a camera set
 //! to `codec: mjpeg` its JPEGs. Bad sources (a closed port, a server that sends garbage, a wrong
 //! path, the wrong codec) are clear errors in `/api/graph`. Run in a
 //! loopback-only namespace like CI: `unshare -n bash -c 'ip link set lo up && cargo test --test rtsp'`.
@@ -91,7 +93,8 @@ fn metric_sum(server: &Server, prefix: &str) -> f64 {
 fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_restarts() {
     let mut rtsp = RtspServer::start(0, &[]);
     let port = rtsp.port;
-    // The short form: a camera that encodes gets camera -> webrtc_sink, nothing between.
+    // The short form: a camera that encodes gets camera -> adaptive -> webrtc_sink, no encoder
+    // (the adaptive node's top step is the camera's own stream).
     let server = Server::start(&format!(
         "cameras:\n  gate: {{ source: \"{}\" }}\n",
         rtsp.url()
@@ -105,7 +108,14 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         .collect();
     assert_eq!(
         ids,
-        ["gate", "gate_decode", "gate_jpeg", "gate_mjpeg", "gate_rtc"],
+        [
+            "gate",
+            "gate_decode",
+            "gate_jpeg",
+            "gate_mjpeg",
+            "gate_rtc_adaptive",
+            "gate_rtc"
+        ],
         "{graph}"
     );
 
@@ -279,17 +289,17 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
          in_settings: {{ type: camera, source: \"{}\", username: viewer, password: hunter2 }}\n",
         rtsp.url()
     );
-    // An adaptive ladder has nothing to move peers between on a camera's own H.264: refused at
-    // start, naming the node and what to do.
+    // An adaptive ladder over a camera's own H.264 is an H.264 ladder (its top step the camera's
+    // stream): one of JPEG qualities is refused by the graph check, naming the node and the kinds.
     let refused = Server::try_start(&format!(
         "nodes:\n  \
          cam: {{ type: camera, source: \"rtsp://127.0.0.1:{closed}/x\" }}\n  \
-         ladder: {{ type: adaptive, inputs: [cam] }}\n"
+         ladder: {{ type: adaptive, inputs: [cam], ladder: [{{ quality: 50 }}] }}\n"
     ))
     .err()
-    .expect("an adaptive node on a camera's own H.264 was accepted");
+    .expect("a JPEG ladder on a camera's own H.264 was accepted");
     assert!(
-        refused.contains("node 'ladder': its input passes a camera's own H.264 through"),
+        refused.contains("node 'ladder': input 'cam' (camera) gives h264, but adaptive takes jpeg"),
         "{refused}"
     );
 
@@ -344,7 +354,8 @@ fn bad_rtsp_sources_are_clear_errors_and_never_show_the_password() {
         "/api/camera/cameras/added?source=rtsp://u:hunter2@127.0.0.1:{closed}/x"
     ));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(server.node("added_rtc")["inputs"][0], "added");
+    assert_eq!(server.node("added_rtc_adaptive")["inputs"][0], "added");
+    assert_eq!(server.node("added_rtc")["inputs"][0], "added_rtc_adaptive");
     let (status, body) = server.post_json("/api/camera/cameras/bad?source=rtsp://");
     assert_eq!(status, 400, "{body}");
 
@@ -717,4 +728,185 @@ fn a_peer_of_an_h264_camera_sees_no_signal_while_it_is_down_then_the_camera_agai
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());
     drop(rtsp);
+}
+
+/// An aiortc peer over WHEP (tests/aiortc_client.py `steps`): tells each picture size it shows
+/// and claims losses in its receiver reports on command.
+struct StepsPeer {
+    name: &'static str,
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl StepsPeer {
+    fn start(server: &Server, camera: &str, name: &'static str) -> StepsPeer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(root.join("tests/aiortc_client.py"))
+            .args([server.base.as_str(), camera, "steps"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiortc");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("aiortc {name}: {line}");
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        StepsPeer { name, child, lines }
+    }
+
+    fn tell(&mut self, command: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next picture size it shows, and the stream time it missed before it (ms).
+    fn size(&self, what: &str, server: &Server) -> ((u64, u64), Option<u64>) {
+        let msg = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{}: no picture of {what}\n{}", self.name, server.log()));
+        let size = (
+            msg["width"].as_u64().unwrap(),
+            msg["height"].as_u64().unwrap(),
+        );
+        (size, msg["gap_ms"].as_u64())
+    }
+
+    /// Ends its session; checks that it showed no other size meanwhile and ended well.
+    fn quit(mut self) {
+        self.tell("quit");
+        let summary = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the peer's summary");
+        assert!(summary.get("width").is_none(), "{}: {summary}", self.name);
+        assert!(self.child.wait().unwrap().success(), "{summary}");
+        assert_eq!(summary["delete_status"], 200, "{summary}");
+    }
+}
+
+/// Issue 13 item 4: `adaptive` over a camera that passes its own H.264 through. aiortc peers
+/// start on the top step, the camera's stream untouched: its size, nothing decoded or encoded.
+/// One peer's receiver reports then claim half the packets lost: it moves to the lower step,
+/// which the node's decoder and encoder make (half size) while it is there, while the other keeps
+/// the top; reports clean again, it moves back to the top and both stop. Then the same alone
+/// (the camera's stream is started anew for it going up). The camera's GOP is 10 s: each move is
+/// made at once at a keyframe of the step moved to (the encoder's on request; going up, the
+/// camera's frames since its keyframe), not at the camera's next keyframe.
+#[test]
+fn adaptive_passes_the_camera_through_on_top_and_transcodes_a_lower_step_only_while_a_peer_is_on_it(
+) {
+    let rtsp = RtspServer::start(0, &["--gop", "300"]);
+    let server = Server::start(&format!(
+        "nodes:\n  \
+         gate: {{ type: camera, source: \"{}\" }}\n  \
+         gate_adaptive: {{ type: adaptive, inputs: [gate], ladder: [{{ bitrate_kbps: 300, scale: 2 }}], \
+         hold_down_s: 0.5, hold_up_s: 1 }}\n  \
+         gate_rtc: {{ type: webrtc_sink, inputs: [gate_adaptive] }}\n",
+        rtsp.url()
+    ));
+    let adaptive = || server.node("gate_adaptive")["stats"].clone();
+    let encoded = || {
+        metric_sum(
+            &server,
+            "camgraph_frames_encoded_total{camera=\"gate\",node=\"gate_adaptive\"",
+        )
+    };
+    let decoded = || {
+        metric_sum(
+            &server,
+            "camgraph_frames_decoded_total{camera=\"gate\",node=\"gate_adaptive\"",
+        )
+    };
+    let sent = || {
+        server
+            .metric("camgraph_frames_sent_total{camera=\"gate\",node=\"gate_rtc\"")
+            .unwrap_or(0.0)
+    };
+    // Sent frames go on: at least `n` more after now.
+    let frames_flow = |n: f64| {
+        let from = sent();
+        wait_for("frames to the peers", Duration::from_secs(10), || {
+            (sent() >= from + n).then_some(())
+        });
+    };
+    let full = (u64::from(W), u64::from(H));
+    let half = (u64::from(W / 2), u64::from(H / 2));
+    let idle = || {
+        wait_for(
+            "the decoder and the encoder to stop",
+            Duration::from_secs(10),
+            || {
+                let s = adaptive();
+                (s["decoder"]["decoding"] == false && s["encoder"]["listeners"] == 0).then_some(s)
+            },
+        )
+    };
+    // Down and back up; checks the decoder and encoder run only while it is below.
+    let round_trip = |moving: &mut StepsPeer, others: i64| {
+        moving.tell("lose 0.5");
+        let began = Instant::now();
+        let (size, gap) = moving.size("the lower step", &server);
+        assert_eq!(size, half);
+        println!(
+            "on the lower step {} ms after the losses began; {gap:?} ms of stream missed",
+            began.elapsed().as_millis()
+        );
+        assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
+        moving.tell("lose 0");
+        let stats = adaptive();
+        assert_eq!(stats["decoder"]["decoding"], true, "{stats}");
+        assert_eq!(stats["encoder"]["variants"], serde_json::json!(["300k/2"]));
+        assert_eq!(stats["viewers_per_step"], serde_json::json!([others, 1]));
+        assert!(encoded() > 0.0 && decoded() > 0.0);
+
+        let ended = Instant::now();
+        let (size, gap) = moving.size("the top step again", &server);
+        assert_eq!(size, full);
+        println!(
+            "back on top {} ms after the losses ended; {gap:?} ms of stream missed",
+            ended.elapsed().as_millis()
+        );
+        assert!(gap.is_some_and(|ms| ms < 3000), "{gap:?}");
+        let stats = idle();
+        assert_eq!(
+            stats["viewers_per_step"],
+            serde_json::json!([others + 1, 0])
+        );
+        let (encoded_then, decoded_then) = (encoded(), decoded());
+        frames_flow(30.0);
+        assert_eq!(
+            (encoded(), decoded()),
+            (encoded_then, decoded_then),
+            "nothing decoded or encoded while every peer is on top"
+        );
+    };
+
+    // The top step: the camera's own stream, nothing decoded or encoded.
+    let mut moving = StepsPeer::start(&server, "gate", "moving");
+    let staying = StepsPeer::start(&server, "gate", "staying");
+    assert_eq!(moving.size("the top step", &server).0, full);
+    assert_eq!(staying.size("the top step", &server).0, full);
+    frames_flow(30.0);
+    let stats = adaptive();
+    assert_eq!(stats["ladder"], serde_json::json!(["camera", "300k/2"]));
+    assert_eq!(stats["viewers_per_step"], serde_json::json!([2, 0]));
+    assert_eq!(stats["decoder"]["decoding"], false, "{stats}");
+    assert_eq!((encoded(), decoded()), (0.0, 0.0));
+
+    // With a peer staying on top (its stream of the camera goes on), then alone.
+    round_trip(&mut moving, 1);
+    staying.quit();
+    round_trip(&mut moving, 0);
+    moving.quit();
+    assert!(!server.log().contains("panicked"), "{}", server.log());
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """An RTSP server camgraph did not write, for tests: GStreamer's gst-rtsp-server (Debian packages
 python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-ugly/good/base) serving a live test
-pattern as H.264 (x264, one IDR every 60 frames: a 2 s GOP at 30 fps) on 127.0.0.1, or with
---codec jpeg as JPEG (jpegenc, RFC 2435: "MJPEG over RTSP").
+pattern as H.264 (x264, one IDR every 60 frames: a 2 s GOP at 30 fps; no scene-cut IDRs between,
+which the test pattern otherwise triggers every ~115 frames) on 127.0.0.1, or with --codec jpeg as
+JPEG (jpegenc, RFC 2435: "MJPEG over RTSP").
 
     rtsp_server.py [--port N] [--path /cam] [--width W --height H --fps F --gop N --preset P]
                    [--profile constrained-baseline|main|high] [--codec h264|jpeg]
@@ -22,7 +23,8 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 SOURCE = "videotestsrc is-live=true ! video/x-raw,width={w},height={h},framerate={fps}/1"
 ENCODE = {
-    "h264": "x264enc tune=zerolatency key-int-max={gop} speed-preset={preset} "
+    "h264": "x264enc tune=zerolatency key-int-max={gop} option-string=scenecut=0 "
+    "speed-preset={preset} "
     "! video/x-h264,profile={profile} ! rtph264pay name=pay0 pt=96",
     # RFC 2435 carries 4:2:0 or 4:2:2 only; JPEG has the static payload type 26 (RFC 3551).
     "jpeg": "videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26",

@@ -335,11 +335,11 @@ impl Feed<H264Variant> for CameraH264 {
         }
     }
 
-    fn passes_through(&self) -> bool {
+    fn passes_through(&self, _: Option<H264Variant>) -> bool {
         true
     }
 
-    fn since_keyframe(&self) -> Vec<Arc<EncodedFrame>> {
+    fn since_keyframe(&self, _: Option<H264Variant>) -> Vec<Arc<EncodedFrame>> {
         let gop = self.gop.lock().unwrap_or_else(|e| e.into_inner());
         gop.as_ref().map(|g| g.frames.clone()).unwrap_or_default()
     }

@@ -10,6 +10,13 @@
 //!   packets the peer's receiver reports lost (RTCP receiver reports), plus the packets of frames
 //!   the encoder was too busy for.
 //!
+//! - **WebRTC over a camera that passes its own H.264 through** (an RTSP or RTP camera wired
+//!   straight to it): the top step is the camera's stream, untouched; the ladder's steps come
+//!   below it, made by a decoder and an encoder the node starts as its parts (`transcode.rs`) and
+//!   that work only while a peer sits on a lower step. Peers switch at a keyframe of the step they
+//!   move to: the encoder makes one on request; the camera's cannot be asked for, so a peer moving
+//!   up gets the camera's frames since its last keyframe at once, as a joining peer does.
+//!
 //! Viewers on the same step share one encode, so the encoder runs one encode per step in use,
 //! never one per viewer. The node's kind follows its input; a ladder given in the YAML fixes it.
 //!
@@ -18,15 +25,29 @@
 //! front_mjpeg:    { type: mjpeg_sink, inputs: [front_adaptive] }
 //! front_h264_adaptive: { type: adaptive, inputs: [front_h264] } # default H.264 ladder
 //! front_rtc:      { type: webrtc_sink, inputs: [front_h264_adaptive] }
+//! gate:           { type: camera, source: "rtsp://192.168.1.30/stream1" }
+//! gate_adaptive:  { type: adaptive, inputs: [gate] }  # the camera's stream, then 1000k ... 150k/4
+//! gate_rtc:       { type: webrtc_sink, inputs: [gate_adaptive] }
 //! ```
+//!
+//! Why parts inside the node rather than an `h264_decoder` and an `h264_encoder` in the YAML: a
+//! node has one input, and the ladder needs both the camera's stream and the encoder's; the parts
+//! are the same node types, so there is still one decoder and one encoder in the code. The cost:
+//! a camera with MJPEG viewers (through its own `h264_decoder`) and peers on a lower step at the
+//! same time decodes twice.
 
 mod ladder;
+#[cfg(feature = "webrtc")]
+mod transcode;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Context, Handler, Message, Recipient};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
+    Running, WrapFuture,
+};
 use prometheus::IntGauge;
 use serde::Deserialize;
 use serde_json::json;
@@ -37,7 +58,7 @@ use crate::adapt::AdaptPolicy;
 use crate::error::{BuildError, ServiceError};
 use crate::fanout::Subscriber;
 use crate::frame::EncodedFrame;
-use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle};
+use crate::node::{check_range, BuildContext, FieldIssue, NodeConfig, NodeHandle, StatsFn};
 use crate::port::{Feed, H264Feed, H264Variant, JpegFeed, JpegVariant, Port, PortKind, Ports};
 use crate::stop::{stop_on, StopToken, Stopper};
 
@@ -48,7 +69,9 @@ pub struct AdaptiveConfig {
     /// Steps from best to most frugal: `{ quality: 1..=100, scale: 1|2|4 }` for MJPEG or
     /// `{ bitrate_kbps: 100..=50000, scale: 1|2|4 }` for WebRTC (scale divides width and height).
     /// Default for MJPEG: q80, q60, q40, q40 at 1/2 size, q30 at 1/4 size; for WebRTC: 2000,
-    /// 1000 and 500 kbit/s, 300 at 1/2 size, 150 at 1/4 size.
+    /// 1000 and 500 kbit/s, 300 at 1/2 size, 150 at 1/4 size. Over a camera that passes its own
+    /// H.264 through, the camera's stream is the top step and these steps follow below it; the
+    /// default there leaves out 2000 kbit/s (the camera's stream takes its place).
     #[serde(default)]
     pub ladder: Option<Vec<LadderStep>>,
     /// Share lost above which a viewer moves down. Default 0.2 for MJPEG (frames a viewer is too
@@ -133,8 +156,10 @@ impl AdaptiveConfig {
         }
     }
 
-    fn h264_ladder(&self) -> Vec<H264Variant> {
+    /// The H.264 ladder; over a camera's own H.264 (`below_camera`), the steps below its stream.
+    fn h264_ladder(&self, below_camera: bool) -> Vec<H264Variant> {
         match &self.ladder {
+            None if below_camera => default_h264_ladder().split_off(1),
             None => default_h264_ladder(),
             Some(steps) => steps
                 .iter()
@@ -257,40 +282,59 @@ impl NodeConfig for AdaptiveConfig {
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let stop = Stopper::new();
-        // The step names and the tracker's counts outlive the feed, for the node's stats.
-        let (output, (names, tracker)) = match cx.inputs.first() {
+        // The step names and the tracker's counts outlive the feed, for the node's stats, with
+        // those of the node's parts (over a camera's own H.264: its decoder and encoder).
+        let (output, (names, tracker), parts_stats): (Port, _, PartStats) = match cx.inputs.first()
+        {
             Some(Port::Jpeg(upstream)) => {
                 let steps = Steps::start(
                     self.jpeg_ladder(),
                     self.thresholds(PortKind::Jpeg),
                     &cx,
                     &stop,
+                    Vec::new(),
                 );
                 let kept = steps.kept();
                 let upstream = upstream.clone();
-                (Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps })), kept)
+                let output = Port::Jpeg(Arc::new(AdaptiveJpeg { upstream, steps }));
+                (output, kept, Vec::new())
             }
-            Some(Port::H264(upstream)) if upstream.passes_through() => {
+            #[cfg(feature = "webrtc")]
+            Some(Port::H264(upstream)) if upstream.passes_through(None) => {
+                let lower = self.h264_ladder(true);
+                let (parts, encoded) = transcode::Parts::start(upstream.clone(), lower.len(), &cx)?;
+                let ladder = [H264Variant::CAMERA].into_iter().chain(lower).collect();
+                let thresholds = self.thresholds(PortKind::H264);
+                let steps = Steps::start(ladder, thresholds, &cx, &stop, parts.stops);
+                let kept = steps.kept();
+                let camera = upstream.clone();
+                let feed = transcode::AdaptivePassthrough {
+                    camera,
+                    encoded,
+                    steps,
+                };
+                (Port::H264(Arc::new(feed)), kept, parts.stats)
+            }
+            #[cfg(not(feature = "webrtc"))]
+            Some(Port::H264(upstream)) if upstream.passes_through(None) => {
                 return Err(BuildError::new(
                     &cx.id,
-                    "its input passes a camera's own H.264 through: there are no variants to move \
-                     peers between; put an h264_decoder and an h264_encoder before it, or wire \
-                     the camera straight to the webrtc_sink",
+                    "its input passes a camera's own H.264 through: its lower steps need an H.264 \
+                     decoder and encoder, which come with the webrtc feature",
                 ))
             }
             Some(Port::H264(upstream)) => {
                 let steps = Steps::start(
-                    self.h264_ladder(),
+                    self.h264_ladder(false),
                     self.thresholds(PortKind::H264),
                     &cx,
                     &stop,
+                    Vec::new(),
                 );
                 let kept = steps.kept();
                 let upstream = upstream.clone();
-                (
-                    Port::H264(Arc::new(AdaptiveVideo { upstream, steps })),
-                    kept,
-                )
+                let output = Port::H264(Arc::new(AdaptiveVideo { upstream, steps }));
+                (output, kept, Vec::new())
             }
             _ => {
                 return Err(BuildError::new(
@@ -305,12 +349,19 @@ impl NodeConfig for AdaptiveConfig {
             services: Default::default(),
             stats: Some(Box::new(move || {
                 let viewers: Vec<i64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-                json!({ "ladder": names, "viewers_per_step": viewers })
+                let mut stats = json!({ "ladder": names, "viewers_per_step": viewers });
+                for (name, part) in &parts_stats {
+                    stats[*name] = part.as_ref().map_or(json!(null), |f| f());
+                }
+                stats
             })),
             stop,
         })
     }
 }
+
+/// The stats of a node's parts (over a camera's own H.264: its decoder and encoder), by name.
+type PartStats = Vec<(&'static str, Option<StatsFn>)>;
 
 /// The ladder of one node, and the tracker counting the viewers on each step.
 struct Steps<V> {
@@ -326,7 +377,14 @@ struct TrackerHandle {
 }
 
 impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
-    fn start(ladder: Vec<V>, thresholds: Thresholds, cx: &BuildContext, stop: &Stopper) -> Self {
+    /// Starts the tracker, which stops `parts` (the node's own parts, if any) with the node.
+    fn start(
+        ladder: Vec<V>,
+        thresholds: Thresholds,
+        cx: &BuildContext,
+        stop: &Stopper,
+        parts: Vec<Stopper>,
+    ) -> Self {
         let gauges: Vec<IntGauge> = (0..ladder.len())
             .map(|i| cx.metrics.ladder_viewers(i))
             .collect();
@@ -335,6 +393,7 @@ impl<V: Copy + Send + Sync + std::fmt::Display + 'static> Steps<V> {
         let addr = Tracker {
             gauges,
             counts: counts.clone(),
+            parts,
             stop: stop.token(),
         }
         .start();
@@ -473,10 +532,12 @@ struct StepChanged {
     to: Option<usize>,
 }
 
-/// Counts the viewers on each step, for metrics and `/api/graph`.
+/// Counts the viewers on each step, for metrics and `/api/graph`; stops the node's parts when the
+/// node stops, and ends after them (the node has stopped once they have).
 struct Tracker {
     gauges: Vec<IntGauge>,
     counts: Arc<Vec<AtomicI64>>,
+    parts: Vec<Stopper>,
     stop: StopToken,
 }
 
@@ -485,6 +546,21 @@ impl Actor for Tracker {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         stop_on(&self.stop, ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        let parts = std::mem::take(&mut self.parts);
+        if parts.is_empty() {
+            return Running::Stop;
+        }
+        for part in &parts {
+            part.fire();
+        }
+        let stopped = async move {
+            futures_util::future::join_all(parts.iter().map(Stopper::stopped)).await;
+        };
+        ctx.spawn(stopped.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        Running::Continue
     }
 }
 

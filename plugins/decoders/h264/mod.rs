@@ -2,9 +2,11 @@
 //! pictures (`frames`) for whatever needs pixels: a `jpeg_encoder` for MJPEG viewers and
 //! snapshots. It decodes (openh264, on its own thread) only while something downstream is
 //! subscribed, and lets go of the camera otherwise, so WebRTC peers of the same camera keep their
-//! passthrough and a camera nobody watches as MJPEG costs no decode. After a gap (it fell behind,
-//! or it just subscribed) it waits for the next IDR: decoding P-frames without their reference
-//! would give broken pictures.
+//! passthrough and a camera nobody watches as MJPEG costs no decode. Joining the camera mid-GOP,
+//! it first decodes the camera's frames since its last keyframe (`Feed::gop_before`) and shows
+//! its first picture at once; when those are not kept, and after a gap (it fell behind), it waits
+//! for the next IDR: decoding P-frames without their reference would give broken pictures. An
+//! `adaptive` node over such a camera starts one as its part, for its lower steps.
 //!
 //! ```yaml
 //! gate:        { type: camera, source: "rtsp://192.168.1.30/stream1" }
@@ -62,6 +64,7 @@ impl NodeConfig for H264DecoderConfig {
             input: None,
             decoder: None,
             wait_for_keyframe: true,
+            joining: true,
             output: out,
             camera,
             seq: 0,
@@ -89,6 +92,8 @@ struct Decoding {
     /// Made when decoding starts, dropped when it stops (its buffers with it).
     decoder: Option<Decoder>,
     wait_for_keyframe: bool,
+    /// Just subscribed: the first frame may start from the camera's frames since its keyframe.
+    joining: bool,
     output: Fanout<Frame>,
     camera: Arc<str>,
     seq: u64,
@@ -107,7 +112,7 @@ impl Decoding {
                 (Ok(frames), Ok(decoder)) => {
                     self.input = Some(ctx.add_stream(frames.into_stream()));
                     self.decoder = Some(decoder);
-                    self.wait_for_keyframe = true;
+                    (self.wait_for_keyframe, self.joining) = (true, true);
                 }
                 (Err(e), _) => {
                     tracing::error!(camera = %self.camera, "h264_decoder cannot subscribe: {e}")
@@ -124,6 +129,53 @@ impl Decoding {
             _ => {}
         }
         self.active.store(self.input.is_some(), Ordering::Relaxed);
+    }
+}
+
+/// A decoded picture: when the camera captured it, its size and its RGB pixels.
+type Picture = (std::time::SystemTime, u32, u32, Vec<u8>);
+
+impl Decoding {
+    /// Decodes `frame` unless it follows a gap (then it waits for an IDR); the picture, if the
+    /// decoder gives one now and it is `wanted` (else it is only decoded).
+    fn decode(&mut self, frame: &EncodedFrame, wanted: bool) -> Option<Picture> {
+        if self.wait_for_keyframe && !frame.keyframe {
+            return None;
+        }
+        let decoder = self.decoder.as_mut()?;
+        match decoder.decode(&frame.data) {
+            Ok(Some(yuv)) => {
+                self.wait_for_keyframe = false;
+                self.decoded.inc();
+                if !wanted {
+                    return None;
+                }
+                let (w, h) = yuv.dimensions();
+                let mut rgb = vec![0u8; w * h * 3];
+                yuv.write_rgb8(&mut rgb);
+                Some((frame.captured_at, w as u32, h as u32, rgb))
+            }
+            // Nothing to show yet (the decoder holds the picture back).
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(camera = %self.camera, seq = frame.seq, "H.264 decode failed, waiting for the next IDR: {e}");
+                self.wait_for_keyframe = true;
+                None
+            }
+        }
+    }
+
+    fn publish(&mut self, (captured_at, width, height, rgb): Picture) {
+        self.output.publish(Arc::new(Frame {
+            camera: self.camera.clone(),
+            seq: self.seq,
+            captured_at,
+            width,
+            height,
+            format: PixelFormat::Rgb24,
+            data: Bytes::from(rgb),
+        }));
+        self.seq += 1;
     }
 }
 
@@ -148,40 +200,15 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
             self.behind.inc_by(skipped);
             self.wait_for_keyframe = true;
         }
-        if self.wait_for_keyframe && !frame.keyframe {
-            return;
+        if std::mem::take(&mut self.joining) && !frame.keyframe {
+            // Mid-GOP: its references, decoded but not shown (only this frame is new).
+            for earlier in self.feed.gop_before(None, frame.seq).unwrap_or_default() {
+                self.decode(&earlier, false);
+            }
         }
-        let Some(decoder) = self.decoder.as_mut() else {
-            return;
-        };
-        let picture = match decoder.decode(&frame.data) {
-            Ok(Some(yuv)) => {
-                let (w, h) = yuv.dimensions();
-                let mut rgb = vec![0u8; w * h * 3];
-                yuv.write_rgb8(&mut rgb);
-                (w as u32, h as u32, rgb)
-            }
-            // Nothing to show yet (the decoder holds the picture back).
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(camera = %self.camera, seq = frame.seq, "H.264 decode failed, waiting for the next IDR: {e}");
-                self.wait_for_keyframe = true;
-                return;
-            }
-        };
-        self.wait_for_keyframe = false;
-        let (width, height, rgb) = picture;
-        self.decoded.inc();
-        self.output.publish(Arc::new(Frame {
-            camera: self.camera.clone(),
-            seq: self.seq,
-            captured_at: frame.captured_at,
-            width,
-            height,
-            format: PixelFormat::Rgb24,
-            data: Bytes::from(rgb),
-        }));
-        self.seq += 1;
+        if let Some(picture) = self.decode(&frame, true) {
+            self.publish(picture);
+        }
     }
 
     /// The camera's stream ended (it stopped: the graph stops this node too).
@@ -191,12 +218,28 @@ impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
     }
 }
 
+/// `n` access units (is it an IDR, its bytes) of a `width` x `height` grey picture, the first an
+/// IDR: a camera's H.264 for tests.
+#[cfg(test)]
+pub(crate) fn access_units(n: usize, width: usize, height: usize) -> Vec<(bool, Bytes)> {
+    use openh264::encoder::Encoder;
+    use openh264::formats::{RgbSliceU8, YUVBuffer};
+    let mut encoder = Encoder::new().unwrap();
+    let rgb = vec![128u8; width * height * 3];
+    let mut yuv = YUVBuffer::new(width, height);
+    yuv.read_rgb8(RgbSliceU8::new(&rgb, (width, height)));
+    (0..n)
+        .map(|_| {
+            let stream = encoder.encode(&yuv).unwrap();
+            let idr = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
+            (idr, Bytes::from(stream.to_vec()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
-
-    use openh264::encoder::Encoder;
-    use openh264::formats::{RgbSliceU8, YUVBuffer};
 
     use super::*;
     use crate::error::ServiceError;
@@ -204,8 +247,8 @@ mod tests {
     use crate::frame::Codec;
     use crate::port::{Feed, H264Variant};
 
-    /// A camera's H.264 as a feed: one stream.
-    struct Camera(Fanout<EncodedFrame>);
+    /// A camera's H.264 as a feed: one stream, and the frames since its keyframe if it keeps them.
+    struct Camera(Fanout<EncodedFrame>, Vec<Arc<EncodedFrame>>);
 
     impl Feed<H264Variant> for Camera {
         fn subscribe(
@@ -214,27 +257,66 @@ mod tests {
         ) -> Result<Subscriber<EncodedFrame>, ServiceError> {
             Ok(self.0.subscribe())
         }
+
+        fn since_keyframe(&self, _: Option<H264Variant>) -> Vec<Arc<EncodedFrame>> {
+            self.1.clone()
+        }
     }
 
-    /// `n` access units of a 64x48 picture, the first an IDR.
-    fn access_units(n: usize) -> Vec<(bool, Bytes)> {
-        let mut encoder = Encoder::new().unwrap();
-        let rgb = vec![128u8; 64 * 48 * 3];
-        let mut yuv = YUVBuffer::new(64, 48);
-        yuv.read_rgb8(RgbSliceU8::new(&rgb, (64, 48)));
-        (0..n)
-            .map(|_| {
-                let stream = encoder.encode(&yuv).unwrap();
-                let idr = matches!(stream.frame_type(), openh264::encoder::FrameType::IDR);
-                (idr, Bytes::from(stream.to_vec()))
-            })
-            .collect()
+    fn encoded(seq: u64, (keyframe, data): &(bool, Bytes)) -> Arc<EncodedFrame> {
+        Arc::new(EncodedFrame {
+            camera: "cam".into(),
+            seq,
+            captured_at: SystemTime::now(),
+            codec: Codec::H264,
+            keyframe: *keyframe,
+            width: 64,
+            height: 48,
+            data: data.clone(),
+            behind: 0,
+        })
+    }
+
+    #[actix_rt::test]
+    async fn joining_mid_gop_it_decodes_the_frames_kept_since_the_keyframe_and_shows_one_at_once() {
+        let units = access_units(5, 64, 48);
+        let camera = Fanout::<EncodedFrame>::new();
+        // The camera kept its frames 10 (an IDR) to 13; the decoder joins at 14.
+        let kept = (0..4)
+            .map(|i| encoded(10 + i, &units[i as usize]))
+            .collect();
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), kept));
+        let (cx, _metrics) = crate::testing::context("dec", "h264_decoder", Port::H264(feed));
+        let handle = H264DecoderConfig {}.build(cx).unwrap();
+        let Some(Port::Frames(out)) = handle.output.clone() else {
+            panic!("frames output")
+        };
+        let stats = || handle.stats.as_ref().unwrap()();
+        let mut viewer = out.subscribe();
+        crate::testing::wait_for("the decoder to subscribe", || {
+            camera.has_subscribers() && stats()["decoding"] == true
+        })
+        .await;
+        camera.publish(encoded(14, &units[4]));
+        let next = tokio::time::timeout(std::time::Duration::from_secs(3), viewer.next());
+        let (picture, _) = next.await.expect("a picture at once").unwrap();
+        assert_eq!((picture.width, picture.height), (64, 48));
+        assert_eq!(
+            stats()["decoded"],
+            5,
+            "the 4 kept as references, then the new one"
+        );
+        assert!(
+            viewer.latest().is_some_and(|p| Arc::ptr_eq(&p, &picture)),
+            "one shown"
+        );
+        handle.stop.fire();
     }
 
     #[actix_rt::test]
     async fn decodes_only_while_someone_wants_pictures_and_starts_at_an_idr() {
         let camera = Fanout::<EncodedFrame>::new();
-        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone()));
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), Vec::new()));
         let (cx, _metrics) = crate::testing::context("dec", "h264_decoder", Port::H264(feed));
         let handle = H264DecoderConfig {}.build(cx).unwrap();
         let Some(Port::Frames(out)) = handle.output.clone() else {
@@ -248,21 +330,9 @@ mod tests {
             camera.has_subscribers() && stats()["decoding"] == true
         })
         .await;
-        let units = access_units(4);
+        let units = access_units(4, 64, 48);
         assert!(units[0].0 && !units[1].0, "an IDR, then P-frames");
-        let publish = |i: usize, (keyframe, data): &(bool, Bytes)| {
-            camera.publish(Arc::new(EncodedFrame {
-                camera: "cam".into(),
-                seq: i as u64,
-                captured_at: SystemTime::now(),
-                codec: Codec::H264,
-                keyframe: *keyframe,
-                width: 64,
-                height: 48,
-                data: data.clone(),
-                behind: 0,
-            }))
-        };
+        let publish = |i: usize, unit: &(bool, Bytes)| camera.publish(encoded(i as u64, unit));
         // A P-frame first (joined mid-GOP): skipped, not decoded into a broken picture.
         publish(1, &units[1]);
         for (i, unit) in units.iter().enumerate() {

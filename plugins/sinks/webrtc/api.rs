@@ -4,7 +4,8 @@
 //!
 //! Both take `?bitrate=KBPS` (100..=50000) and `?scale=1|2|4` (width and height divided by it):
 //! the peer gets that variant and stays on it instead of following an `adaptive` ladder; the
-//! part not given is the encoder's own (or the ladder's top step). The variant given is in the
+//! part not given is the encoder's own (or the ladder's top step; over a camera's own H.264, the
+//! ladder's first encoded step). The variant given is in the
 //! answer (`"variant"` in the WS answer, `X-Variant` for WHEP).
 //! - WHEP (draft-ietf-wish-whep; the POST/201/Location/DELETE shape of WHIP, RFC 9725):
 //!   `POST /api/webrtc/whep/{camera}` with an `application/sdp` offer -> `201`, the answer and

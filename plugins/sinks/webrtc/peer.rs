@@ -232,8 +232,14 @@ pub struct WriterMetrics {
 pub enum WriterCommand {
     /// What the peer's RTCP said: a keyframe request or a receiver report.
     Feedback(Feedback),
-    /// Go on with another variant's packets (the peer moved on its ladder).
-    Switch(Option<H264Variant>, Subscriber<RtpFrame>),
+    /// Go on with another variant's packets (the peer moved on its ladder), after the camera's
+    /// frames since its keyframe when that variant passes them through (else empty: it waits for
+    /// the variant's next keyframe).
+    Switch(
+        Option<H264Variant>,
+        Subscriber<RtpFrame>,
+        Vec<Arc<RtpFrame>>,
+    ),
     /// The move could not be made (the encoder has no room for another variant).
     Refused,
 }
@@ -258,13 +264,51 @@ impl Ladder {
     }
 }
 
+/// The RTP time of frame `i` of `count` frames squeezed into the time of the last (`end`): one
+/// tick apart, in order, so a receiver decodes them all and shows the newest now rather than
+/// playing them out late.
+pub fn squeezed(end: u32, count: usize, i: usize) -> u32 {
+    end.wrapping_sub((count - 1 - i) as u32)
+}
+
+/// Writes a camera's frames since its keyframe (`gop`, which cannot be asked for a keyframe) at
+/// once, squeezed into the last one's time, or, if that would not come after the last frame the
+/// peer got (`after`: it moves up from a step made of the same camera frames), just after that
+/// one. Returns the time of the last one written; `None` when there is nothing to write.
+async fn write_gop(
+    track: &TrackLocalStaticRTP,
+    payload_type: u8,
+    gop: &[Arc<RtpFrame>],
+    sequence: &mut u16,
+    after: Option<u32>,
+) -> Option<u32> {
+    let end = gop.last()?.packets.first()?.header.timestamp;
+    let count = gop.len();
+    let mut first = squeezed(end, count, 0);
+    if let Some(last) = after.filter(|last| first.wrapping_sub(*last) as i32 <= 0) {
+        first = last.wrapping_add(1);
+    }
+    for (i, frame) in gop.iter().enumerate() {
+        for packet in &frame.packets {
+            let mut packet = packet.clone();
+            packet.header.payload_type = payload_type;
+            packet.header.sequence_number = *sequence;
+            packet.header.timestamp = first.wrapping_add(i as u32);
+            *sequence = sequence.wrapping_add(1);
+            let _ = track.write_rtp(packet).await;
+        }
+    }
+    Some(first.wrapping_add(count as u32 - 1))
+}
+
 /// Writes the shared packets of the peer's variant to it until the peer ends. Starts at a
 /// keyframe; after falling behind (a frame skipped) or switching variant it waits for the next
-/// keyframe and asks for one, so the others never wait for it. Sequence numbers are the peer's
-/// own: the packets it skips or the variants it switches between leave no gap for the receiver to
-/// take as loss. Behind an `adaptive` node it keeps the peer's ladder position, fed by the
-/// receiver's reports and by the frames lost before they could be sent (an overloaded encoder,
-/// this writer behind), counted in packets.
+/// keyframe and asks for one, so the others never wait for it (switching to a camera's own
+/// stream, which cannot be asked, it starts from the camera's frames since its keyframe).
+/// Sequence numbers are the peer's own: the packets it skips or the variants it switches between
+/// leave no gap for the receiver to take as loss. Behind an `adaptive` node it keeps the peer's
+/// ladder position, fed by the receiver's reports and by the frames lost before they could be
+/// sent (an overloaded encoder, this writer behind), counted in packets.
 pub async fn write_loop(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
@@ -285,23 +329,7 @@ pub async fn write_loop(
     let mut last_timestamp: Option<u32> = None;
     let mut need_keyframe = true;
     let mut asked = Instant::now();
-    // The GOP so far of a camera that cannot be asked for a keyframe: written at once, squeezed
-    // into the last frame's time (one RTP tick apart, in order) so the receiver decodes them all
-    // and shows the newest now, rather than playing them out late.
-    if let Some(last) = start.last().and_then(|f| f.packets.first()) {
-        let end = last.header.timestamp;
-        let count = start.len() as u32;
-        for (i, frame) in start.iter().enumerate() {
-            let timestamp = end.wrapping_sub(count - 1 - i as u32);
-            for packet in &frame.packets {
-                let mut packet = packet.clone();
-                packet.header.payload_type = payload_type;
-                packet.header.sequence_number = sequence;
-                packet.header.timestamp = timestamp;
-                sequence = sequence.wrapping_add(1);
-                let _ = track.write_rtp(packet).await;
-            }
-        }
+    if let Some(end) = write_gop(&track, payload_type, &start, &mut sequence, None).await {
         need_keyframe = false;
         last_timestamp = Some(end);
     }
@@ -322,11 +350,22 @@ pub async fn write_loop(
                             l.policy.refused();
                         }
                     }
-                    Some(WriterCommand::Switch(to, next)) => {
+                    Some(WriterCommand::Switch(to, next, start)) => {
                         (variant, frames) = (to, Some(next));
-                        need_keyframe = true;
-                        asked = Instant::now();
-                        feed.request_keyframe(variant);
+                        let written = write_gop(
+                            &track, payload_type, &start, &mut sequence, last_timestamp,
+                        );
+                        match written.await {
+                            Some(end) => {
+                                need_keyframe = false;
+                                last_timestamp = Some(end);
+                            }
+                            None => {
+                                need_keyframe = true;
+                                asked = Instant::now();
+                                feed.request_keyframe(variant);
+                            }
+                        }
                     }
                 }
                 continue;

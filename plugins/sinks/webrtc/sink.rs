@@ -4,9 +4,9 @@
 //! its ladder position, fed by its receiver reports (`feedback.rs`) and the frames lost upstream;
 //! when it moves, the sink switches the writer to the new step's packets. Peers that fail,
 //! disconnect, close or sit in `connecting` past the timeout are closed. Fed a camera's own H.264
-//! (which no one can ask for a keyframe), a joining peer first gets the camera's frames since its
-//! last keyframe, squeezed into the newest frame's time, instead of waiting up to a GOP for the
-//! camera's next IDR.
+//! (which no one can ask for a keyframe; behind an `adaptive` node, its top step), a peer joining
+//! it or moving to it first gets the camera's frames since its last keyframe, squeezed into the
+//! newest frame's time, instead of waiting up to a GOP for the camera's next IDR.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -171,17 +171,20 @@ impl WebRtcSink {
         Ok(&self.streams[&variant])
     }
 
-    /// For a feed that passes a camera's H.264 through (no keyframe on request): its frames since
-    /// the last keyframe up to `last_seq` (the last one packetized for the peers), packetized for a
-    /// joining peer, which then starts at once instead of waiting up to a GOP. Kept by the camera,
-    /// whose capture thread skips none; this actor may have.
-    fn since_keyframe(&mut self, last_seq: Option<u64>) -> Vec<Arc<RtpFrame>> {
-        let (true, Some(last_seq)) = (self.feed.passes_through(), last_seq) else {
+    /// For a stream that passes a camera's H.264 through (no keyframe on request): its frames
+    /// since the last keyframe up to the last one packetized for the peers of `variant`,
+    /// packetized for a peer joining it (or moving to it on a ladder), which then starts at once
+    /// instead of waiting up to a GOP. Kept by the camera, whose capture thread skips none; this
+    /// actor may have. Read on this actor's thread together with the peer's subscription to the
+    /// packets, so the peer gets every frame after them.
+    fn since_keyframe(&mut self, variant: VariantKey) -> Vec<Arc<RtpFrame>> {
+        let last_seq = self.streams.get(&variant).and_then(|s| s.last_seq);
+        let (true, Some(last_seq)) = (self.feed.passes_through(variant), last_seq) else {
             return Vec::new();
         };
         let mut packetizer = RtpPacketizer::new(self.ssrc);
         let mut out = Vec::new();
-        for frame in self.feed.since_keyframe() {
+        for frame in self.feed.since_keyframe(variant) {
             if frame.seq > last_seq {
                 break;
             }
@@ -293,13 +296,21 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
     ) {
         // Frames this actor was too busy to take (a newcomer's DTLS handshake runs on its
         // arbiter). A camera's own H.264 cannot be asked for a keyframe, so they are taken back
-        // from the camera and sent with this one: the chain stays whole for every peer.
+        // from the camera and sent with this one: the chain stays whole for every peer. The first
+        // frame of a new stream of the camera's own H.264 comes with the frames since the
+        // camera's keyframe, squeezed into its time: a peer that moved to it from another step of
+        // a ladder starts at once.
         let last_seq = self.streams.get(&variant).and_then(|s| s.last_seq);
-        let recovered = match (skipped, last_seq) {
-            (1.., Some(last)) if self.feed.passes_through() => {
-                missed(self.feed.since_keyframe(), last, frame.seq, skipped)
+        let through = self.feed.passes_through(variant);
+        let (recovered, squeeze) = match (skipped, last_seq) {
+            (1.., Some(last)) if through => (
+                missed(self.feed.since_keyframe(variant), last, frame.seq, skipped),
+                false,
+            ),
+            (_, None) if through && !frame.keyframe => {
+                (self.feed.gop_before(variant, frame.seq), true)
             }
-            _ => None,
+            _ => (None, false),
         };
         let gap = skipped > 0 && recovered.is_none();
         if gap {
@@ -313,10 +324,16 @@ impl StreamHandler<(VariantKey, (Arc<EncodedFrame>, u64))> for WebRtcSink {
             .into_iter()
             .chain([frame.clone()])
             .collect();
-        let timestamps: Vec<u32> = frames
-            .iter()
-            .map(|f| self.clock.timestamp(f.captured_at))
-            .collect();
+        let count = frames.len();
+        let timestamps: Vec<u32> = if squeeze {
+            let end = self.clock.timestamp(frame.captured_at);
+            (0..count).map(|i| peer::squeezed(end, count, i)).collect()
+        } else {
+            frames
+                .iter()
+                .map(|f| self.clock.timestamp(f.captured_at))
+                .collect()
+        };
         let Some(stream) = self.streams.get_mut(&variant) else {
             return;
         };
@@ -458,15 +475,12 @@ impl Handler<PeerStateChanged> for WebRtcSink {
                 let variant = peer.variant;
                 // Subscribed together with the frames so far since the camera's last keyframe, on
                 // this thread: the writer gets every frame after them.
-                let Some((packets, last_seq)) = self
-                    .streams
-                    .get(&variant)
-                    .map(|s| (s.packets.subscribe(), s.last_seq))
+                let Some(packets) = self.streams.get(&variant).map(|s| s.packets.subscribe())
                 else {
                     self.close_peer(&msg.session, "its stream is gone", ctx);
                     return;
                 };
-                let start = self.since_keyframe(last_seq);
+                let start = self.since_keyframe(variant);
                 // Infallible: the session was found above and nothing between removes a peer.
                 let peer = self.peers.get_mut(&msg.session).expect("looked up above");
                 let (writer, commands) = mpsc::unbounded_channel();
@@ -522,10 +536,12 @@ impl Handler<PeerStepChanged> for WebRtcSink {
                 return;
             }
         };
+        // With the camera's frames since its keyframe when `to` passes them through.
+        let start = self.since_keyframe(to);
         // Infallible: the session was found above and nothing between removes a peer.
         let peer = self.peers.get_mut(&msg.session).expect("looked up above");
         if let Some(writer) = &peer.writer {
-            let _ = writer.send(WriterCommand::Switch(to, packets));
+            let _ = writer.send(WriterCommand::Switch(to, packets, start));
         }
         peer.variant = to;
         self.counts.switches.fetch_add(1, Ordering::Relaxed);
