@@ -16,7 +16,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,41 @@ fn metric_sum(server: &Server, prefix: &str) -> f64 {
         .sum()
 }
 
+/// tests/aiortc_client.py over WHEP to `camera` in `mode` (its stdin piped for commands), and the
+/// JSON lines it prints (echoed as `aiortc LABEL`).
+fn aiortc(
+    server: &Server,
+    camera: &str,
+    mode: &[&str],
+    label: &str,
+) -> (Child, mpsc::Receiver<serde_json::Value>) {
+    let mut child = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc_client.py"))
+        .args([server.base.as_str(), camera])
+        .args(mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 with aiortc");
+    let lines = json_lines(child.stdout.take().unwrap(), format!("aiortc {label}"));
+    (child, lines)
+}
+
+/// The JSON lines a child prints (each line echoed with `label`), as they come.
+fn json_lines(stdout: ChildStdout, label: String) -> mpsc::Receiver<serde_json::Value> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{label}: {line}");
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    lines
+}
+
 #[test]
 fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_restarts() {
     let mut rtsp = RtspServer::start(0, &[]);
@@ -137,16 +172,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         .stderr(Stdio::inherit())
         .spawn()
         .expect("run node (install Node.js)");
-    let (tx, lines) = mpsc::channel();
-    let stdout = node_js.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("rtsp.mjs: {line}");
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
+    let lines = json_lines(node_js.stdout.take().unwrap(), "rtsp.mjs".into());
     // The next message but the announcement that measuring starts (for the benchmark).
     let next = |what: &str| loop {
         let msg = lines
@@ -632,23 +658,7 @@ struct Watcher {
 
 impl Watcher {
     fn start(server: &Server, camera: &str, seconds: u32) -> Watcher {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc_client.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([server.base.as_str(), camera, "watch", &seconds.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 with aiortc");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let (child, lines) = aiortc(server, camera, &["watch", &seconds.to_string()], "watching");
         Watcher { child, lines }
     }
 
@@ -740,25 +750,7 @@ struct StepsPeer {
 
 impl StepsPeer {
     fn start(server: &Server, camera: &str, name: &'static str) -> StepsPeer {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut child = Command::new("python3")
-            .arg(root.join("tests/aiortc_client.py"))
-            .args([server.base.as_str(), camera, "steps"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 with aiortc");
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("aiortc {name}: {line}");
-                if let Ok(v) = serde_json::from_str(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let (child, lines) = aiortc(server, camera, &["steps"], name);
         StepsPeer { name, child, lines }
     }
 
