@@ -1,7 +1,7 @@
 //! What every WebRTC connection camgraph makes has in common, whichever side offers: the one
 //! codec it sends (H.264 Constrained Baseline), the connection built with webrtc-rs 0.21 (media
-//! engine, default interceptors plus `feedback::PeerFeedback`, mDNS off, the node's ICE
-//! settings), the camera's local track, and the RTP packetizing of encoded frames (the payloader
+//! engine, the interceptors a send-only peer needs plus `feedback::PeerFeedback`, mDNS off, the
+//! node's ICE settings), the camera's local track, and the RTP packetizing of encoded frames (the payloader
 //! and the clock are `sinks::h264_rtp`'s, shared with `rtp_sink`). The
 //! `webrtc_sink` answers browsers' offers with it (`peer.rs`); the `whip_sink` offers to a media
 //! server with it (`plugins/sinks/whip`).
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -19,9 +20,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceServer,
-    Registry, SettingEngineBuilder,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateType, RTCIceServer, Registry, SettingEngineBuilder,
 };
 
 use super::feedback;
@@ -68,10 +68,7 @@ pub async fn build(
         },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
-        rtc::interceptor::Slot::from(feedback::SLOT),
-        feedback::PeerFeedback::default(),
-    );
+    let registry = send_only_interceptors();
     let mut settings =
         SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
     if !ice.nat_1to1_ips.is_empty() {
@@ -102,6 +99,23 @@ pub async fn build(
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+/// The interceptors of a connection that only sends: the NACK responder (retransmits what the
+/// peer lost), sender reports (the peer's lip sync and round-trip time) and `PeerFeedback`
+/// (keyframe requests and receiver reports to the writer). webrtc-rs's defaults also record
+/// what arrives (NACK generator, receiver reports, TWCC receiver): nothing arrives here but
+/// RTCP, yet every packet sent walked through them too, a share of each peer's cost (see
+/// BENCHMARKS.md, "RTSP camera"). The NACK and PLI feedback they would register is the codec's
+/// own (`h264_codec`).
+fn send_only_interceptors() -> Registry {
+    Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(
+            Slot::from(feedback::SLOT),
+            feedback::PeerFeedback::default(),
+        )
 }
 
 /// Waits until `gathered` says ICE gathering is complete, at most `GATHER_TIMEOUT` (then the
@@ -171,5 +185,106 @@ impl RtpPacketizer {
             behind: frame.behind,
             after_gap,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rtc::interceptor::{
+        Attribute, AttributedPacket, Interceptor, Packet, RTCPFeedback as StreamFeedback,
+        StreamInfo, TaggedPacket,
+    };
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+    use rtc::sansio::Protocol;
+    use rtc::shared::{TransportContext, TransportMessage};
+
+    use super::*;
+
+    fn tagged(packet: Packet) -> TaggedPacket {
+        TransportMessage {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(packet),
+        }
+    }
+
+    /// The chain without webrtc-rs's defaults still does what a sending peer relies on: the NACK
+    /// feedback of our codec is enough for the responder to keep what it sent and resend what the
+    /// peer lost, and a keyframe request reaches the application (the writer).
+    #[test]
+    fn the_send_only_chain_resends_what_a_nack_names_and_passes_keyframe_requests_on() {
+        let ssrc = 0x1234_5678;
+        let codec = h264_codec();
+        let mut chain = send_only_interceptors().build();
+        chain.bind_local_stream(&StreamInfo {
+            ssrc,
+            payload_type: H264_PAYLOAD_TYPE,
+            mime_type: codec.mime_type.clone(),
+            clock_rate: codec.clock_rate,
+            sdp_fmtp_line: codec.sdp_fmtp_line.clone(),
+            rtcp_feedback: codec
+                .rtcp_feedback
+                .iter()
+                .map(|f| StreamFeedback {
+                    typ: f.typ.clone(),
+                    parameter: f.parameter.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let mut sent = 0;
+        for seq in 100..105u16 {
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    ssrc,
+                    payload_type: H264_PAYLOAD_TYPE,
+                    sequence_number: seq,
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::from(vec![seq as u8; 10]),
+            };
+            chain.handle_write(tagged(Packet::Rtp(packet))).unwrap();
+            sent += std::iter::from_fn(|| chain.poll_write()).count();
+        }
+        assert_eq!(sent, 5, "each packet leaves the chain once");
+
+        // The peer lost 101 and 103 (one NACK pair: 101, and bit 1 for 101 + 2), and asks for a
+        // keyframe in the same compound packet.
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: ssrc,
+            nacks: vec![NackPair {
+                packet_id: 101,
+                lost_packets: 0b10,
+            }],
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: ssrc,
+        };
+        chain
+            .handle_read(tagged(Packet::Rtcp(vec![Box::new(nack), Box::new(pli)])))
+            .unwrap();
+        let delivered: Vec<TaggedPacket> = std::iter::from_fn(|| chain.poll_read()).collect();
+        let resent: Vec<(u16, Vec<u8>)> = std::iter::from_fn(|| chain.poll_write())
+            .filter_map(|m| match m.message.packet {
+                Packet::Rtp(p) => Some((p.header.sequence_number, p.payload.to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resent, vec![(101, vec![101; 10]), (103, vec![103; 10])]);
+
+        // Only the keyframe request reaches the application; the NACK was the chain's business.
+        assert_eq!(delivered.len(), 1);
+        assert!(delivered[0].message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(rtcp) = &delivered[0].message.packet else {
+            panic!("RTCP expected, got {:?}", delivered[0].message.packet);
+        };
+        assert_eq!(rtcp.len(), 1);
+        assert!(rtcp[0].as_any().is::<PictureLossIndication>());
     }
 }

@@ -21,7 +21,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use crate::plugins::sinks::h264_rtp::is_keyframe_request;
 
-/// The interceptor's place in the chain: after every default one (they read RTCP first).
+/// The interceptor's place in the chain: after the others (they read RTCP first).
 pub const SLOT: usize = 14_000;
 /// Closest two keyframe requests of one peer are passed on.
 const MIN_GAP: Duration = Duration::from_millis(300);
