@@ -388,7 +388,11 @@ pub(crate) fn fanout(
         Some(path) if floor => format!("{} @ 30 fps, held in memory", path.display()),
         Some(path) => format!("{} @ 30 fps passed through (no encode)", path.display()),
     };
-    let sink = if floor { "its viewers" } else { "the MJPEG sink" };
+    let sink = if floor {
+        "its viewers"
+    } else {
+        "the MJPEG sink"
+    };
     println!(
         "  {camera} -> {sink}; viewers are threads of this process on the same machine \
          ({warmup} s warm-up, {seconds} s measured per round)"
