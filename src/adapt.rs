@@ -70,6 +70,11 @@ impl<V: Copy + 'static> FeedReader<V> {
         Some((frame, skipped))
     }
 
+    /// Whether the feed's policy moves this reader between variants.
+    pub fn adapts(&self) -> bool {
+        self.policy.is_some()
+    }
+
     /// The newest frame of the current variant, without waiting.
     pub fn latest(&self) -> Option<Arc<EncodedFrame>> {
         self.frames.latest()

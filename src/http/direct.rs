@@ -45,24 +45,34 @@ impl DirectWriter {
     /// Sends `parts` (at most 6, not all empty) as one chunk of the body: one vectored write,
     /// more only when the socket takes part of it. Fails when the client has gone; when the
     /// client takes nothing for the timeout, its connection is reset and this fails too.
-    pub async fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len == 0 || parts.len() > MAX_PARTS {
-            // An empty chunk would end the body (it is the terminator's form).
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a chunk of 1 to 6 non-empty parts",
-            ));
-        }
+    pub async fn send(&self, parts: &[&[u8]]) -> io::Result<()> {
+        self.send_from(parts, 0).await
+    }
+
+    /// One write of the chunk of `parts` without waiting: `None` when the socket took all of it,
+    /// else how many of its bytes it took (0 when it is full), for `send_from` to finish. A
+    /// thread other than the writer's may call it.
+    pub fn try_send(&self, parts: &[&[u8]]) -> io::Result<Option<usize>> {
         let mut size_line = [0u8; 18];
-        let size_line = chunk_size_line(len, &mut size_line);
-        let mut pieces: [&[u8]; MAX_PARTS + 2] = [&[]; MAX_PARTS + 2];
-        pieces[0] = size_line;
-        pieces[1..=parts.len()].copy_from_slice(parts);
-        pieces[parts.len() + 1] = b"\r\n";
+        let (pieces, total) = chunk(parts, &mut size_line)?;
+        let mut slices = [IoSlice::new(&[]); MAX_PARTS + 2];
+        let n = remaining(&pieces[..parts.len() + 2], 0, &mut slices);
+        match self.socket.get_ref().send_vectored(&slices[..n]) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(sent) if sent == total => Ok(None),
+            Ok(sent) => Ok(Some(sent)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends what is left of the chunk of `parts` after its first `written` bytes, waiting for
+    /// room as `send` does.
+    pub async fn send_from(&self, parts: &[&[u8]], written: usize) -> io::Result<()> {
+        let mut size_line = [0u8; 18];
+        let (pieces, total) = chunk(parts, &mut size_line)?;
         let pieces = &pieces[..parts.len() + 2];
-        let total = size_line.len() + len + 2;
-        let mut written = 0;
+        let mut written = written;
         while written < total {
             let ready = tokio::time::timeout(self.timeout, self.socket.writable()).await;
             let mut guard = match ready {
@@ -90,6 +100,27 @@ impl DirectWriter {
         }
         Ok(())
     }
+}
+
+/// The pieces of the chunk of `parts` (size line, parts, CRLF) and its length in bytes.
+fn chunk<'a>(
+    parts: &[&'a [u8]],
+    size_line: &'a mut [u8; 18],
+) -> io::Result<([&'a [u8]; MAX_PARTS + 2], usize)> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len == 0 || parts.len() > MAX_PARTS {
+        // An empty chunk would end the body (it is the terminator's form).
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a chunk of 1 to 6 non-empty parts",
+        ));
+    }
+    let size_line = chunk_size_line(len, size_line);
+    let mut pieces: [&[u8]; MAX_PARTS + 2] = [&[]; MAX_PARTS + 2];
+    pieces[0] = size_line;
+    pieces[1..=parts.len()].copy_from_slice(parts);
+    pieces[parts.len() + 1] = b"\r\n";
+    Ok((pieces, size_line.len() + len + 2))
 }
 
 /// `len` in hex and CRLF, the head of a chunk.

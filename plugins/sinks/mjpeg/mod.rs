@@ -9,6 +9,7 @@
 //! ```
 
 pub mod api;
+mod pass;
 mod viewer;
 mod ws;
 

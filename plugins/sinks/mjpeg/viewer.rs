@@ -179,9 +179,29 @@ impl ViewerFrames {
     pub(super) fn metrics(&self) -> ViewerMetrics {
         self.metrics.clone()
     }
+
+    /// The feed, when this viewer takes every frame of its default stream as it is (no fps,
+    /// size or quality of its own, no ladder to move along): then any such viewer of the feed
+    /// gets the same parts, and one pass can write them all (`pass`).
+    pub(super) fn shared_stream(&self) -> Option<Arc<JpegFeed>> {
+        let own = self.limiter.is_some() || self.variant.is_some() || self.resolve.is_some();
+        (!own && !self.frames.adapts())
+            .then(|| self.feed.upgrade())
+            .flatten()
+    }
 }
 
 impl ViewerMetrics {
+    /// `frame` went to the viewer: as `sent` if `fresh`, else (the keepalive's repeat of the
+    /// last frame) only its bytes.
+    pub fn count(&self, frame: &EncodedFrame, fresh: bool) {
+        if fresh {
+            self.sent(frame);
+        } else {
+            self.bytes.inc_by(frame.data.len() as u64);
+        }
+    }
+
     /// `frame` went to the viewer: counted as sent, with its latency since capture.
     pub fn sent(&self, frame: &EncodedFrame) {
         self.sent.inc();
@@ -210,7 +230,8 @@ struct Parts {
 
 /// One part's pieces, in order: headers or the start of the JPEG, the JPEG (shared, never
 /// copied), the end. At most 4.
-struct Part {
+#[derive(Clone)]
+pub(super) struct Part {
     pieces: [Bytes; 4],
     len: usize,
 }
@@ -228,13 +249,22 @@ impl Part {
     fn pieces(&self) -> &[Bytes] {
         &self.pieces[..self.len]
     }
+
+    /// The pieces as slices, for a `DirectWriter`.
+    pub(super) fn slices(&self) -> ([&[u8]; 4], usize) {
+        let mut slices: [&[u8]; 4] = [&[]; 4];
+        for (slice, piece) in slices.iter_mut().zip(self.pieces()) {
+            *slice = piece;
+        }
+        (slices, self.len)
+    }
 }
 
 /// Room for one part's headers or timestamp segment (about 110 bytes).
-const HEAD_ROOM: usize = 256;
+pub(super) const HEAD_ROOM: usize = 256;
 
 /// How long a viewer may go without a part before the last one is sent again.
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Parts {
     fn new(frames: ViewerFrames, first: Option<Arc<EncodedFrame>>, form: mjpeg::Form) -> Parts {
@@ -278,27 +308,29 @@ impl Parts {
 
     /// `frame`'s part in this stream's form.
     fn part(&mut self, frame: &Arc<EncodedFrame>) -> Part {
-        let data = &frame.data;
-        let at = frame.captured_at;
-        let end = |form| match form {
-            mjpeg::Form::Classic => Bytes::from_static(mjpeg::PART_END),
-            mjpeg::Form::Advance => Bytes::from_static(mjpeg::ADVANCE_END),
-        };
-        match self.form {
-            mjpeg::Form::Classic => {
-                let head = from_scratch(&mut self.scratch, |b| {
-                    mjpeg::write_part_header(b, data.len(), at)
-                });
-                Part::of(&[head, data.clone(), end(self.form)])
-            }
-            // The headers went out after the previous JPEG; the capture time goes inside this one.
-            mjpeg::Form::Advance if data.starts_with(&[0xFF, 0xD8]) => {
-                let stamp =
-                    from_scratch(&mut self.scratch, |b| mjpeg::write_timestamp_segment(b, at));
-                Part::of(&[data.slice(..2), stamp, data.slice(2..), end(self.form)])
-            }
-            mjpeg::Form::Advance => Part::of(&[data.clone(), end(self.form)]),
+        part_of(self.form, frame, &mut self.scratch)
+    }
+}
+
+/// `frame`'s part in `form`, its headers written in `scratch`.
+pub(super) fn part_of(form: mjpeg::Form, frame: &EncodedFrame, scratch: &mut BytesMut) -> Part {
+    let data = &frame.data;
+    let at = frame.captured_at;
+    let end = |form| match form {
+        mjpeg::Form::Classic => Bytes::from_static(mjpeg::PART_END),
+        mjpeg::Form::Advance => Bytes::from_static(mjpeg::ADVANCE_END),
+    };
+    match form {
+        mjpeg::Form::Classic => {
+            let head = from_scratch(scratch, |b| mjpeg::write_part_header(b, data.len(), at));
+            Part::of(&[head, data.clone(), end(form)])
         }
+        // The headers went out after the previous JPEG; the capture time goes inside this one.
+        mjpeg::Form::Advance if data.starts_with(&[0xFF, 0xD8]) => {
+            let stamp = from_scratch(scratch, |b| mjpeg::write_timestamp_segment(b, at));
+            Part::of(&[data.slice(..2), stamp, data.slice(2..), end(form)])
+        }
+        mjpeg::Form::Advance => Part::of(&[data.clone(), end(form)]),
     }
 }
 
@@ -330,12 +362,13 @@ pub(super) fn mjpeg_body(
 }
 
 /// The same stream written by a `DirectWriter`: each part in one vectored write from the shared
-/// JPEG bytes. Ends when the stream does or the client goes.
+/// JPEG bytes; after the first, by the feed's pass (`pass`) when the viewer takes the feed's
+/// default stream as it is. Ends when the stream does or the client goes.
 pub(super) async fn write_mjpeg(
     frames: ViewerFrames,
     first: Option<Arc<EncodedFrame>>,
     form: mjpeg::Form,
-    mut writer: DirectWriter,
+    writer: DirectWriter,
 ) {
     let mut parts = Parts::new(frames, first, form);
     if let Some(preamble) = parts.preamble() {
@@ -343,13 +376,21 @@ pub(super) async fn write_mjpeg(
             return;
         }
     }
+    // The first part is this viewer's own (the newest frame at once), then it joins the pass
+    // that writes the feed's frames to every viewer like it.
+    let mut joined = false;
     while let Some(part) = parts.next().await {
-        let mut slices: [&[u8]; 4] = [&[]; 4];
-        for (slice, piece) in slices.iter_mut().zip(part.pieces()) {
-            *slice = piece;
-        }
-        if writer.send(&slices[..part.len]).await.is_err() {
+        let (slices, n) = part.slices();
+        if writer.send(&slices[..n]).await.is_err() {
             return;
+        }
+        if !joined {
+            joined = true;
+            if let Some(feed) = parts.frames.shared_stream() {
+                let metrics = parts.frames.metrics();
+                // `parts` stays: it counts the viewer while it watches.
+                return super::pass::follow(feed, form, writer, metrics, parts).await;
+            }
         }
     }
 }
