@@ -656,3 +656,99 @@ fn a_viewer_that_leaves_a_stopped_camera_is_noticed() {
         (viewers(&server) == 0.0).then_some(())
     });
 }
+
+/// Reads at most `rate` bytes a second from `inner`, in reads of at most 16 KiB: a viewer slower
+/// than the camera.
+struct Slow<R> {
+    inner: R,
+    rate: f64,
+    start: Instant,
+    read: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Slow<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let due = self.start + Duration::from_secs_f64(self.read as f64 / self.rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        let len = buf.len().min(16 * 1024);
+        let n = self.inner.read(&mut buf[..len])?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+/// A viewer that reads slower than the camera sends (300 KB/s of a 1280x720 30 fps stream) fills
+/// its socket: the server hands it the rest of each part its socket could not take and skips
+/// frames for it meanwhile (counted as dropped behind). Every part it gets is whole and newer
+/// than the last, and a viewer beside it keeps the camera's rate.
+#[test]
+fn a_viewer_slower_than_the_camera_gets_whole_parts_while_another_keeps_the_rate() {
+    let server = Server::start(&format!(
+        "nodes:\n{}",
+        test_camera_yaml("front", 1280, 720, 30)
+    ));
+    let url = server.url("/api/camera/stream/front");
+    let slow = thread::spawn(move || {
+        let response = client::get(&url).expect("GET stream");
+        let body = Slow {
+            inner: response.into_body(),
+            rate: 300_000.0,
+            start: Instant::now(),
+            read: 0,
+        };
+        let mut parts = camgraph::mjpeg::PartReader::new(
+            std::io::BufReader::with_capacity(16 * 1024, body),
+            camgraph::mjpeg::BOUNDARY,
+        );
+        let until = Instant::now() + Duration::from_secs(6);
+        let mut stamps = Vec::new();
+        while Instant::now() < until {
+            let part = parts
+                .next_part()
+                .expect("a whole part")
+                .expect("more parts");
+            assert!(part.data.starts_with(&[0xFF, 0xD8]), "starts as a JPEG");
+            assert!(part.data.ends_with(&[0xFF, 0xD9]), "ends as a JPEG");
+            let (_, w, h) = decode(&part.data);
+            assert_eq!((w, h), (1280, 720));
+            stamps.push(part.timestamp.expect("X-Timestamp"));
+        }
+        stamps
+    });
+    let mut normal = server.mjpeg("/api/camera/stream/front");
+    let start = Instant::now();
+    let mut normal_parts = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        normal
+            .next_part()
+            .expect("read part")
+            .expect("stream goes on");
+        normal_parts += 1;
+    }
+    let fps = normal_parts as f64 / start.elapsed().as_secs_f64();
+    let stamps = slow.join().expect("the slow viewer's parts were whole");
+    assert!(fps >= 25.0, "the normal viewer got {fps:.1} fps");
+    assert!(
+        stamps.len() >= 5,
+        "the slow viewer got {} parts",
+        stamps.len()
+    );
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "the slow viewer's parts go forward"
+    );
+    // It could not take every frame: it skipped some, and the server counted them.
+    assert!(
+        stamps.len() < 6 * 30 / 2,
+        "the slow viewer got {} parts in 6 s",
+        stamps.len()
+    );
+    let behind = server
+        .metric(
+            "camgraph_frames_dropped_total{camera=\"front\",node=\"front_mjpeg\",reason=\"behind\"",
+        )
+        .unwrap_or(0.0);
+    assert!(behind > 0.0, "no frame counted as dropped behind");
+}
