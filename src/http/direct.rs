@@ -54,9 +54,9 @@ impl DirectWriter {
     /// thread other than the writer's may call it.
     pub fn try_send(&self, parts: &[&[u8]]) -> io::Result<Option<usize>> {
         let mut size_line = [0u8; 18];
-        let (pieces, total) = chunk(parts, &mut size_line)?;
+        let (pieces, count, total) = chunk(parts, &mut size_line)?;
         let mut slices = [IoSlice::new(&[]); MAX_PARTS + 2];
-        let n = remaining(&pieces[..parts.len() + 2], 0, &mut slices);
+        let n = remaining(&pieces[..count], 0, &mut slices);
         match self.socket.get_ref().send_vectored(&slices[..n]) {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(sent) if sent == total => Ok(None),
@@ -68,11 +68,10 @@ impl DirectWriter {
 
     /// Sends what is left of the chunk of `parts` after its first `written` bytes, waiting for
     /// room as `send` does.
-    pub async fn send_from(&self, parts: &[&[u8]], written: usize) -> io::Result<()> {
+    pub async fn send_from(&self, parts: &[&[u8]], mut written: usize) -> io::Result<()> {
         let mut size_line = [0u8; 18];
-        let (pieces, total) = chunk(parts, &mut size_line)?;
-        let pieces = &pieces[..parts.len() + 2];
-        let mut written = written;
+        let (pieces, count, total) = chunk(parts, &mut size_line)?;
+        let pieces = &pieces[..count];
         while written < total {
             let ready = tokio::time::timeout(self.timeout, self.socket.writable()).await;
             let mut guard = match ready {
@@ -102,11 +101,10 @@ impl DirectWriter {
     }
 }
 
-/// The pieces of the chunk of `parts` (size line, parts, CRLF) and its length in bytes.
-fn chunk<'a>(
-    parts: &[&'a [u8]],
-    size_line: &'a mut [u8; 18],
-) -> io::Result<([&'a [u8]; MAX_PARTS + 2], usize)> {
+/// The pieces of the chunk of `parts` (size line, parts, CRLF), how many, and its length in bytes.
+type Chunk<'a> = ([&'a [u8]; MAX_PARTS + 2], usize, usize);
+
+fn chunk<'a>(parts: &[&'a [u8]], size_line: &'a mut [u8; 18]) -> io::Result<Chunk<'a>> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len == 0 || parts.len() > MAX_PARTS {
         // An empty chunk would end the body (it is the terminator's form).
@@ -120,7 +118,7 @@ fn chunk<'a>(
     pieces[0] = size_line;
     pieces[1..=parts.len()].copy_from_slice(parts);
     pieces[parts.len() + 1] = b"\r\n";
-    Ok((pieces, size_line.len() + len + 2))
+    Ok((pieces, parts.len() + 2, size_line.len() + len + 2))
 }
 
 /// `len` in hex and CRLF, the head of a chunk.
