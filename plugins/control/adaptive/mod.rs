@@ -32,9 +32,9 @@
 //!
 //! Why parts inside the node rather than an `h264_decoder` and an `h264_encoder` in the YAML: a
 //! node has one input, and the ladder needs both the camera's stream and the encoder's; the parts
-//! are the same node types, so there is still one decoder and one encoder in the code. The cost:
-//! a camera with MJPEG viewers (through its own `h264_decoder`) and peers on a lower step at the
-//! same time decodes twice.
+//! are the same node types, so there is still one decoder and one encoder in the code, and the
+//! decoder part shares the camera's decoding with its `h264_decoder` node (one decode for MJPEG
+//! viewers and peers on a lower step at the same time).
 
 mod ladder;
 #[cfg(feature = "webrtc")]

@@ -6,7 +6,10 @@
 //! it first decodes the camera's frames since its last keyframe (`Feed::gop_before`) and shows
 //! its first picture at once; when those are not kept, and after a gap (it fell behind), it waits
 //! for the next IDR: decoding P-frames without their reference would give broken pictures. An
-//! `adaptive` node over such a camera starts one as its part, for its lower steps.
+//! `adaptive` node over such a camera starts one as its part, for its lower steps; every
+//! `h264_decoder` of one camera stream shares one decoding (`SHARED`), so the camera's MJPEG
+//! viewers and that ladder cost one decode. Each node counts the pictures decoded while it uses
+//! it as its own (`camgraph_frames_decoded_total`).
 //!
 //! ```yaml
 //! gate:        { type: camera, source: "rtsp://192.168.1.30/stream1" }
@@ -16,9 +19,12 @@
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use actix::{Actor, AsyncContext, Context, SpawnHandle, StreamHandler};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    SpawnHandle, StreamHandler,
+};
 use bytes::Bytes;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
@@ -32,7 +38,7 @@ use crate::frame::{EncodedFrame, Frame, PixelFormat};
 use crate::metrics::DropReason;
 use crate::node::{BuildContext, FieldIssue, NodeConfig, NodeHandle};
 use crate::port::{H264Feed, Port, PortKind, Ports};
-use crate::stop::{start_on_own_thread, stop_on, StopToken, Stopper};
+use crate::stop::{start_on_own_thread, StopToken, Stopper};
 
 /// Settings of an `h264_decoder` node: none besides `inputs`.
 #[derive(Clone, Debug, Deserialize)]
@@ -52,27 +58,14 @@ impl NodeConfig for H264DecoderConfig {
 
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let feed = cx.h264_input()?;
-        let output = Fanout::new();
-        let decoded = cx.metrics.frames_decoded();
-        let behind = cx.metrics.frames_dropped(DropReason::Behind);
-        let decoding = Arc::new(AtomicBool::new(false));
         let stop = Stopper::new();
-        let (token, camera, out) = (stop.token(), cx.camera.clone(), output.clone());
-        let (count, active) = (decoded.clone(), decoding.clone());
-        start_on_own_thread(move |_| Decoding {
-            feed,
-            input: None,
-            decoder: None,
-            wait_for_keyframe: true,
-            joining: true,
-            output: out,
-            camera,
-            seq: 0,
-            decoded: count,
-            behind,
-            active,
-            stop: token,
-        });
+        let user = User {
+            token: stop.token(),
+            decoded: cx.metrics.frames_decoded(),
+            behind: cx.metrics.frames_dropped(DropReason::Behind),
+        };
+        let decoded = user.decoded.clone();
+        let (output, decoding) = join(feed, cx.camera.clone(), user);
         Ok(NodeHandle {
             output: Some(Port::Frames(output)),
             services: Default::default(),
@@ -82,6 +75,79 @@ impl NodeConfig for H264DecoderConfig {
             stop,
         })
     }
+}
+
+/// The decodings running, one per camera stream: every `h264_decoder` node over the same camera
+/// (its `NAME_decode` and an `adaptive` node's part) shares it, so two of them wanting pictures
+/// at the same time cost one decode. It runs while one of its nodes does (each node counts the
+/// pictures as its own) and stops with the last.
+static SHARED: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
+
+struct Shared {
+    feed: Weak<H264Feed>,
+    output: Fanout<Frame>,
+    decoding: Arc<AtomicBool>,
+    users: Arc<Mutex<Vec<User>>>,
+    actor: Addr<Decoding>,
+}
+
+/// A node using a decoding: its stop and its counters.
+#[derive(Clone)]
+struct User {
+    token: StopToken,
+    decoded: IntCounter,
+    behind: IntCounter,
+}
+
+/// A new user's stop, for the decoding to watch.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Watch(StopToken);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The output (and whether it decodes now) of the decoding of `feed`, with `user` one of its
+/// users; started if there is none.
+fn join(feed: Arc<H264Feed>, camera: Arc<str>, user: User) -> (Fanout<Frame>, Arc<AtomicBool>) {
+    let mut all = lock(&SHARED);
+    all.retain(|s| s.feed.strong_count() > 0 && s.actor.connected());
+    let same = |s: &&Shared| s.feed.upgrade().is_some_and(|f| Arc::ptr_eq(&f, &feed));
+    if let Some(shared) = all.iter().find(same) {
+        lock(&shared.users).push(user.clone());
+        shared.actor.do_send(Watch(user.token));
+        return (shared.output.clone(), shared.decoding.clone());
+    }
+    let output = Fanout::new();
+    let decoding = Arc::new(AtomicBool::new(false));
+    let users = Arc::new(Mutex::new(vec![user]));
+    let (out, active, its_users, its_feed) = (
+        output.clone(),
+        decoding.clone(),
+        users.clone(),
+        feed.clone(),
+    );
+    let actor = start_on_own_thread(move |_| Decoding {
+        feed: its_feed,
+        input: None,
+        decoder: None,
+        wait_for_keyframe: true,
+        joining: true,
+        output: out,
+        camera,
+        seq: 0,
+        users: its_users,
+        active,
+    });
+    all.push(Shared {
+        feed: Arc::downgrade(&feed),
+        output: output.clone(),
+        decoding: decoding.clone(),
+        users,
+        actor,
+    });
+    (output, decoding)
 }
 
 /// The decoding actor, on its own thread.
@@ -97,11 +163,10 @@ struct Decoding {
     output: Fanout<Frame>,
     camera: Arc<str>,
     seq: u64,
-    decoded: IntCounter,
-    behind: IntCounter,
+    /// The nodes using it (`SHARED`).
+    users: Arc<Mutex<Vec<User>>>,
     /// Whether it decodes now, for `/api/graph`.
     active: Arc<AtomicBool>,
-    stop: StopToken,
 }
 
 impl Decoding {
@@ -146,7 +211,9 @@ impl Decoding {
         match decoder.decode(&frame.data) {
             Ok(Some(yuv)) => {
                 self.wait_for_keyframe = false;
-                self.decoded.inc();
+                for user in lock(&self.users).iter() {
+                    user.decoded.inc();
+                }
                 if !wanted {
                     return None;
                 }
@@ -183,7 +250,10 @@ impl Actor for Decoding {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        stop_on(&self.stop, ctx);
+        let tokens: Vec<StopToken> = lock(&self.users).iter().map(|u| u.token.clone()).collect();
+        for token in tokens {
+            self.watch(token, ctx);
+        }
         watch_demand(self.output.demand(), ctx, |act, consumers, ctx| {
             act.follow(consumers > 0, ctx)
         });
@@ -194,10 +264,37 @@ impl Actor for Decoding {
     }
 }
 
+impl Decoding {
+    /// Lets go of a user when its stop fires; stops with the last (taken off `SHARED` first, so
+    /// that no node joins a decoding that is ending).
+    fn watch(&mut self, token: StopToken, ctx: &mut Context<Self>) {
+        let fired = actix::fut::wrap_future::<_, Self>(token.fired());
+        ctx.spawn(fired.map(|(), act, ctx: &mut Context<Self>| {
+            let mut all = lock(&SHARED);
+            let mut users = lock(&act.users);
+            users.retain(|u| !u.token.is_fired());
+            if users.is_empty() {
+                all.retain(|s| !Arc::ptr_eq(&s.users, &act.users));
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Handler<Watch> for Decoding {
+    type Result = ();
+
+    fn handle(&mut self, Watch(token): Watch, ctx: &mut Self::Context) {
+        self.watch(token, ctx);
+    }
+}
+
 impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
     fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
         if skipped > 0 {
-            self.behind.inc_by(skipped);
+            for user in lock(&self.users).iter() {
+                user.behind.inc_by(skipped);
+            }
             self.wait_for_keyframe = true;
         }
         if std::mem::take(&mut self.joining) && !frame.keyframe {
@@ -311,6 +408,50 @@ mod tests {
             "one shown"
         );
         handle.stop.fire();
+    }
+
+    #[actix_rt::test]
+    async fn two_decoders_of_one_camera_share_one_decode_until_the_last_stops() {
+        let camera = Fanout::<EncodedFrame>::new();
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), Vec::new()));
+        let build = |id: &str| {
+            let (cx, metrics) =
+                crate::testing::context(id, "h264_decoder", Port::H264(feed.clone()));
+            (H264DecoderConfig {}.build(cx).unwrap(), metrics)
+        };
+        let ((first, _m1), (second, _m2)) = (build("cam_decode"), build("cam_adaptive"));
+        let frames = |h: &NodeHandle| match h.output.clone() {
+            Some(Port::Frames(out)) => out.subscribe(),
+            _ => panic!("frames output"),
+        };
+        let (mut a, mut b) = (frames(&first), frames(&second));
+        let decoded = |h: &NodeHandle| h.stats.as_ref().unwrap()()["decoded"].clone();
+        crate::testing::wait_for("the decoding to subscribe", || camera.has_subscribers()).await;
+        assert_eq!(
+            camera.subscriber_count(),
+            1,
+            "one subscription to the camera"
+        );
+        let units = access_units(3, 64, 48);
+        for (i, unit) in units.iter().enumerate() {
+            camera.publish(encoded(i as u64, unit));
+            let (pa, _) = a.next().await.unwrap();
+            let (pb, _) = b.next().await.unwrap();
+            assert!(Arc::ptr_eq(&pa, &pb), "picture {i}: one decode for both");
+        }
+        assert_eq!((decoded(&first), decoded(&second)), (json!(3), json!(3)));
+
+        // One node stops: the other's pictures go on.
+        first.stop.fire();
+        first.stop.stopped().await;
+        camera.publish(encoded(3, &access_units(1, 64, 48)[0]));
+        let next = tokio::time::timeout(std::time::Duration::from_secs(3), b.next());
+        assert!(next.await.expect("still decoding").is_some());
+
+        // The last one stops: the decoding lets go of the camera.
+        drop((a, b));
+        second.stop.fire();
+        crate::testing::wait_for("the decoding to stop", || !camera.has_subscribers()).await;
     }
 
     #[actix_rt::test]
