@@ -4,6 +4,7 @@
 //! a few of where they started, its RSS within 32 MiB, and it logs no panic. And
 //! `camgraph-bench crowd`: normal viewers beside slow and stuck ones keep the camera's rate while
 //! the server cuts the others off. The full-size runs and their figures are in RELIABILITY.md.
+//! The floor benches (`fanout --floor`, `rtp-floor`) are kept measurable here too.
 
 use std::process::Command;
 
@@ -154,4 +155,54 @@ fn the_fanout_bench_measures_camgraph_and_the_bare_floor_server() {
         };
         assert!(stdout.contains(expected), "{stdout}");
     }
+}
+
+/// `camgraph-bench rtp-floor` measures the least that sending to N WebRTC peers costs (SRTP and a
+/// UDP send per packet per peer, or one GSO send per peer per frame): every packet it protects
+/// reaches its peer's socket in both forms, at the stream's rate, and a size no datagram can have
+/// is refused by name. The figures are a benchmark's (BENCHMARKS.md, "Per-peer cost").
+#[cfg(feature = "webrtc")]
+#[test]
+fn the_rtp_floor_bench_delivers_every_protected_packet_and_refuses_an_impossible_size() {
+    for gso in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_camgraph-bench"));
+        command.args(["rtp-floor", "--peers", "1,3", "--seconds", "1"]);
+        if gso {
+            command.arg("--gso");
+        }
+        let out = command.output().expect("run camgraph-bench");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "gso {gso}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rounds: Vec<serde_json::Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(rounds.len(), 2, "one line per peer count:\n{stdout}");
+        for (round, peers) in rounds.iter().zip([1u64, 3]) {
+            assert_eq!(round["peers"], peers, "{stdout}");
+            let sent = round["sent"].as_u64().unwrap();
+            // 252 packets/s to each peer for the 1 s window; a loaded machine may fall behind.
+            assert!(sent >= peers * 252 / 2, "gso {gso}: sent {sent}:\n{stdout}");
+            assert_eq!(
+                round["received"], sent,
+                "gso {gso}: a packet was lost:\n{stdout}"
+            );
+            assert!(round["cpu_percent"].as_f64().unwrap() > 0.0, "{stdout}");
+        }
+        assert!(stdout.contains("floor per extra peer: "), "{stdout}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_camgraph-bench"))
+        .args(["rtp-floor", "--packet-bytes", "9000", "--seconds", "1"])
+        .output()
+        .expect("run camgraph-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--packet-bytes 9000 is outside 12..=1400"),
+        "{stderr}"
+    );
 }

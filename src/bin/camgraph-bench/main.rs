@@ -15,9 +15,11 @@
 //! normal ones still get and the server's memory meanwhile.
 //! `janus` feeds Janus with an `rtp_sink` and measures camgraph's and Janus's CPU with 0, 1, 10...
 //! aiortc viewers watching through Janus.
+//! `rtp-floor` is the least that sending one stream to N WebRTC peers can cost: SRTP and one UDP
+//! send per packet per peer, from one thread, nothing else.
 //! One module per bench; `common` and `server` hold what several share.
 //! `cargo build --release --bins`, then run
-//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak|crowd|janus>`.
+//! `target/release/camgraph-bench <jpeg|fanout|ladder|idle|first-frame|soak|crowd|janus|rtp-floor>`.
 
 mod common;
 mod crowd;
@@ -33,6 +35,8 @@ mod ladder;
 #[cfg(feature = "webrtc")]
 #[path = "../../../tests/common/media_server.rs"]
 mod media_server;
+#[cfg(feature = "webrtc")]
+mod rtp_floor;
 mod server;
 mod soak;
 
@@ -192,6 +196,31 @@ enum Bench {
         #[arg(long)]
         server: Option<PathBuf>,
     },
+    /// The floor under camgraph's per-peer WebRTC cost: one thread sends a 30 fps stream's RTP
+    /// packets to N peers on 127.0.0.1 with SRTP (each peer its own key) and one UDP send per
+    /// packet per peer, nothing else; its CPU (% of one core) per round and per extra peer.
+    #[cfg(feature = "webrtc")]
+    RtpFloor {
+        /// Peer counts to measure, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        peers: Vec<usize>,
+        /// Length of the measured window of each round, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// RTP packets per second to each peer (default: what the RTSP bench's 1280x720 30 fps
+        /// camera sends).
+        #[arg(long, default_value_t = 252)]
+        packets_per_second: u32,
+        /// Bytes of each RTP packet before SRTP (a full H.264 fragment of webrtc-rs's packetizer).
+        #[arg(long, default_value_t = 1200)]
+        packet_bytes: usize,
+        /// AEAD_AES_128_GCM instead of AES_CM_128_HMAC_SHA1_80 (Chromium's pick).
+        #[arg(long)]
+        gcm: bool,
+        /// One UDP GSO send per peer per frame instead of one send per packet.
+        #[arg(long)]
+        gso: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -253,6 +282,24 @@ fn main() -> ExitCode {
             warmup,
             server,
         } => janus::janus(&viewers, seconds.max(1), warmup, server),
+        #[cfg(feature = "webrtc")]
+        Bench::RtpFloor {
+            peers,
+            seconds,
+            packets_per_second,
+            packet_bytes,
+            gcm,
+            gso,
+        } => rtp_floor::rtp_floor(
+            &peers,
+            seconds.max(1),
+            &rtp_floor::Stream {
+                packets_per_second,
+                packet_bytes,
+                gcm,
+                gso,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
