@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every camgraph test: unit tests, config golden files, HTTP end to end (ffprobe as a second
-# client, GStreamer's RTSP server as a camera), the browser test (Chromium via playwright-core),
+# client, GStreamer's RTSP server as a camera), the browser tests (Chromium via playwright-core, Firefox via puppeteer-core),
 # then rustfmt and clippy.
 # Installs what is missing first (Debian/Ubuntu: apt packages; npm packages for the browser test).
 # Tests run in a loopback-only network namespace when that is possible (as root), so nothing they
@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 packages=(build-essential pkg-config cmake nasm libclang-dev ffmpeg chromium prometheus janus nodejs npm iproute2
   # tests/rtsp.rs: GStreamer's RTSP server (tests/rtsp_server.py) with x264
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-ugly)
+  gstreamer1.0-plugins-ugly
+  # tests/webrtc.rs: the WebRTC page in a second engine (tests/browser/firefox.mjs, puppeteer-core);
+  # it decodes the H.264 with the system's libavcodec (from ffmpeg above)
+  firefox-esr)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -30,7 +33,8 @@ if ((${#missing[@]})); then
     { tail -n 30 "$apt_log" >&2; echo "apt-get failed: see $apt_log" >&2; exit 1; }
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
-[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund
+[ -d tests/browser/node_modules/playwright-core ] && [ -d tests/browser/node_modules/puppeteer-core ] ||
+  npm ci --prefix tests/browser --no-audit --no-fund
 # aiortc: the second, independent WebRTC client of tests/webrtc.rs, the receiving peer of the WHIP
 # server of tests/whip.rs (tests/whip_server.py: asyncio only, no aiohttp) and the Janus viewer of
 # tests/janus.rs.

@@ -1,9 +1,10 @@
 //! WebRTC end to end: a test camera -> `h264_encoder` -> `webrtc_sink`, played by headless
 //! Chromium (tests/browser/webrtc.mjs: the guide's WebSocket signalling and WHEP, five peers at
-//! once, painted frame numbers read back from the <video>) and by aiortc over WHEP
+//! once, painted frame numbers read back from the <video>), by headless Firefox
+//! (tests/browser/firefox.mjs: both signallings, same checks) and by aiortc over WHEP
 //! (tests/aiortc_client.py); and the signalling endpoints' answers to bad input.
-//! Needs node + tests/browser/node_modules, /usr/bin/chromium and `pip install aiortc`; a missing
-//! piece fails the test. Screenshots land in tests/artifacts/webrtc.
+//! Needs node + tests/browser/node_modules, /usr/bin/chromium, /usr/bin/firefox-esr and
+//! `pip install aiortc`; a missing piece fails the test. Screenshots land in tests/artifacts/webrtc.
 
 mod common;
 
@@ -187,7 +188,7 @@ fn whep_answers_what_mediamtx_checks_before_pulling() {
     }
 }
 
-/// The Chromium and aiortc tests measure frame rates on 2 cores; run together, five Chromium
+/// The browser and aiortc tests measure frame rates on 2 cores; run together, five Chromium
 /// decoders starve aiortc's (24.5 fps seen in a loaded run). One at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -246,6 +247,39 @@ fn chromium_plays_over_websocket_and_whep_five_peers_sharing_one_encoder() {
         encoded > 100.0 && encoded <= captured,
         "one encode per frame for all peers: encoded {encoded}, captured {captured}"
     );
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// Firefox (stock firefox-esr, its H.264 decoded by the system's FFmpeg: see harness.mjs) plays
+/// the WebRTC page over WHEP and over the WebSocket signalling at the camera's size and rate.
+#[test]
+fn firefox_plays_over_whep_and_websocket() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/webrtc");
+    let server = Server::start(&webrtc_yaml(10));
+    let (w, h, out) = (W.to_string(), H.to_string(), out_dir.display().to_string());
+    let summary = common::run_browser_script(
+        &server,
+        "firefox.mjs",
+        &[
+            &server.base,
+            &out,
+            "--camera",
+            "front",
+            "--width",
+            &w,
+            "--height",
+            &h,
+            "--fps",
+            "30",
+        ],
+    );
+    let peers = summary["peers"].as_array().expect("peers");
+    let signallings: Vec<&str> = peers
+        .iter()
+        .filter_map(|p| p["signalling"].as_str())
+        .collect();
+    assert_eq!(signallings, ["whep", "ws"], "{summary}");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
 

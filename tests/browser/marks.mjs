@@ -1,4 +1,4 @@
-// Reading the test pattern's marks in the page, shared by viewer.mjs and webrtc.mjs. Same layout as
+// Reading the test pattern's marks in the page, shared by the browser scripts. Same layout as
 // plugins/sources/testsrc: 3 rows of 32 black/white blocks at the top left; row0 = frame number,
 // row1 = its complement (a check), row2 = capture time in Unix ms (low 32 bits).
 
@@ -41,7 +41,36 @@ function installInPage() {
   };
 }
 
-/** Makes window.camgraphMarks available in every page of `context`. */
-export function installMarkReader(context) {
-  return context.addInitScript(installInPage);
+/** Makes window.camgraphMarks available in every page of a Playwright `context`, or in every
+ * document of a Puppeteer page. */
+export function installMarkReader(target) {
+  return target.addInitScript ? target.addInitScript(installInPage) : target.evaluateOnNewDocument(installInPage);
+}
+
+// In the page (passed to evaluate): for `ms`, reads the painted marks of every frame the <video>
+// presents, with each frame's capture-to-paint latency.
+export async function readMarksInPage({ ms }) {
+  const video = document.querySelector('video');
+  if (!video) throw new Error('no <video> (fell back to MJPEG?)');
+  const read = () => {
+    const m = window.camgraphMarks(video, video.videoWidth, video.videoHeight);
+    if (m.seq === null) return null;
+    const latency = ((Date.now() % 2 ** 32) - m.capturedMs + 2 ** 32) % 2 ** 32;
+    return { seq: m.seq, latency };
+  };
+  const seen = [];
+  let unreadable = 0;
+  await new Promise((done) => {
+    const start = performance.now();
+    const onFrame = () => {
+      const m = read();
+      if (m) seen.push(m);
+      else unreadable++;
+      if (performance.now() - start < ms) video.requestVideoFrameCallback(onFrame);
+      else done();
+    };
+    video.requestVideoFrameCallback(onFrame);
+    setTimeout(done, ms + 2000);
+  });
+  return { seen, unreadable, size: `${video.videoWidth}x${video.videoHeight}` };
 }
