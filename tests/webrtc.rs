@@ -171,6 +171,16 @@ fn whep_answers_what_mediamtx_checks_before_pulling() {
         "no ETag: {etag:?}"
     );
     let location = r.header("location").unwrap().to_string();
+    // RTP and RTCP share one port (rtcp-mux): a candidate for a separate RTCP component is one
+    // that Firefox rejects ("Couldn't process ICE candidate") and no peer can use.
+    let answer = r.text().unwrap();
+    assert!(answer.contains("a=rtcp-mux"), "{answer}");
+    assert!(answer.contains("a=candidate:"), "{answer}");
+    let rtcp_candidates: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.split(' ').nth(1) == Some("2"))
+        .collect();
+    assert!(rtcp_candidates.is_empty(), "{rtcp_candidates:?}\n{answer}");
     let deleted = client::request("DELETE", &server.url(&location), &[], None).unwrap();
     assert_eq!(deleted.status, 200);
     // A page on an allowed origin (a WHEP player of a dashboard) may read them too.

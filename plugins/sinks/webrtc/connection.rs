@@ -124,6 +124,37 @@ pub async fn wait_gathered(gathered: &mut watch::Receiver<bool>) {
     let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done)).await;
 }
 
+/// The connection's own description once gathered, as it goes to the other side: without the
+/// candidates webrtc-rs lists for a separate RTCP component (component 2, on the same port as
+/// component 1) in sections that multiplex RTCP with RTP (`a=rtcp-mux`, which every camgraph
+/// connection requires). No peer can use them, and Firefox rejects each one.
+pub async fn local_sdp(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    Some(without_rtcp_candidates(&pc.local_description().await?.sdp))
+}
+
+fn without_rtcp_candidates(sdp: &str) -> String {
+    let lines: Vec<&str> = sdp.split_inclusive('\n').collect();
+    let mut out = String::with_capacity(sdp.len());
+    // Sections begin at `m=` lines; the session part before the first one has no candidates.
+    let mut start = 0;
+    while start < lines.len() {
+        let end = (start + 1..lines.len())
+            .find(|&i| lines[i].starts_with("m="))
+            .unwrap_or(lines.len());
+        let section = &lines[start..end];
+        let muxed = section.iter().any(|l| l.trim_end() == "a=rtcp-mux");
+        for line in section {
+            let rtcp_candidate =
+                line.starts_with("a=candidate:") && line.split_whitespace().nth(1) == Some("2");
+            if !(muxed && rtcp_candidate) {
+                out.push_str(line);
+            }
+        }
+        start = end;
+    }
+    out
+}
+
 /// The camera's video track for one connection, sending with `ssrc`.
 pub fn camera_track(camera: &str, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -202,6 +233,31 @@ mod tests {
     use rtc::shared::{TransportContext, TransportMessage};
 
     use super::*;
+
+    /// Component-2 candidates go only where RTCP shares RTP's port; every other line stays as it
+    /// was, line endings included.
+    #[test]
+    fn rtcp_candidates_are_dropped_only_from_muxed_sections() {
+        let sdp = "v=0\r\ns=-\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtcp-mux\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+            a=candidate:1 2 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+            a=end-of-candidates\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=candidate:2 1 udp 2130706431 127.0.0.1 6000 typ host\r\n\
+            a=candidate:2 2 udp 2130706431 127.0.0.1 6001 typ host\r\n";
+        assert_eq!(
+            without_rtcp_candidates(sdp),
+            "v=0\r\ns=-\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtcp-mux\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+            a=end-of-candidates\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=candidate:2 1 udp 2130706431 127.0.0.1 6000 typ host\r\n\
+            a=candidate:2 2 udp 2130706431 127.0.0.1 6001 typ host\r\n"
+        );
+        assert_eq!(without_rtcp_candidates(""), "");
+    }
 
     fn tagged(packet: Packet) -> TaggedPacket {
         TransportMessage {

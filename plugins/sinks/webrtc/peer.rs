@@ -193,11 +193,9 @@ async fn answer(
         .await
         .map_err(|e| internal("set_local_description", e))?;
     connection::wait_gathered(gathered).await;
-    let answer = pc
-        .local_description()
+    let answer = connection::local_sdp(pc)
         .await
-        .ok_or_else(|| ServiceError::Unavailable("no local description".into()))?
-        .sdp;
+        .ok_or_else(|| ServiceError::Unavailable("no local description".into()))?;
     let payload_type = sender
         .get_parameters()
         .await

@@ -357,27 +357,23 @@ async fn connect_and_publish(
     {
         return Ended::Stopped;
     }
-    let Some(offer) = pc.local_description().await else {
+    let Some(offer) = connection::local_sdp(&pc).await else {
         return Ended::failed("WebRTC made no offer");
     };
     // Dropped if the node stops meanwhile: the request's thread deletes a late session itself.
-    let created = match unless_stopped(
-        &s.stop,
-        http::post_offer(&s.url, s.token.as_deref(), offer.sdp),
-    )
-    .await
-    {
-        None => return Ended::Stopped,
-        Some(Err(refused)) => {
-            return Ended::Failed {
-                error: refused.error,
-                retry_after: refused.retry_after,
-                transient: refused.transient,
-                published: false,
+    let created =
+        match unless_stopped(&s.stop, http::post_offer(&s.url, s.token.as_deref(), offer)).await {
+            None => return Ended::Stopped,
+            Some(Err(refused)) => {
+                return Ended::Failed {
+                    error: refused.error,
+                    retry_after: refused.retry_after,
+                    transient: refused.transient,
+                    published: false,
+                }
             }
-        }
-        Some(Ok(created)) => created,
-    };
+            Some(Ok(created)) => created,
+        };
     let answer = created.answer.clone();
     let announced = created.ice_servers.clone();
     s.status
