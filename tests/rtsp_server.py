@@ -86,7 +86,7 @@ class MarkPainter:
         self.gst.gst_buffer_map.argtypes = [ctypes.c_void_p, ctypes.POINTER(GstMapInfo), ctypes.c_int]
         self.gst.gst_buffer_unmap.argtypes = [ctypes.c_void_p, ctypes.POINTER(GstMapInfo)]
         self.seq = 0
-        self.layout = None  # (caps, plane offsets, strides) of the negotiated picture
+        self.layout = None  # (plane offsets, strides, block size): the caps are fixed by the options
 
     def attach(self, media):
         """Adds the probe to a media's videotestsrc (the factory's media-configure signal)."""
@@ -94,17 +94,18 @@ class MarkPainter:
         pad.add_probe(Gst.PadProbeType.BUFFER, self.probe)
 
     def probe(self, pad, info):
+        # A live videotestsrc pushes each frame when the clock reaches its time: that is its capture.
         captured_ms = int(time.time() * 1000) & 0xFFFFFFFF
-        caps = pad.get_current_caps()
-        if self.layout is None or self.layout[0] != caps:
+        if self.layout is None:
+            caps = pad.get_current_caps()
             video = GstVideo.VideoInfo.new_from_caps(caps)
             if caps.get_structure(0).get_string("format") != "I420":
                 fail(f"--marks paints I420, the source gives {caps.to_string()}")
             b = block_size(video.width)
             if video.width < BITS * b or video.height < ROWS * b:
-                fail(f"--marks needs a picture of at least {BITS * b}x{ROWS * b}, not {video.width}x{video.height}")
-            self.layout = (caps, list(video.offset), list(video.stride), b)
-        _, offset, stride, b = self.layout
+                fail(f"--marks needs at least {BITS * b}x{ROWS * b}, not {video.width}x{video.height}")
+            self.layout = (list(video.offset), list(video.stride), b)
+        offset, stride, b = self.layout
         seq = self.seq & 0xFFFFFFFF
         self.seq += 1
         # GstPadProbeInfo: GstPadProbeType type; gulong id; gpointer data; ...
