@@ -42,8 +42,8 @@ ENCODE = {
 
 BITS = 32
 ROWS = 3
-# Nominal (limited range) white and black luma, and neutral chroma: the blocks decode to grey-free
-# white and black whatever colour of the test pattern lies under them.
+# Nominal (limited range) white and black luma, and neutral chroma: the blocks decode to pure white
+# and black whatever colour of the test pattern lies under them.
 WHITE, BLACK, NEUTRAL = 235, 16, 128
 
 
@@ -59,6 +59,8 @@ def fail(message):
 
 
 class GstMapInfo(ctypes.Structure):
+    """GstMapInfo as gst/gstmemory.h lays it out, for gst_buffer_map through ctypes."""
+
     _fields_ = [
         ("memory", ctypes.c_void_p),
         ("flags", ctypes.c_int),
@@ -108,7 +110,8 @@ class MarkPainter:
         offset, stride, b = self.layout
         seq = self.seq & 0xFFFFFFFF
         self.seq += 1
-        # GstPadProbeInfo: GstPadProbeType type; gulong id; gpointer data; ...
+        # hash() of a PyGObject struct wrapper is its C address. GstPadProbeInfo: GstPadProbeType
+        # type; gulong id; gpointer data; ...
         data = ctypes.c_void_p.from_address(hash(info) + 16)
         data.value = self.gst.gst_mini_object_make_writable(data.value)
         mapped = GstMapInfo()
