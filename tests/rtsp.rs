@@ -2,7 +2,9 @@
 //! gst-rtsp-server (tests/rtsp_server.py, Debian's python3-gi, gir1.2-gst-rtsp-server-1.0 and
 //! gstreamer1.0-plugins-{base,good,ugly}) serving a 640x360 30 fps x264 test pattern on loopback.
 //! camgraph passes the camera's H.264 to headless Chromium (tests/browser/rtsp.mjs, over WHEP and
-//! the WebSocket signalling) with no encoder in the chain; the server stopped for 5 s leaves the
+//! the WebSocket signalling) with no encoder in the chain, the frame number and capture time the
+//! server paints into its frames (`--marks`) read back in order in the pages, with the
+//! glass-to-glass latency printed; the server stopped for 5 s leaves the
 //! camera `down`, and the same peers get pictures again when it returns; an aiortc peer sees the
 //! "no signal" picture meanwhile (by its colour). An `adaptive` node over the camera keeps its
 //! stream as the top step and decodes and encodes a lower step only while an aiortc peer sits on
@@ -126,7 +128,9 @@ fn json_lines(stdout: ChildStdout, label: String) -> mpsc::Receiver<serde_json::
 
 #[test]
 fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_restarts() {
-    let mut rtsp = RtspServer::start(0, &[]);
+    // The camera paints its frame number and capture time into every frame: the peers read them
+    // back, which shows the camera's own pictures pass in order and gives glass-to-glass latency.
+    let mut rtsp = RtspServer::start(0, &["--marks"]);
     let port = rtsp.port;
     // The short form: a camera that encodes gets camera -> adaptive -> webrtc_sink, no encoder
     // (the adaptive node's top step is the camera's own stream).
@@ -166,6 +170,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
         .arg(&out_dir)
         .args(["--camera", "gate", "--width", &W.to_string()])
         .args(["--height", &H.to_string()])
+        .args(["--marks", "2"])
         .current_dir(&browser_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -184,6 +189,21 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
     };
     let playing = next("playing");
     assert_eq!(playing["phase"], "playing", "{playing}\n{}", server.log());
+    // rtsp.mjs checked the marks (readable, the frame number advancing); the latency is a figure
+    // (the benchmark's, tests/browser/rtsp-bench.py), not a bound.
+    for peer in playing["peers"].as_array().unwrap() {
+        assert!(
+            peer["paintedReadable"].as_u64().unwrap_or(0) >= 10,
+            "{peer}"
+        );
+        println!(
+            "{}: glass to glass p50 {} ms, p90 {} ms over {} frames",
+            peer["signalling"].as_str().unwrap_or_default(),
+            peer["latencyP50Ms"],
+            peer["latencyP90Ms"],
+            peer["paintedReadable"]
+        );
+    }
 
     // No encoder between the camera and the peers: nothing was encoded or decoded for this
     // camera (its MJPEG chain idles without viewers), yet the sink sent frames.
@@ -210,7 +230,7 @@ fn chromium_plays_an_rtsp_camera_without_reencoding_and_again_after_the_server_r
     );
     std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed()));
     assert_eq!(server.node("gate")["state"], "down");
-    rtsp = RtspServer::start(port, &[]);
+    rtsp = RtspServer::start(port, &["--marks"]);
     node_js
         .stdin
         .as_mut()

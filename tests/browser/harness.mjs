@@ -70,19 +70,28 @@ export async function videoStatsInPage() {
 /** A peer's figures over `seconds`: inbound stats before and after, the marks read meanwhile
  * (marks.mjs readMarksInPage). */
 export function peerFigures({ signalling, firstFrameMs }, start, end, marks, seconds) {
-  const seqs = marks.seen.map((s) => s.seq);
-  const latencies = marks.seen.map((s) => s.latency).sort((a, b) => a - b);
   return {
     signalling,
     firstFrameMs,
     framesDecoded: end.framesDecoded,
     decodedFps: +((end.framesDecoded - start.framesDecoded) / seconds).toFixed(1),
     size: `${end.width}x${end.height}`,
+    ...markFigures(marks),
+  };
+}
+
+/** What the marks read over a while (marks.mjs readMarksInPage) say: the painted frame numbers
+ * and the capture-to-paint latency (median and 90th percentile, ms). */
+export function markFigures(marks) {
+  const seqs = marks.seen.map((s) => s.seq);
+  const latencies = marks.seen.map((s) => s.latency).sort((a, b) => a - b);
+  return {
     paintedFirst: seqs[0],
     paintedLast: seqs[seqs.length - 1],
     paintedReadable: seqs.length,
     paintedUnreadable: marks.unreadable,
     latencyP50Ms: latencies[Math.floor(latencies.length / 2)],
+    latencyP90Ms: latencies[Math.floor(latencies.length * 0.9)],
     backwards: seqs.filter((s, n) => n > 0 && s < seqs[n - 1]).length,
     paintedStep: seqs.length - 1 > 0 ? +((seqs[seqs.length - 1] - seqs[0]) / (seqs.length - 1)).toFixed(2) : null,
   };
@@ -92,6 +101,12 @@ export function peerFigures({ signalling, firstFrameMs }, start, end, marks, sec
 export function checkPeer(name, peer, { width, height, fps }, measureMs) {
   check(peer.size === `${width}x${height}`, `${name}: decoded size ${peer.size}, want ${width}x${height}`);
   check(peer.decodedFps >= fps * 0.8, `${name}: ${peer.decodedFps} fps decoded, want >= ${fps * 0.8}`);
+  checkMarks(name, peer, fps, measureMs);
+}
+
+/** Checks that a peer read the marks of a camera at `fps` over `measureMs` (markFigures): most
+ * at least 10 frames readable, the painted number advancing and never going back. */
+export function checkMarks(name, peer, fps, measureMs) {
   check(peer.paintedReadable >= 10, `${name}: painted frame number readable in only ${peer.paintedReadable} frames (${peer.paintedUnreadable} unreadable)`);
   check(peer.paintedLast - peer.paintedFirst >= fps * (measureMs / 1000) * 0.7, `${name}: painted number went ${peer.paintedFirst} -> ${peer.paintedLast} in ${measureMs} ms`);
   check(peer.backwards === 0, `${name}: painted number went backwards ${peer.backwards} times`);

@@ -9,7 +9,11 @@ WebSocket), two ways:
     tests/browser/rtsp-bench.py [BINARY] [N...]     default: target/release/camgraph 1 10
 
 Prints one JSON line per (way, N): camgraph's CPU in % of one core while the peers play (10 s,
-after every peer showed its first frame), decoded fps and time to first frame per peer. Run as
+after every peer showed its first frame), decoded fps and time to first frame per peer, and the
+glass-to-glass latency (median, 90th percentile; ms) of the first peer: the camera paints its
+capture time into every frame (rtsp_server.py --marks) and that peer's page reads it back from
+each frame it paints (rtsp.mjs --marks 1), both with this machine's wall clock. That spans x264
+encoding (zerolatency), RTSP, camgraph, WebRTC, Chromium's jitter buffer, decode and paint. Run as
 root in a loopback-only namespace:
     unshare -n bash -c 'ip link set lo up && tests/browser/rtsp-bench.py target/release/camgraph'
 """
@@ -59,7 +63,7 @@ def run(binary, way, peers, rtsp_url, work):
         browser = subprocess.Popen(
             ["node", os.path.join(ROOT, "tests/browser/rtsp.mjs"), base, os.path.join(work, "shots"),
              "--camera", "cam", "--width", "1280", "--height", "720", "--peers", str(peers),
-             "--measure", str(MEASURE_MS), "--restart", "0"],
+             "--measure", str(MEASURE_MS), "--restart", "0", "--marks", "1"],
             cwd=os.path.join(ROOT, "tests/browser"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -86,6 +90,13 @@ def run(binary, way, peers, rtsp_url, work):
             "server_cpu_pct": round(cpu * 100, 1),
             "decoded_fps": [p["decodedFps"] for p in summary["peers"]],
             "first_frame_ms": [p["firstFrameMs"] for p in summary["peers"]],
+            "glass_to_glass_ms": {
+                "p50": summary["peers"][0]["latencyP50Ms"],
+                "p90": summary["peers"][0]["latencyP90Ms"],
+                "frames": summary["peers"][0]["paintedReadable"],
+            },
+            # Chromium's share of it: how long frames waited in its jitter buffer (getStats()).
+            "jitter_buffer_ms": summary["peers"][0]["jitterBufferMs"],
         }
     finally:
         server.kill()
@@ -98,7 +109,7 @@ def main():
     counts = [int(n) for n in args] or [1, 10]
     rtsp = subprocess.Popen(
         ["/usr/bin/python3", os.path.join(ROOT, "tests/rtsp_server.py"), "--width", "1280",
-         "--height", "720", "--fps", "30", "--gop", "60", "--preset", "ultrafast"],
+         "--height", "720", "--fps", "30", "--gop", "60", "--preset", "ultrafast", "--marks"],
         stdout=subprocess.PIPE,
         text=True,
     )

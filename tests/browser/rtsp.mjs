@@ -3,12 +3,16 @@
 // signalling.
 //
 //   node tests/browser/rtsp.mjs BASE_URL OUTDIR --camera NAME --width W --height H
-//        [--peers 2] [--measure 2000] [--restart 1]
+//        [--peers 2] [--measure 2000] [--restart 1] [--marks 0]
 //
 // 1. Each page (alternately WHEP and WebSocket) must show a first frame; over `measure` ms
-//    getStats() inbound-rtp must show frames decoded at the camera's own size. Prints
+//    getStats() inbound-rtp must show frames decoded at the camera's own size. The first `marks`
+//    pages meanwhile read the marks the camera painted (tests/rtsp_server.py --marks, read by
+//    marks.mjs) from every frame they paint, which must be readable with the frame number
+//    advancing; their figures give the glass-to-glass latency, capture (the painter's wall clock)
+//    to paint (the page's, the same machine's): latencyP50Ms, latencyP90Ms. Prints
 //    {"phase":"playing",...} on stdout. With --restart 0 (the benchmark,
-//    tests/browser/rtsp-bench.sh) it ends there.
+//    tests/browser/rtsp-bench.py) it ends there.
 // 2. Waits for a line "back" on stdin (the test stopped the RTSP server, saw the camera down and
 //    started the server again), then for each page measures how long until a frame decodes again
 //    (firstFrameAfterMs: that may be the "no signal" picture the camera sends while it is down),
@@ -22,7 +26,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, Failure, check, runWithin, sleep } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, WEBRTC_ARGS, check, checkMarks, markFigures, runWithin, sleep } from './harness.mjs';
+import { installMarkReader, readMarksInPage } from './marks.mjs';
 
 const FIRST_FRAME_TIMEOUT_MS = 15_000;
 const RECOVERY_TIMEOUT_MS = 15_000;
@@ -30,14 +35,14 @@ const OVERALL_TIMEOUT_MS = 120_000;
 
 function parseArgs(argv) {
   const positional = [];
-  const opts = { camera: 'gate', width: 640, height: 360, peers: 2, measure: 2000, restart: 1 };
+  const opts = { camera: 'gate', width: 640, height: 360, peers: 2, measure: 2000, restart: 1, marks: 0 };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].startsWith('--') ? argv[i].slice(2) : null;
     if (key && key in opts) opts[key] = key === 'camera' ? argv[++i] : Number(argv[++i]);
     else positional.push(argv[i]);
   }
   if (positional.length !== 2) {
-    console.error('usage: node rtsp.mjs BASE_URL OUTDIR [--camera NAME] [--width W] [--height H]');
+    console.error('usage: node rtsp.mjs BASE_URL OUTDIR [--camera NAME] [--width W] [--height H] [--peers N] [--measure MS] [--restart 0|1] [--marks N]');
     process.exit(2);
   }
   return { base: positional[0].replace(/\/$/, ''), outDir: positional[1], ...opts };
@@ -128,6 +133,7 @@ async function main() {
     viewport: { width: 800, height: 520 },
     args: [...CHROMIUM_ARGS, ...WEBRTC_ARGS],
   });
+  if (opts.marks) await installMarkReader(context);
   const summary = { ok: false, peers: [] };
   const pages = [];
   try {
@@ -146,7 +152,9 @@ async function main() {
     console.log(JSON.stringify({ phase: 'measuring' }));
     const start = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
     const t0 = Date.now();
-    await sleep(opts.measure);
+    const marks = await Promise.all(
+      pages.map((p, k) => (k < opts.marks ? p.page.evaluate(readMarksInPage, { ms: opts.measure }) : sleep(opts.measure))),
+    );
     const end = await Promise.all(pages.map((p) => p.page.evaluate(statsInPage)));
     const seconds = (Date.now() - t0) / 1000;
     for (const [k, p] of pages.entries()) {
@@ -157,11 +165,13 @@ async function main() {
         size: `${end[k].width}x${end[k].height}`,
         framesDropped: end[k].framesDropped,
         jitterBufferMs: end[k].jitterBufferMs,
+        ...(marks[k] && markFigures(marks[k])),
       };
       summary.peers.push(peer);
       await p.page.screenshot({ path: join(opts.outDir, `rtsp-${p.signalling}.png`) });
       check(peer.size === `${opts.width}x${opts.height}`, `${p.signalling}: decoded size ${peer.size}, want the camera's ${opts.width}x${opts.height}`);
       check(peer.decodedFps >= 20, `${p.signalling}: ${peer.decodedFps} fps decoded, want >= 20 (the camera sends 30)`);
+      if (marks[k]) checkMarks(p.signalling, peer, 30, opts.measure);
     }
     console.log(JSON.stringify({ phase: 'playing', peers: summary.peers }));
     if (opts.restart) await afterRestart(pages, summary, opts);

@@ -357,7 +357,7 @@ async fn connect_and_publish(
     {
         return Ended::Stopped;
     }
-    let Some(offer) = connection::local_sdp(&pc).await else {
+    let Some(offer) = connection::local_sdp(pc).await else {
         return Ended::failed("WebRTC made no offer");
     };
     // Dropped if the node stops meanwhile: the request's thread deletes a late session itself.
