@@ -8,8 +8,10 @@
 //! for the next IDR: decoding P-frames without their reference would give broken pictures. An
 //! `adaptive` node over such a camera starts one as its part, for its lower steps; every
 //! `h264_decoder` of one camera stream shares one decoding (`SHARED`), so the camera's MJPEG
-//! viewers and that ladder cost one decode. Each node counts the pictures decoded while it uses
-//! it as its own (`camgraph_frames_decoded_total`).
+//! viewers and that ladder cost one decode. Each node has its own output and counts the pictures
+//! decoded while something downstream of it wants them (`camgraph_frames_decoded_total`, and
+//! `decoding` in its stats): a ladder whose peers all sit on the camera's own step shows no
+//! decode even while the camera's MJPEG viewers keep the shared decoding going.
 //!
 //! ```yaml
 //! gate:        { type: camera, source: "rtsp://192.168.1.30/stream1" }
@@ -33,7 +35,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::BuildError;
-use crate::fanout::{watch_demand, Fanout};
+use crate::fanout::{watch_demand, Demand, Fanout};
 use crate::frame::{EncodedFrame, Frame, PixelFormat};
 use crate::metrics::DropReason;
 use crate::node::{BuildContext, FieldIssue, NodeConfig, NodeHandle};
@@ -59,19 +61,22 @@ impl NodeConfig for H264DecoderConfig {
     fn build(&self, cx: BuildContext) -> Result<NodeHandle, BuildError> {
         let feed = cx.h264_input()?;
         let stop = Stopper::new();
-        let user = User {
-            token: stop.token(),
-            decoded: cx.metrics.frames_decoded(),
-            behind: cx.metrics.frames_dropped(DropReason::Behind),
-        };
-        let decoded = user.decoded.clone();
-        let (output, decoding) = join(feed, cx.camera.clone(), user);
+        let (token, decoded) = (stop.token(), cx.metrics.frames_decoded());
+        let behind = cx.metrics.frames_dropped(DropReason::Behind);
+        let (output, active) = join(feed, cx.camera.clone(), |demand| User {
+            token,
+            output: Fanout::with_demand(demand),
+            decoded: decoded.clone(),
+            behind,
+        });
+        let stats_output = output.clone();
         Ok(NodeHandle {
             output: Some(Port::Frames(output)),
             services: Default::default(),
-            stats: Some(Box::new(
-                move || json!({ "decoded": decoded.get(), "decoding": decoding.load(Ordering::Relaxed) }),
-            )),
+            stats: Some(Box::new(move || {
+                let decoding = active.load(Ordering::Relaxed) && stats_output.has_subscribers();
+                json!({ "decoded": decoded.get(), "decoding": decoding })
+            })),
             stop,
         })
     }
@@ -79,24 +84,34 @@ impl NodeConfig for H264DecoderConfig {
 
 /// The decodings running, one per camera stream: every `h264_decoder` node over the same camera
 /// (its `NAME_decode` and an `adaptive` node's part) shares it, so two of them wanting pictures
-/// at the same time cost one decode. It runs while one of its nodes does (each node counts the
-/// pictures as its own) and stops with the last.
+/// at the same time cost one decode. It decodes while a subscriber of any of its nodes' outputs
+/// wants pictures (their outputs count in one `Demand`), runs while one of its nodes does, and
+/// stops with the last.
 static SHARED: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
 
 struct Shared {
     feed: Weak<H264Feed>,
-    output: Fanout<Frame>,
+    /// Subscribers of all its nodes' outputs.
+    demand: Demand,
     decoding: Arc<AtomicBool>,
     users: Arc<Mutex<Vec<User>>>,
     actor: Addr<Decoding>,
 }
 
-/// A node using a decoding: its stop and its counters.
+/// A node using a decoding: its stop, its output and its counters.
 #[derive(Clone)]
 struct User {
     token: StopToken,
+    output: Fanout<Frame>,
     decoded: IntCounter,
     behind: IntCounter,
+}
+
+impl User {
+    /// Something downstream of this node wants pictures now.
+    fn wants(&self) -> bool {
+        self.output.has_subscribers()
+    }
 }
 
 /// A new user's stop, for the decoding to watch.
@@ -108,22 +123,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The output (and whether it decodes now) of the decoding of `feed`, with `user` one of its
-/// users; started if there is none.
-fn join(feed: Arc<H264Feed>, camera: Arc<str>, user: User) -> (Fanout<Frame>, Arc<AtomicBool>) {
+/// Joins the node made by `user` (given the decoding's demand) to the decoding of `feed`, started
+/// if there is none: the node's output, and whether the decoding decodes now.
+fn join(
+    feed: Arc<H264Feed>,
+    camera: Arc<str>,
+    user: impl FnOnce(Demand) -> User,
+) -> (Fanout<Frame>, Arc<AtomicBool>) {
     let mut all = lock(&SHARED);
     all.retain(|s| s.feed.strong_count() > 0 && s.actor.connected());
     let same = |s: &&Shared| s.feed.upgrade().is_some_and(|f| Arc::ptr_eq(&f, &feed));
     if let Some(shared) = all.iter().find(same) {
+        let user = user(shared.demand.clone());
         lock(&shared.users).push(user.clone());
         shared.actor.do_send(Watch(user.token));
-        return (shared.output.clone(), shared.decoding.clone());
+        return (user.output, shared.decoding.clone());
     }
-    let output = Fanout::new();
+    let demand = Demand::new();
+    let user = user(demand.clone());
+    let output = user.output.clone();
     let decoding = Arc::new(AtomicBool::new(false));
     let users = Arc::new(Mutex::new(vec![user]));
-    let (out, active, its_users, its_feed) = (
-        output.clone(),
+    let (its_demand, active, its_users, its_feed) = (
+        demand.clone(),
         decoding.clone(),
         users.clone(),
         feed.clone(),
@@ -134,15 +156,16 @@ fn join(feed: Arc<H264Feed>, camera: Arc<str>, user: User) -> (Fanout<Frame>, Ar
         decoder: None,
         wait_for_keyframe: true,
         joining: true,
-        output: out,
+        demand: its_demand,
         camera,
         seq: 0,
         users: its_users,
+        leaving: Vec::new(),
         active,
     });
     all.push(Shared {
         feed: Arc::downgrade(&feed),
-        output: output.clone(),
+        demand,
         decoding: decoding.clone(),
         users,
         actor,
@@ -160,11 +183,15 @@ struct Decoding {
     wait_for_keyframe: bool,
     /// Just subscribed: the first frame may start from the camera's frames since its keyframe.
     joining: bool,
-    output: Fanout<Frame>,
+    /// Subscribers of all its nodes' outputs.
+    demand: Demand,
     camera: Arc<str>,
     seq: u64,
     /// The nodes using it (`SHARED`).
     users: Arc<Mutex<Vec<User>>>,
+    /// The last node's stop, held until this actor is dropped: that node has stopped only once
+    /// the decoding has let go of the camera.
+    leaving: Vec<User>,
     /// Whether it decodes now, for `/api/graph`.
     active: Arc<AtomicBool>,
 }
@@ -211,7 +238,7 @@ impl Decoding {
         match decoder.decode(&frame.data) {
             Ok(Some(yuv)) => {
                 self.wait_for_keyframe = false;
-                for user in lock(&self.users).iter() {
+                for user in lock(&self.users).iter().filter(|u| u.wants()) {
                     user.decoded.inc();
                 }
                 if !wanted {
@@ -232,8 +259,9 @@ impl Decoding {
         }
     }
 
+    /// Publishes a picture on the outputs of the nodes whose consumers want it.
     fn publish(&mut self, (captured_at, width, height, rgb): Picture) {
-        self.output.publish(Arc::new(Frame {
+        let frame = Arc::new(Frame {
             camera: self.camera.clone(),
             seq: self.seq,
             captured_at,
@@ -241,7 +269,10 @@ impl Decoding {
             height,
             format: PixelFormat::Rgb24,
             data: Bytes::from(rgb),
-        }));
+        });
+        for user in lock(&self.users).iter().filter(|u| u.wants()) {
+            user.output.publish(frame.clone());
+        }
         self.seq += 1;
     }
 }
@@ -254,7 +285,7 @@ impl Actor for Decoding {
         for token in tokens {
             self.watch(token, ctx);
         }
-        watch_demand(self.output.demand(), ctx, |act, consumers, ctx| {
+        watch_demand(&self.demand.clone(), ctx, |act, consumers, ctx| {
             act.follow(consumers > 0, ctx)
         });
     }
@@ -272,9 +303,15 @@ impl Decoding {
         ctx.spawn(fired.map(|(), act, ctx: &mut Context<Self>| {
             let mut all = lock(&SHARED);
             let mut users = lock(&act.users);
-            users.retain(|u| !u.token.is_fired());
+            let (left, stay) = users.drain(..).partition(|u| u.token.is_fired());
+            *users = stay;
             if users.is_empty() {
                 all.retain(|s| !Arc::ptr_eq(&s.users, &act.users));
+                drop((all, users));
+                // The camera is let go (the subscription is cancelled before the actor stops)
+                // before the last node's stop is dropped with the actor.
+                act.follow(false, ctx);
+                act.leaving = left;
                 ctx.stop();
             }
         }));
@@ -292,7 +329,7 @@ impl Handler<Watch> for Decoding {
 impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
     fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
         if skipped > 0 {
-            for user in lock(&self.users).iter() {
+            for user in lock(&self.users).iter().filter(|u| u.wants()) {
                 user.behind.inc_by(skipped);
             }
             self.wait_for_keyframe = true;
@@ -448,10 +485,42 @@ mod tests {
         let next = tokio::time::timeout(std::time::Duration::from_secs(3), b.next());
         assert!(next.await.expect("still decoding").is_some());
 
-        // The last one stops: the decoding lets go of the camera.
+        // The last one stops: it has stopped once the decoding has let go of the camera.
         drop((a, b));
         second.stop.fire();
-        crate::testing::wait_for("the decoding to stop", || !camera.has_subscribers()).await;
+        second.stop.stopped().await;
+        assert!(!camera.has_subscribers(), "stopped, still subscribed");
+    }
+
+    /// A node of a shared decoding whose output nobody reads (an `adaptive` node whose peers all
+    /// sit on the camera's own step) neither counts the decodes nor shows itself decoding, while
+    /// the other node's viewers keep the decoding going.
+    #[actix_rt::test]
+    async fn a_node_nobody_reads_counts_no_decode_of_a_shared_decoding() {
+        let camera = Fanout::<EncodedFrame>::new();
+        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), Vec::new()));
+        let build = |id: &str| {
+            let (cx, metrics) =
+                crate::testing::context(id, "h264_decoder", Port::H264(feed.clone()));
+            (H264DecoderConfig {}.build(cx).unwrap(), metrics)
+        };
+        let ((read, _m1), (unread, _m2)) = (build("cam_decode"), build("cam_adaptive"));
+        let Some(Port::Frames(out)) = read.output.clone() else {
+            panic!("frames output")
+        };
+        let mut viewer = out.subscribe();
+        let stats = |h: &NodeHandle| h.stats.as_ref().unwrap()();
+        crate::testing::wait_for("the decoding to subscribe", || camera.has_subscribers()).await;
+        for (i, unit) in access_units(3, 64, 48).iter().enumerate() {
+            camera.publish(encoded(i as u64, unit));
+            viewer.next().await.unwrap();
+        }
+        assert_eq!(stats(&read)["decoded"], 3);
+        assert_eq!(stats(&read)["decoding"], true);
+        assert_eq!(stats(&unread)["decoded"], 0);
+        assert_eq!(stats(&unread)["decoding"], false);
+        read.stop.fire();
+        unread.stop.fire();
     }
 
     #[actix_rt::test]
