@@ -195,6 +195,23 @@ fn the_rtp_floor_bench_delivers_every_protected_packet_and_refuses_an_impossible
         }
         assert!(stdout.contains("floor per extra peer: "), "{stdout}");
     }
+    // 100 packets a frame: more than one GSO send takes (64 segments), so the frame goes in two.
+    let out = Command::new(env!("CARGO_BIN_EXE_camgraph-bench"))
+        .args(["rtp-floor", "--gso", "--peers", "1", "--seconds", "1"])
+        .args(["--packets-per-second", "3000"])
+        .output()
+        .expect("run camgraph-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let round: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no round:\n{stdout}"));
+    assert!(round["sent"].as_u64().unwrap() >= 1500, "{stdout}");
     let out = Command::new(env!("CARGO_BIN_EXE_camgraph-bench"))
         .args(["rtp-floor", "--packet-bytes", "9000", "--seconds", "1"])
         .output()
