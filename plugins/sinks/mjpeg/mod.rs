@@ -197,7 +197,7 @@ mod tests {
     use crate::port::{Feed, JpegVariant, Port};
 
     /// A feed that hands out one fan-out point, whatever the quality.
-    struct OneQuality(Fanout<EncodedFrame>);
+    pub(super) struct OneQuality(pub(super) Fanout<EncodedFrame>);
 
     impl Feed<JpegVariant> for OneQuality {
         fn subscribe(
