@@ -81,8 +81,24 @@ impl<V: Copy + 'static> FeedReader<V> {
     }
 
     /// The newest frame of the current variant if it was being produced for someone else when
-    /// this reader subscribed (`Subscriber::latest_if_flowing`).
-    pub fn latest_if_flowing(&self) -> Option<Arc<EncodedFrame>> {
+    /// this reader subscribed, marked seen (`Subscriber::latest_if_flowing`).
+    pub fn latest_if_flowing(&mut self) -> Option<Arc<EncodedFrame>> {
         self.frames.latest_if_flowing()
+    }
+
+    /// The position of the last frame given in its variant's stream (`Subscriber::seen`).
+    pub fn seen(&self) -> u64 {
+        self.frames.seen()
+    }
+
+    /// Another reader of the current variant that goes on from where this one is: its `next`
+    /// gives the frames after the last one this reader gave. It stays on that variant (the
+    /// policy is this reader's own).
+    pub fn fork(&self) -> Self {
+        Self {
+            feed: self.feed.clone(),
+            frames: self.frames.clone(),
+            policy: None,
+        }
     }
 }

@@ -80,7 +80,7 @@ pub fn watch_demand<A>(
     );
 }
 
-/// A published value with its position in the producer's sequence.
+/// A published value with its position in the producer's sequence (the first is 1).
 struct Stamped<T> {
     index: u64,
     value: Arc<T>,
@@ -137,7 +137,7 @@ impl<T> Fanout<T> {
     /// Replaces the current value and wakes every subscriber.
     pub fn publish(&self, value: Arc<T>) {
         self.tx.send_modify(|slot| {
-            let index = slot.as_ref().map_or(0, |s| s.index + 1);
+            let index = slot.as_ref().map_or(1, |s| s.index + 1);
             *slot = Some(Stamped { index, value });
         });
     }
@@ -146,7 +146,7 @@ impl<T> Fanout<T> {
     pub fn subscribe(&self) -> Subscriber<T> {
         let flowing = self.has_subscribers();
         let rx = self.tx.subscribe();
-        let last = rx.borrow().as_ref().map(|s| s.index);
+        let last = rx.borrow().as_ref().map_or(0, |s| s.index);
         Subscriber {
             rx,
             last,
@@ -173,7 +173,8 @@ impl<T> Fanout<T> {
 /// The consumer side. Clones count as subscribers of their own.
 pub struct Subscriber<T> {
     rx: watch::Receiver<Option<Stamped<T>>>,
-    last: Option<u64>,
+    /// The position of the last value seen (0: none was published yet).
+    last: u64,
     /// Whether someone else was consuming the point when this subscriber joined: then values were
     /// being produced and the current one is the newest, not a leftover from before a pause.
     joined_flowing: bool,
@@ -203,11 +204,13 @@ impl<T> Subscriber<T> {
             let Some(stamped) = self.rx.borrow_and_update().clone() else {
                 continue;
             };
+            // Counted from the last value seen; none seen yet (nothing was published when this
+            // subscriber came): nothing skipped.
             let skipped = match self.last {
-                Some(last) if stamped.index > last => stamped.index - last - 1,
-                _ => 0,
+                0 => 0,
+                last => stamped.index.saturating_sub(last + 1),
             };
-            self.last = Some(stamped.index);
+            self.last = stamped.index;
             return Some((stamped.value, skipped));
         }
     }
@@ -218,10 +221,22 @@ impl<T> Subscriber<T> {
     }
 
     /// The value published last, if values were flowing when this subscriber joined (someone else
-    /// was consuming them), without marking it seen; `None` when the point was idle, whose last
-    /// value is from before the pause.
-    pub fn latest_if_flowing(&self) -> Option<Arc<T>> {
-        self.joined_flowing.then(|| self.latest()).flatten()
+    /// was consuming them), marked seen (`next` waits for a newer one); `None` when the point was
+    /// idle, whose last value is from before the pause.
+    pub fn latest_if_flowing(&mut self) -> Option<Arc<T>> {
+        if !self.joined_flowing {
+            return None;
+        }
+        let stamped = self.rx.borrow_and_update().clone()?;
+        self.last = stamped.index;
+        Some(stamped.value)
+    }
+
+    /// The position of the last value `next` or `latest_if_flowing` gave (values count from 1
+    /// in the order published), or of the value current when this subscriber came: subscribers
+    /// of the same point can tell which of their values is newer. 0 when none was published yet.
+    pub fn seen(&self) -> u64 {
+        self.last
     }
 
     /// The values as a stream, for actors (`ctx.add_stream`) and response bodies.
@@ -299,11 +314,38 @@ mod tests {
     async fn the_latest_value_counts_as_flowing_only_if_someone_was_consuming() {
         let out = Fanout::new();
         out.publish(Arc::new("left from before"));
-        let first = out.subscribe();
+        let mut first = out.subscribe();
         assert_eq!(first.latest_if_flowing(), None, "nobody was consuming");
         out.publish(Arc::new("live"));
-        let second = out.subscribe();
+        let mut second = out.subscribe();
         assert_eq!(second.latest_if_flowing().as_deref(), Some(&"live"));
+    }
+
+    #[tokio::test]
+    async fn the_latest_value_once_taken_is_not_given_again() {
+        let out = Fanout::new();
+        let _consuming = out.subscribe();
+        out.publish(Arc::new(1));
+        let mut sub = out.subscribe();
+        assert_eq!(sub.seen(), 1);
+        out.publish(Arc::new(2));
+        assert_eq!(sub.latest_if_flowing().as_deref(), Some(&2));
+        assert_eq!(sub.seen(), 2, "the value taken");
+        out.publish(Arc::new(3));
+        assert_eq!(
+            sub.next().await.map(|(v, s)| (*v, s)),
+            Some((3, 0)),
+            "the next one, not 2 again"
+        );
+        assert_eq!(sub.seen(), 3);
+        let mut copy = sub.clone();
+        out.publish(Arc::new(4));
+        out.publish(Arc::new(5));
+        assert_eq!(
+            copy.next().await.map(|(v, s)| (*v, s)),
+            Some((5, 1)),
+            "a clone reads on from where its original was"
+        );
     }
 
     #[tokio::test]

@@ -101,6 +101,37 @@ impl DirectWriter {
     }
 }
 
+#[cfg(test)]
+impl DirectWriter {
+    /// A writer on one end of a loopback TCP connection, and the other end for the test to read
+    /// (blocking; the test sets it as it needs). Both ends ask for `buffer` bytes of socket
+    /// buffer, so that a test can fill them. Returns once the socket is known to be writable, as
+    /// a served connection's is by its body's first write.
+    pub async fn loopback(buffer: usize) -> (DirectWriter, std::net::TcpStream) {
+        use socket2::{Domain, Socket, Type};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        let client = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a client socket");
+        client.set_recv_buffer_size(buffer).expect("SO_RCVBUF");
+        client
+            .connect(&listener.local_addr().expect("its address").into())
+            .expect("connect on loopback");
+        let (server, _) = listener.accept().expect("accept on loopback");
+        let server = Socket::from(server);
+        server.set_send_buffer_size(buffer).expect("SO_SNDBUF");
+        server.set_nonblocking(true).expect("non-blocking");
+        // SAFETY: the Socket owns its descriptor and keeps it open until the AsyncFd drops it.
+        let socket = unsafe { AsyncFd::register_with_interest(server, Interest::WRITABLE) }
+            .expect("registered");
+        // The readiness stays known (the guard is dropped without clearing it).
+        drop(socket.writable().await.expect("writable"));
+        let writer = DirectWriter {
+            socket,
+            timeout: Duration::from_secs(10),
+        };
+        (writer, client.into())
+    }
+}
+
 /// The pieces of the chunk of `parts` (size line, parts, CRLF), how many, and its length in bytes.
 type Chunk<'a> = ([&'a [u8]; MAX_PARTS + 2], usize, usize);
 

@@ -197,7 +197,7 @@ mod tests {
     use crate::port::{Feed, JpegVariant, Port};
 
     /// A feed that hands out one fan-out point, whatever the quality.
-    struct OneQuality(Fanout<EncodedFrame>);
+    pub(super) struct OneQuality(pub(super) Fanout<EncodedFrame>);
 
     impl Feed<JpegVariant> for OneQuality {
         fn subscribe(
@@ -313,6 +313,39 @@ mod tests {
             Some(std::time::UNIX_EPOCH + Duration::new(1_700_000_000, 42_000))
         );
         assert!(jpeg_sent.ends_with(b"jpeg\xff\xd9"));
+        handle.stop.fire();
+    }
+
+    #[actix_rt::test]
+    async fn a_frame_taken_as_a_viewers_first_part_is_not_sent_again() {
+        let feed = Fanout::new();
+        let (services, handle) = sink(&feed, 10);
+        let _other = feed.subscribe(); // someone else watches: frames are flowing
+        let (_, mut body) = open_body(&services, crate::mjpeg::Form::Classic).await;
+        // Published after the viewer came, before its first part: that part.
+        let now = |seq, data: &'static [u8]| {
+            let frame = jpeg(seq, &Bytes::from_static(data));
+            Arc::new(EncodedFrame {
+                captured_at: SystemTime::now(),
+                ..(*frame).clone()
+            })
+        };
+        feed.publish(now(2, b"two"));
+        let mut chunks = Vec::new();
+        for _ in 0..3 {
+            chunks.push(body.next().await.unwrap().unwrap()); // headers, JPEG, end
+        }
+        assert_eq!(chunks[1], &b"two"[..]);
+        assert!(
+            futures_util::FutureExt::now_or_never(body.next()).is_none(),
+            "no part until the next frame"
+        );
+        feed.publish(now(3, b"three"));
+        chunks.clear();
+        for _ in 0..3 {
+            chunks.push(body.next().await.unwrap().unwrap());
+        }
+        assert_eq!(chunks[1], &b"three"[..], "not two again");
         handle.stop.fire();
     }
 

@@ -180,6 +180,12 @@ impl ViewerFrames {
         self.metrics.clone()
     }
 
+    /// Where the viewer is in its variant's stream: `seen` is the position of the last frame
+    /// `next` gave.
+    pub(super) fn reader(&self) -> &FeedReader<JpegVariant> {
+        &self.frames
+    }
+
     /// The feed, when this viewer takes every frame of its default stream as it is (no fps,
     /// size or quality of its own, no ladder to move along): then any such viewer of the feed
     /// gets the same parts, and one pass can write them all (`pass`).
@@ -386,10 +392,8 @@ pub(super) async fn write_mjpeg(
         }
         if !joined {
             joined = true;
-            if let Some(feed) = parts.frames.shared_stream() {
-                let metrics = parts.frames.metrics();
-                // `parts` stays: it counts the viewer while it watches.
-                return super::pass::follow(feed, form, writer, metrics, parts).await;
+            if let (Some(feed), Some(first)) = (parts.frames.shared_stream(), parts.last.take()) {
+                return super::pass::follow(feed, form, writer, parts.frames, first).await;
             }
         }
     }
