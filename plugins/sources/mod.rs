@@ -671,6 +671,7 @@ impl<T> Capture<T> {
             }
             if !gate.wanted() {
                 if active {
+                    tracing::debug!(camera = %self.camera, "capture paused: nobody wants frames");
                     if let Some(s) = source.as_mut() {
                         s.pause();
                     }
