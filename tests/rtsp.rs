@@ -432,7 +432,12 @@ fn mjpeg_viewers_and_snapshots_of_an_rtsp_camera_decode_only_while_watched() {
     let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/gate")).unwrap();
     assert_eq!(snapshot.status, 200);
     let (_, w, h) = common::decode(&snapshot.bytes().unwrap());
-    assert_eq!((w, h), (W, H));
+    assert_eq!(
+        (w, h),
+        (W, H),
+        "not the camera's picture:\n{}",
+        server.log()
+    );
 
     // An MJPEG viewer: pictures of the camera's size, at about its rate.
     let mut parts = server.mjpeg("/api/camera/stream/gate");
