@@ -222,6 +222,24 @@ fn whole_before(
     whole.then_some(before)
 }
 
+/// The frames skipped between `last` and `now` (frame numbers), taken from `since_keyframe` (a
+/// camera's frames since its last keyframe): all `skipped` of them, or those from a keyframe on
+/// (the chain starts again there); `None` when the chain cannot be mended.
+pub fn missed(
+    since_keyframe: Vec<Arc<EncodedFrame>>,
+    last: u64,
+    now: u64,
+    skipped: u64,
+) -> Option<Vec<Arc<EncodedFrame>>> {
+    let missed: Vec<_> = since_keyframe
+        .into_iter()
+        .filter(|f| f.seq > last && f.seq < now)
+        .collect();
+    let whole = missed.len() as u64 == skipped;
+    let restarts = missed.first().is_some_and(|f| f.keyframe);
+    (whole || restarts).then_some(missed)
+}
+
 /// JPEG images, one stream per quality and size.
 pub type JpegFeed = dyn Feed<JpegVariant>;
 /// H.264 video, one stream per bitrate and size.

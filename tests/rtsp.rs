@@ -427,12 +427,23 @@ fn mjpeg_viewers_and_snapshots_of_an_rtsp_camera_decode_only_while_watched() {
     let decoded = || metric_sum(&server, "camgraph_frames_decoded_total{camera=\"gate\"");
     let decoding = || server.node("gate_decode")["stats"]["decoding"] == true;
     assert!(!decoding(), "nobody watches: no decode");
+    // Up (it answered a DESCRIBE) and idle: that connection is closed, and the snapshot's session
+    // asks again, which gst-rtsp-server answers with a 503 if it comes right after the close (then
+    // the camera retries; the snapshot is its picture, not "no signal").
+    wait_for("the camera to be up", Duration::from_secs(15), || {
+        (server.node("gate")["stats"]["up"] == true).then_some(())
+    });
 
     // A snapshot: a JPEG at the camera's size, decoded from its H.264.
     let snapshot = camgraph::client::get(&server.url("/api/camera/snapshot/gate")).unwrap();
     assert_eq!(snapshot.status, 200);
     let (_, w, h) = common::decode(&snapshot.bytes().unwrap());
-    assert_eq!((w, h), (W, H));
+    assert_eq!(
+        (w, h),
+        (W, H),
+        "not the camera's picture:\n{}",
+        server.log()
+    );
 
     // An MJPEG viewer: pictures of the camera's size, at about its rate.
     let mut parts = server.mjpeg("/api/camera/stream/gate");

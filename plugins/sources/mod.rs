@@ -6,8 +6,11 @@
 //! subscribed; until then the thread sleeps until one of them changes (no polling). A source that
 //! fails, or is missing at start, is retried with exponential backoff and jitter; meanwhile
 //! viewers get a "no signal" picture and stay connected (a camera that gives H.264 gives it as
-//! H.264: an IDR at its last picture's size, 2 a second, encoded only while it is down). Recovery is logged (`camera up`, with how long it was down)
-//! and counted (`camgraph_camera_reconnects_total`).
+//! H.264: an IDR at its last picture's size, 2 a second, encoded only while it is down). The
+//! first comes half a second into the outage: a source that fails once and answers its first
+//! retry (an RTSP server that said "503" to a DESCRIBE right after the last one's connection
+//! closed) shows none, and a snapshot waits for its picture. Recovery is logged (`camera up`,
+//! with how long it was down) and counted (`camgraph_camera_reconnects_total`).
 //!
 //! ```yaml
 //! front: { type: camera, source: test, width: 1280, height: 720, fps: 30 }
@@ -417,6 +420,16 @@ impl Pacer {
     pub fn reset(&mut self) {
         self.next = None;
     }
+
+    /// The next frame is due one interval from now.
+    fn defer(&mut self) {
+        self.next = Some(Instant::now() + self.interval);
+    }
+
+    /// When the next frame is due (now if it has not started).
+    fn due(&self) -> Instant {
+        self.next.unwrap_or_else(Instant::now)
+    }
 }
 
 /// Shared between the camera actor and its capture thread.
@@ -601,9 +614,13 @@ struct Capture<T> {
 }
 
 impl<T> Capture<T> {
-    /// Notes and counts a failure; `down_since` keeps when the outage began.
-    fn down(&self, error: &SourceError, down_since: &mut Option<Instant>) {
-        down_since.get_or_insert_with(Instant::now);
+    /// Notes and counts a failure; `down_since` keeps when the outage began. An outage's first
+    /// "no signal" picture is due one `no_signal` interval after it began.
+    fn down(&self, error: &SourceError, down_since: &mut Option<Instant>, no_signal: &mut Pacer) {
+        if down_since.is_none() {
+            *down_since = Some(Instant::now());
+            no_signal.defer();
+        }
         if too_large(error.as_ref()) {
             self.metrics.too_large.inc();
         } else {
@@ -660,7 +677,7 @@ impl<T> Capture<T> {
                             .unwrap_or_else(PoisonError::into_inner) = None;
                     }
                     Err(e) => {
-                        self.down(&e, &mut down_since);
+                        self.down(&e, &mut down_since, &mut no_signal);
                         retry_at = Instant::now() + backoff.next_wait();
                     }
                 }
@@ -671,6 +688,7 @@ impl<T> Capture<T> {
             }
             if !gate.wanted() {
                 if active {
+                    tracing::debug!(camera = %self.camera, "capture paused: nobody wants frames");
                     if let Some(s) = source.as_mut() {
                         s.pause();
                     }
@@ -682,6 +700,11 @@ impl<T> Capture<T> {
             }
             active = true;
             let Some(s) = source.as_mut() else {
+                // Down: retried when due, before the next "no signal" picture if that is later.
+                if retry_at <= no_signal.due() {
+                    thread::sleep(retry_at.saturating_duration_since(Instant::now()));
+                    continue;
+                }
                 no_signal.wait();
                 if let Some(picture) = (self.outlet.no_signal)() {
                     (self.outlet.publish)(seq, picture);
@@ -699,7 +722,7 @@ impl<T> Capture<T> {
                 }
                 Err(e) => {
                     source = None; // closes the device or connection
-                    self.down(&e, &mut down_since);
+                    self.down(&e, &mut down_since, &mut no_signal);
                     retry_at = Instant::now() + backoff.next_wait();
                 }
             }
@@ -792,6 +815,83 @@ mod tests {
         assert!(gop.is_none(), "over the cap: dropped, not grown");
         Gop::keep(&mut gop, &frame(false, 10));
         assert!(gop.is_none(), "until the next keyframe");
+    }
+
+    /// A source that gives its frame numbers, 100 a second.
+    struct Numbers;
+
+    impl FrameSource<Option<u64>> for Numbers {
+        fn next_frame(&mut self, seq: u64) -> Result<Option<u64>, SourceError> {
+            thread::sleep(Duration::from_millis(10));
+            Ok(Some(seq))
+        }
+    }
+
+    /// Runs a capture thread, wanted, over a source that fails to open `fails` times; gives what
+    /// it publishes (`None`: the no-signal picture) and how many opens were tried when each was
+    /// published. Stops after `count` of them.
+    fn capture(fails: u64, count: usize) -> Vec<(Option<u64>, u64)> {
+        let opens = Arc::new(AtomicU64::new(0));
+        let tried = opens.clone();
+        let open: OpenFn<Option<u64>> = Box::new(move || {
+            if tried.fetch_add(1, Ordering::SeqCst) < fails {
+                Err("503 Service Unavailable".into())
+            } else {
+                Ok(Box::new(Numbers))
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tried = opens.clone();
+        let outlet = Outlet {
+            publish: Box::new(move |_, item| {
+                let _ = tx.send((item, tried.load(Ordering::SeqCst)));
+            }),
+            no_signal: Box::new(|| Some(None)),
+        };
+        let control = Arc::new(Control {
+            gate: Mutex::new(Gate {
+                capture_on: true,
+                consumers: true,
+                stop: false,
+            }),
+            changed: Condvar::new(),
+            last_error: Mutex::new(None),
+        });
+        let m = crate::metrics::Metrics::new().node("cam", "cam", "camera");
+        let capture = Capture {
+            open,
+            camera: "cam".into(),
+            outlet,
+            control: control.clone(),
+            metrics: CameraMetrics {
+                captured: m.frames_captured(),
+                up: m.camera_up(),
+                reconnects: m.camera_reconnects(),
+                too_large: m.camera_errors(CameraErrorReason::TooLarge),
+                failed: m.camera_errors(CameraErrorReason::Failed),
+            },
+        };
+        let thread = thread::spawn(move || capture.run());
+        let seen = (0..count)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("published"))
+            .collect();
+        control.update(|g| g.stop = true);
+        thread.join().unwrap();
+        seen
+    }
+
+    /// A source that fails once and answers its first retry (gst-rtsp-server's "503" to a
+    /// DESCRIBE right after the last one's connection closed: a snapshot of an RTSP camera nobody
+    /// watched got the no-signal picture, tests/rtsp.rs) shows no "no signal" picture; one that
+    /// stays down does, after a retry.
+    #[test]
+    fn the_no_signal_picture_waits_for_a_retry_that_fails_too() {
+        let seen = capture(1, 3);
+        assert!(seen.iter().all(|(item, _)| item.is_some()), "{seen:?}");
+
+        let seen = capture(u64::MAX, 2);
+        assert_eq!(seen[0].0, None, "down: no signal");
+        assert!(seen[0].1 >= 2, "no signal before a retry: {seen:?}");
     }
 
     #[test]

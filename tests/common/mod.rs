@@ -45,7 +45,11 @@ impl Server {
             .arg("--config")
             .arg(&path)
             .args(["--listen", listen])
-            .env("RUST_LOG", "info")
+            // CAMGRAPH_TEST_LOG: another filter for a test's server (debugging a flaky test).
+            .env(
+                "RUST_LOG",
+                std::env::var("CAMGRAPH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -4,8 +4,10 @@
 //! subscribed, and lets go of the camera otherwise, so WebRTC peers of the same camera keep their
 //! passthrough and a camera nobody watches as MJPEG costs no decode. Joining the camera mid-GOP,
 //! it first decodes the camera's frames since its last keyframe (`Feed::gop_before`) and shows
-//! its first picture at once; when those are not kept, and after a gap (it fell behind), it waits
-//! for the next IDR: decoding P-frames without their reference would give broken pictures. An
+//! its first picture at once; after a gap (it fell behind) it decodes the frames it skipped from
+//! those kept, unseen, and goes on; when they are not kept it waits for the next IDR: decoding
+//! P-frames without their reference would give broken pictures (with a camera's long GOP, seconds
+//! without a picture for every consumer of the decoding, lower steps of a ladder included). An
 //! `adaptive` node over such a camera starts one as its part, for its lower steps; every
 //! `h264_decoder` of one camera stream shares one decoding (`SHARED`), so the camera's MJPEG
 //! viewers and that ladder cost one decode. Each node has its own output and counts the pictures
@@ -39,7 +41,7 @@ use crate::fanout::{watch_demand, Demand, Fanout};
 use crate::frame::{EncodedFrame, Frame, PixelFormat};
 use crate::metrics::DropReason;
 use crate::node::{BuildContext, FieldIssue, NodeConfig, NodeHandle};
-use crate::port::{H264Feed, Port, PortKind, Ports};
+use crate::port::{missed, H264Feed, Port, PortKind, Ports};
 use crate::stop::{start_on_own_thread, StopToken, Stopper};
 
 /// Settings of an `h264_decoder` node: none besides `inputs`.
@@ -156,6 +158,7 @@ fn join(
         decoder: None,
         wait_for_keyframe: true,
         joining: true,
+        last_seq: None,
         demand: its_demand,
         camera,
         seq: 0,
@@ -183,6 +186,8 @@ struct Decoding {
     wait_for_keyframe: bool,
     /// Just subscribed: the first frame may start from the camera's frames since its keyframe.
     joining: bool,
+    /// The camera's number of the last frame received since it subscribed.
+    last_seq: Option<u64>,
     /// Subscribers of all its nodes' outputs.
     demand: Demand,
     camera: Arc<str>,
@@ -202,9 +207,11 @@ impl Decoding {
         match (wanted, self.input) {
             (true, None) => match (self.feed.subscribe(None), Decoder::new()) {
                 (Ok(frames), Ok(decoder)) => {
+                    tracing::debug!(camera = %self.camera, "h264_decoder subscribes to the camera");
                     self.input = Some(ctx.add_stream(frames.into_stream()));
                     self.decoder = Some(decoder);
                     (self.wait_for_keyframe, self.joining) = (true, true);
+                    self.last_seq = None;
                 }
                 (Err(e), _) => {
                     tracing::error!(camera = %self.camera, "h264_decoder cannot subscribe: {e}")
@@ -214,6 +221,7 @@ impl Decoding {
                 }
             },
             (false, Some(handle)) => {
+                tracing::debug!(camera = %self.camera, "h264_decoder lets go of the camera");
                 ctx.cancel_future(handle);
                 self.input = None;
                 self.decoder = None;
@@ -326,21 +334,45 @@ impl Handler<Watch> for Decoding {
     }
 }
 
-impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
-    fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
+impl Decoding {
+    /// The picture of the camera's `frame`, if it gives one now; `skipped` frames came before it
+    /// that this decoding was too busy to take.
+    fn receive(&mut self, frame: &EncodedFrame, skipped: u64) -> Option<Picture> {
         if skipped > 0 {
             for user in lock(&self.users).iter().filter(|u| u.wants()) {
                 user.behind.inc_by(skipped);
             }
-            self.wait_for_keyframe = true;
+            // The frames it skipped, from the camera's kept ones: decoded unseen, the chain goes
+            // on at once instead of at the camera's next IDR.
+            let kept = self
+                .last_seq
+                .and_then(|last| missed(self.feed.since_keyframe(None), last, frame.seq, skipped));
+            tracing::debug!(camera = %self.camera, seq = frame.seq, skipped, mended = kept.is_some(), "h264_decoder fell behind");
+            match kept {
+                Some(frames) => {
+                    for earlier in &frames {
+                        self.decode(earlier, false);
+                    }
+                }
+                None => self.wait_for_keyframe = true,
+            }
         }
+        self.last_seq = Some(frame.seq);
         if std::mem::take(&mut self.joining) && !frame.keyframe {
             // Mid-GOP: its references, decoded but not shown (only this frame is new).
-            for earlier in self.feed.gop_before(None, frame.seq).unwrap_or_default() {
+            let earlier = self.feed.gop_before(None, frame.seq);
+            tracing::debug!(camera = %self.camera, seq = frame.seq, kept = ?earlier.as_ref().map(Vec::len), "h264_decoder joins mid-GOP");
+            for earlier in earlier.unwrap_or_default() {
                 self.decode(&earlier, false);
             }
         }
-        if let Some(picture) = self.decode(&frame, true) {
+        self.decode(frame, true)
+    }
+}
+
+impl StreamHandler<(Arc<EncodedFrame>, u64)> for Decoding {
+    fn handle(&mut self, (frame, skipped): (Arc<EncodedFrame>, u64), _: &mut Self::Context) {
+        if let Some(picture) = self.receive(&frame, skipped) {
             self.publish(picture);
         }
     }
@@ -521,6 +553,59 @@ mod tests {
         assert_eq!(stats(&unread)["decoding"], false);
         read.stop.fire();
         unread.stop.fire();
+    }
+
+    /// A decoding of `feed`, not started, decoding already, with one node whose output nobody reads.
+    fn decoding(feed: Arc<H264Feed>) -> Decoding {
+        let (_, metrics) = crate::testing::context("dec", "h264_decoder", Port::H264(feed.clone()));
+        let m = metrics.node("cam", "dec", "h264_decoder");
+        Decoding {
+            feed,
+            input: None,
+            decoder: Some(Decoder::new().unwrap()),
+            wait_for_keyframe: true,
+            joining: false,
+            last_seq: None,
+            demand: Demand::new(),
+            camera: "cam".into(),
+            seq: 0,
+            users: Arc::new(Mutex::new(vec![User {
+                token: crate::stop::Stopper::new().token(),
+                output: Fanout::new(),
+                decoded: m.frames_decoded(),
+                behind: m.frames_dropped(DropReason::Behind),
+            }])),
+            leaving: Vec::new(),
+            active: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Falling behind the camera (too busy to take some of its frames) costs the frames skipped,
+    /// not the rest of the camera's GOP: they are taken from the camera's kept frames. Before, the
+    /// decoding waited for the camera's next IDR (a 10 s GOP in tests/rtsp.rs's adaptive test: a
+    /// peer on a lower step saw nothing for seconds, and gave up).
+    #[test]
+    fn after_falling_behind_it_goes_on_from_the_frames_the_camera_kept() {
+        let units = access_units(7, 64, 48);
+        let frames: Vec<_> = (0..7).map(|i| encoded(i as u64, &units[i])).collect();
+        let kept = Camera(Fanout::new(), frames[..6].to_vec());
+        let mut decoding = self::decoding(Arc::new(kept));
+        assert!(decoding.receive(&frames[0], 0).is_some(), "the IDR");
+        assert!(decoding.receive(&frames[1], 0).is_some());
+        // Frames 2 to 4 were published while it was busy.
+        let picture = decoding.receive(&frames[5], 3);
+        assert!(picture.is_some(), "no picture after 3 frames skipped");
+        assert!(decoding.receive(&frames[6], 0).is_some());
+
+        // Frames that are not kept (the camera dropped an oversized GOP): it waits for an IDR
+        // rather than decode P-frames without their references.
+        let mut decoding = self::decoding(Arc::new(Camera(Fanout::new(), Vec::new())));
+        assert!(decoding.receive(&frames[0], 0).is_some());
+        assert!(
+            decoding.receive(&frames[5], 4).is_none(),
+            "a broken picture"
+        );
+        assert!(decoding.receive(&frames[6], 0).is_none());
     }
 
     #[actix_rt::test]

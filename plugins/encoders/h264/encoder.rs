@@ -220,6 +220,7 @@ impl H264Encoder {
     /// Subscribes to the camera while some variant has listeners, and lets go when none has.
     fn follow_demand(&mut self, ctx: &mut Context<Self>) {
         let active = self.output.outputs.active();
+        tracing::debug!(variants = ?active.iter().map(|(v, _)| v.to_string()).collect::<Vec<_>>(), "h264_encoder follows demand");
         self.metrics.settings.set(active.len() as i64);
         self.sessions
             .retain(|v, _| active.iter().any(|(a, _)| a == v));
@@ -294,6 +295,7 @@ impl StreamHandler<(Arc<Frame>, u64)> for H264Encoder {
                 continue;
             }
             if keyframe {
+                tracing::debug!(camera = %frame.camera, %variant, seq = frame.seq, force, "h264_encoder: IDR");
                 self.metrics.keyframes.fetch_add(1, Ordering::Relaxed);
             }
             output.out.publish(Arc::new(EncodedFrame {

@@ -349,6 +349,7 @@ pub async fn write_loop(
                         }
                     }
                     Some(WriterCommand::Switch(to, next, start)) => {
+                        tracing::debug!(variant = ?to, gop = start.len(), "WebRTC writer switches");
                         (variant, frames) = (to, Some(next));
                         let written = write_gop(
                             &track, payload_type, &start, &mut sequence, last_timestamp,
@@ -425,6 +426,9 @@ pub async fn write_loop(
             // Not bound yet or closed: the sink ends this task with the peer.
             need_keyframe = true;
             continue;
+        }
+        if need_keyframe {
+            tracing::debug!(variant = ?variant, "WebRTC writer starts at a keyframe");
         }
         need_keyframe = false;
         last_timestamp = timestamp.or(last_timestamp);

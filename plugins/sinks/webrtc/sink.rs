@@ -37,7 +37,7 @@ use crate::fanout::Fanout;
 use crate::frame::EncodedFrame;
 use crate::metrics::{DropReason, NodeMetrics};
 use crate::plugins::sinks::h264_rtp::{random_u64, RtpClock};
-use crate::port::{H264Feed, H264Variant};
+use crate::port::{missed, H264Feed, H264Variant};
 use crate::stop::{stop_on, StopToken};
 
 /// Which of the encoder's streams: `None` is its configured one.
@@ -156,6 +156,7 @@ impl WebRtcSink {
     ) -> Result<&VariantStream, ServiceError> {
         if !self.streams.contains_key(&variant) {
             let frames = self.feed.subscribe(variant)?;
+            tracing::debug!(camera = %self.camera, ?variant, "WebRTC sink subscribes to a variant");
             let input = ctx.add_stream(frames.into_stream().map(move |item| (variant, item)));
             self.streams.insert(
                 variant,
@@ -208,6 +209,7 @@ impl WebRtcSink {
         self.streams.retain(|variant, stream| {
             let keep = wanted.contains(variant);
             if !keep {
+                tracing::debug!(camera = %self.camera, ?variant, "WebRTC sink lets go of a variant");
                 ctx.cancel_future(stream.input);
             }
             keep
@@ -587,24 +589,6 @@ impl Handler<ClosePeer> for WebRtcSink {
             )))
         }
     }
-}
-
-/// The frames skipped between `last` and `now` (frame numbers), taken from `since_keyframe` (a
-/// camera's frames since its last keyframe): all `skipped` of them, or those from a keyframe on
-/// (the chain starts again there); `None` when the chain cannot be mended.
-fn missed(
-    since_keyframe: Vec<Arc<EncodedFrame>>,
-    last: u64,
-    now: u64,
-    skipped: u64,
-) -> Option<Vec<Arc<EncodedFrame>>> {
-    let missed: Vec<_> = since_keyframe
-        .into_iter()
-        .filter(|f| f.seq > last && f.seq < now)
-        .collect();
-    let whole = missed.len() as u64 == skipped;
-    let restarts = missed.first().is_some_and(|f| f.keyframe);
-    (whole || restarts).then_some(missed)
 }
 
 #[cfg(test)]
