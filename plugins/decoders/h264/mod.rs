@@ -479,16 +479,23 @@ mod tests {
         handle.stop.fire();
     }
 
-    #[actix_rt::test]
-    async fn two_decoders_of_one_camera_share_one_decode_until_the_last_stops() {
-        let camera = Fanout::<EncodedFrame>::new();
+    /// Two `h264_decoder` nodes over `camera` (its `NAME_decode` and an adaptive node's part),
+    /// each with the metrics it counts in.
+    fn two_decoders(
+        camera: &Fanout<EncodedFrame>,
+    ) -> [(NodeHandle, Arc<crate::metrics::Metrics>); 2] {
         let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), Vec::new()));
-        let build = |id: &str| {
+        ["cam_decode", "cam_adaptive"].map(|id| {
             let (cx, metrics) =
                 crate::testing::context(id, "h264_decoder", Port::H264(feed.clone()));
             (H264DecoderConfig {}.build(cx).unwrap(), metrics)
-        };
-        let ((first, _m1), (second, _m2)) = (build("cam_decode"), build("cam_adaptive"));
+        })
+    }
+
+    #[actix_rt::test]
+    async fn two_decoders_of_one_camera_share_one_decode_until_the_last_stops() {
+        let camera = Fanout::<EncodedFrame>::new();
+        let [(first, _m1), (second, _m2)] = two_decoders(&camera);
         let frames = |h: &NodeHandle| match h.output.clone() {
             Some(Port::Frames(out)) => out.subscribe(),
             _ => panic!("frames output"),
@@ -530,13 +537,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_node_nobody_reads_counts_no_decode_of_a_shared_decoding() {
         let camera = Fanout::<EncodedFrame>::new();
-        let feed: Arc<H264Feed> = Arc::new(Camera(camera.clone(), Vec::new()));
-        let build = |id: &str| {
-            let (cx, metrics) =
-                crate::testing::context(id, "h264_decoder", Port::H264(feed.clone()));
-            (H264DecoderConfig {}.build(cx).unwrap(), metrics)
-        };
-        let ((read, _m1), (unread, _m2)) = (build("cam_decode"), build("cam_adaptive"));
+        let [(read, _m1), (unread, _m2)] = two_decoders(&camera);
         let Some(Port::Frames(out)) = read.output.clone() else {
             panic!("frames output")
         };
